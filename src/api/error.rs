@@ -1,0 +1,77 @@
+//! Callout-level failures, rendered in the service's own JSON error format.
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use super::wire::ErrorBody;
+
+/// A failure of the callout itself, not a decision: the bundle treats any of these as a deny.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the caller is not authenticated")]
+    UnauthenticatedCaller,
+    #[error("the request body is larger than allowed")]
+    TooLarge,
+    #[error("the request body must be `application/json`")]
+    UnsupportedMediaType,
+}
+
+impl ApiError {
+    fn status_and_code(&self) -> (StatusCode, &'static str) {
+        match self {
+            Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            Self::UnauthenticatedCaller => (StatusCode::UNAUTHORIZED, "unauthenticated_caller"),
+            Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
+            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, error) = self.status_and_code();
+        let description = self.to_string();
+        (status, Json(ErrorBody { error, error_description: &description })).into_response()
+    }
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
+            JsonRejection::BytesRejection(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                Self::TooLarge
+            }
+            JsonRejection::JsonDataError(error) => Self::BadRequest(describe_serde_error(&error.body_text())),
+            JsonRejection::JsonSyntaxError(error) => Self::BadRequest(describe_serde_error(&error.body_text())),
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+/// axum prefixes serde's message ("Failed to deserialize the JSON body into the target type: ..."); the
+/// caller needs only serde's part, which names the field.
+fn describe_serde_error(text: &str) -> String {
+    let message = text.rsplit_once("target type: ").map_or(text, |(_, message)| message);
+    let message = message.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(message);
+    format!("malformed request body: {message}")
+}
+
+/// `Json<T>` whose rejections use [`ApiError`].
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let Json(value) = Json::<T>::from_request(request, state).await?;
+        Ok(Self(value))
+    }
+}

@@ -1,0 +1,84 @@
+//! Assembling and running the service: build the engine from a validated [`Config`], bind, serve until
+//! a shutdown signal, with one background task per issuer keeping its keys fresh.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::api::{self, AppState, CallerAuth};
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Config;
+use crate::decision::Engine;
+use crate::token::Verifier;
+
+/// The HTTP client used for discovery and JWKS fetches.
+pub fn http_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("verdict/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// Builds the shared state from a configuration. Keys are not loaded yet.
+pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
+    let http = http_client()?;
+    let verifier = Verifier::new(
+        &config.issuers,
+        config.limits.max_token_bytes,
+        config.cache.max_tokens,
+        &http,
+        Arc::clone(&clock),
+    );
+    let engine = Engine::new(verifier, config.policies, config.headers, config.realm, config.cache.decision_ttl, clock);
+    Ok(AppState::new(engine, CallerAuth::new(&config.callers), config.revision))
+}
+
+/// A bound, ready-to-run service.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+}
+
+impl Application {
+    /// Builds the service and binds its listener; `extra_routes` are served beside the API.
+    pub async fn build(config: Config, clock: SharedClock, extra_routes: Router) -> anyhow::Result<Self> {
+        let listen = config.listen;
+        let state = state(config, clock)?;
+        let router = api::router(state.clone()).merge(extra_routes);
+        let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
+        Ok(Self { listener, router, state })
+    }
+
+    /// Builds with the system clock and no extra routes.
+    pub async fn build_default(config: Config) -> anyhow::Result<Self> {
+        Self::build(config, Arc::new(SystemClock), Router::new()).await
+    }
+
+    /// The bound address (useful when the configuration asked for port 0).
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let mut refreshers = JoinSet::new();
+        for keys in self.state.engine.verifier().key_sets() {
+            refreshers.spawn(Arc::clone(keys).run_refresh());
+        }
+        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        refreshers.abort_all();
+        served.context("serving HTTP")
+    }
+}

@@ -1,0 +1,596 @@
+//! The YAML configuration: parsed into raw structs, then validated into the types the service runs on.
+//!
+//! Loading follows "parse, don't validate": [`raw`] mirrors the file with `deny_unknown_fields`, and
+//! [`Config::parse`] turns it into a [`Config`] whose fields can no longer be wrong (a compiled policy
+//! set, parsed URLs, checked algorithm lists). Each top-level section and each issuer is deserialized
+//! on its own so one bad entry does not hide the errors of the others; every error carries its path in
+//! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
+
+mod duration;
+mod env;
+mod raw;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use axum::http::HeaderName;
+use jsonwebtoken::Algorithm;
+use reqwest::Url;
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use serde_norway::Value;
+
+pub use env::{Environment, ProcessEnvironment};
+
+use crate::policy::{PolicyFile, PolicySet};
+
+/// The default listen address of the decision API.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+/// The default caller-key header (DESIGN §6).
+const DEFAULT_CALLER_KEY_HEADER: &str = "x-verdict-key";
+/// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
+const MIN_SHARED_SECRET_BYTES: usize = 32;
+
+/// A validated configuration: everything the service needs, checked and compiled.
+#[derive(Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub callers: Callers,
+    pub issuers: Vec<IssuerConfig>,
+    pub policies: PolicySet,
+    /// Upstream headers set from claims on an allow, in file order: (header, claim name).
+    pub headers: Vec<(HeaderName, String)>,
+    pub cache: CacheConfig,
+    pub limits: Limits,
+    /// The `realm` of every `WWW-Authenticate` challenge.
+    pub realm: String,
+    /// A short hash of the configuration text, reported by `/readyz`.
+    pub revision: String,
+}
+
+/// Who may call the decision API (DESIGN §5).
+#[derive(Debug)]
+pub struct Callers {
+    pub api_keys: Option<CallerApiKeys>,
+    pub allow_unauthenticated: bool,
+}
+
+/// Caller API keys: any of `keys` in `header` authenticates the caller.
+#[derive(Debug)]
+pub struct CallerApiKeys {
+    pub header: HeaderName,
+    pub keys: Vec<SecretString>,
+}
+
+/// One trusted token issuer.
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// A short name for logs and metrics.
+    pub name: String,
+    /// The exact `iss` value of its tokens.
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub keys: KeySource,
+    pub algorithms: Vec<Algorithm>,
+    pub leeway: Duration,
+    pub max_token_age: Option<Duration>,
+    /// When set, the token's `typ` header must name this type (e.g. `at+jwt`, RFC 9068).
+    pub required_typ: Option<String>,
+    pub claims: ClaimNames,
+    pub shared_secret: Option<SecretString>,
+    pub jwks_refresh: JwksRefresh,
+}
+
+/// Where an issuer's verification keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
+    Discovery(Url),
+    /// A configured JWKS URL.
+    JwksUri(Url),
+    /// No JWKS: the issuer signs with its `shared_secret` only.
+    SharedSecretOnly,
+}
+
+/// Which claims carry the subject, scopes, client id, roles and tenant.
+#[derive(Debug, Clone)]
+pub struct ClaimNames {
+    pub subject: String,
+    /// Tried in order; the first present claim is used.
+    pub scope: Vec<String>,
+    pub client_id: Vec<String>,
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+}
+
+/// How an issuer's JWKS is kept fresh.
+#[derive(Debug, Clone, Copy)]
+pub struct JwksRefresh {
+    /// The refresh interval when the response carries no `Cache-Control: max-age`.
+    pub default_interval: Duration,
+    /// `max-age` is clamped into `min_interval..=max_interval`.
+    pub min_interval: Duration,
+    pub max_interval: Duration,
+    /// An unknown `kid` causes at most one fetch per this period.
+    pub unknown_kid_cooldown: Duration,
+    /// Keys not refreshed for this long stop being trusted.
+    pub max_staleness: Duration,
+    /// Timeout of one discovery or JWKS request.
+    pub timeout: Duration,
+}
+
+impl Default for JwksRefresh {
+    fn default() -> Self {
+        Self {
+            default_interval: Duration::from_secs(5 * 60),
+            min_interval: Duration::from_secs(60),
+            max_interval: Duration::from_secs(60 * 60),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            max_staleness: Duration::from_secs(24 * 60 * 60),
+            timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The verified-token cache and the decision reuse the callout may do.
+#[derive(Debug, Clone, Copy)]
+pub struct CacheConfig {
+    pub max_tokens: usize,
+    /// The `cache_ttl` of an allow, capped by the token's `exp`; zero tells the proxy not to cache.
+    pub decision_ttl: Duration,
+}
+
+/// Size limits applied before any parsing.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub max_token_bytes: usize,
+}
+
+/// One configuration problem, located by its path in the file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+    }
+}
+
+/// Every problem found in a configuration, in file order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, error) in self.0.iter().enumerate() {
+            if index > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where the policy files come from: the configured directory, or files the caller already holds.
+#[derive(Debug)]
+pub enum PolicyOrigin {
+    Configured,
+    Embedded(Vec<PolicyFile>),
+}
+
+impl Config {
+    /// Reads and validates the configuration file at `path`.
+    pub fn load(path: &Path, environment: &dyn Environment) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|error| {
+            ConfigErrors(vec![ConfigError {
+                path: String::new(),
+                message: format!("cannot read `{}`: {error}", path.display()),
+            }])
+        })?;
+        let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
+        Self::parse(&text, base_dir, environment, PolicyOrigin::Configured)
+    }
+
+    /// Validates configuration text; relative paths in it are resolved against `base_dir`.
+    pub fn parse(
+        text: &str,
+        base_dir: &Path,
+        environment: &dyn Environment,
+        policy_origin: PolicyOrigin,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Errors::default();
+        let document: Value = match serde_norway::from_str(text) {
+            Ok(Value::Null) => {
+                return Err(ConfigErrors(vec![ConfigError {
+                    path: String::new(),
+                    message: "the configuration is empty".into(),
+                }]));
+            }
+            Ok(document) => document,
+            Err(error) => {
+                return Err(ConfigErrors(vec![ConfigError { path: String::new(), message: error.to_string() }]));
+            }
+        };
+        let document = env::interpolate(document, environment, &mut errors.0);
+        let Some(top) = errors.deserialize::<raw::Top>("", document) else {
+            return Err(ConfigErrors(errors.0));
+        };
+        let config = validate(top, base_dir, policy_origin, &mut errors, revision_of(text));
+        match config {
+            Some(config) if errors.0.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(errors.0)),
+        }
+    }
+}
+
+/// A short, stable fingerprint of some text, shown as the running revision.
+pub(crate) fn revision_of(text: &str) -> String {
+    crate::digest::short_hex(text.as_bytes(), 6)
+}
+
+#[derive(Default)]
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+
+    /// Deserializes one section, recording the first error inside it with its full path.
+    fn deserialize<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
+        match serde_path_to_error::deserialize::<_, T>(value) {
+            Ok(parsed) => Some(parsed),
+            Err(error) => {
+                let inner = error.path().to_string();
+                let full = match (path.is_empty(), inner.as_str()) {
+                    (_, ".") => path.to_owned(),
+                    (true, _) => inner,
+                    (false, inner) if inner.starts_with('[') => format!("{path}{inner}"),
+                    (false, inner) => format!("{path}.{inner}"),
+                };
+                self.push(full, error.into_inner().to_string());
+                None
+            }
+        }
+    }
+
+    fn section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<Value>) -> Option<T> {
+        match value {
+            None | Some(Value::Null) => Some(T::default()),
+            Some(value) => self.deserialize(path, value),
+        }
+    }
+}
+
+fn validate(
+    top: raw::Top,
+    base_dir: &Path,
+    policy_origin: PolicyOrigin,
+    errors: &mut Errors,
+    revision: String,
+) -> Option<Config> {
+    let listen = match top.listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+        Ok(listen) => Some(listen),
+        Err(error) => {
+            errors.push("listen", format!("not a socket address ({error}); write it as `0.0.0.0:8080`"));
+            None
+        }
+    };
+    let callers = errors.section::<raw::Callers>("callers", top.callers).and_then(|raw| validate_callers(raw, errors));
+
+    let mut issuers = Vec::new();
+    let raw_issuers = top.issuers.unwrap_or_default();
+    if raw_issuers.is_empty() {
+        errors.push("issuers", "at least one issuer is required");
+    }
+    let mut names = HashSet::new();
+    let mut issuer_urls = HashSet::new();
+    for (index, value) in raw_issuers.into_iter().enumerate() {
+        let path = format!("issuers[{index}]");
+        let Some(raw) = errors.deserialize::<raw::Issuer>(&path, value) else { continue };
+        if !names.insert(raw.name.clone()) {
+            errors.push(format!("{path}.name"), format!("duplicate issuer name `{}`", raw.name));
+        }
+        if !issuer_urls.insert(raw.issuer.clone()) {
+            errors.push(format!("{path}.issuer"), format!("duplicate issuer `{}`", raw.issuer));
+        }
+        if let Some(issuer) = validate_issuer(raw, &path, errors) {
+            issuers.push(issuer);
+        }
+    }
+
+    let policies = match policy_origin {
+        PolicyOrigin::Embedded(files) => PolicySet::compile(files)
+            .map_err(|problems| problems.into_iter().for_each(|problem| errors.push("policies", problem)))
+            .ok(),
+        PolicyOrigin::Configured => match top.policies {
+            None => {
+                errors.push("policies", "required: give `path`, a directory of `*.cedar` files");
+                None
+            }
+            Some(value) => errors.deserialize::<raw::Policies>("policies", value).and_then(|raw| {
+                let directory = base_dir.join(raw.path);
+                let schema = raw.schema.map(|schema| base_dir.join(schema));
+                PolicySet::load_dir(&directory, schema.as_deref())
+                    .map_err(|problems| problems.into_iter().for_each(|problem| errors.push("policies", problem)))
+                    .ok()
+            }),
+        },
+    };
+
+    let headers = errors
+        .section::<std::collections::BTreeMap<String, String>>("headers", top.headers)
+        .map(|raw| validate_headers(raw, errors))
+        .unwrap_or_default();
+    let cache = errors.section::<raw::Cache>("cache", top.cache).and_then(|raw| {
+        let max_tokens = raw.max_tokens.unwrap_or(100_000);
+        if max_tokens == 0 {
+            errors.push("cache.max_tokens", "must be at least 1");
+            return None;
+        }
+        Some(CacheConfig {
+            max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
+            decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
+        })
+    });
+    let limits = errors.section::<raw::Limits>("limits", top.limits).and_then(|raw| {
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
+        if !(256..=64 * 1024).contains(&max_token_bytes) {
+            errors.push("limits.max_token_bytes", "must be between 256 and 65536");
+            return None;
+        }
+        Some(Limits { max_token_bytes })
+    });
+    let realm = top.realm.unwrap_or_else(|| "api".to_owned());
+    if realm.is_empty() || realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
+        errors.push("realm", "must be non-empty, without quotes, backslashes or control characters");
+    }
+
+    Some(Config {
+        listen: listen?,
+        callers: callers?,
+        issuers,
+        policies: policies?,
+        headers,
+        cache: cache?,
+        limits: limits?,
+        realm,
+        revision,
+    })
+}
+
+fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
+    let api_keys = match raw.api_keys {
+        None => None,
+        Some(api_keys) => {
+            let header = api_keys.header.as_deref().unwrap_or(DEFAULT_CALLER_KEY_HEADER);
+            let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
+                Ok(header) => Some(header),
+                Err(_) => {
+                    errors.push("callers.api_keys.header", format!("`{header}` is not a valid header name"));
+                    None
+                }
+            };
+            if api_keys.keys.is_empty() {
+                errors.push("callers.api_keys.keys", "at least one key is required");
+            }
+            for (index, key) in api_keys.keys.iter().enumerate() {
+                if key.len() < 16 {
+                    errors.push(format!("callers.api_keys.keys[{index}]"), "a caller key must be at least 16 characters");
+                }
+            }
+            header.map(|header| CallerApiKeys {
+                header,
+                keys: api_keys.keys.into_iter().map(SecretString::from).collect(),
+            })
+        }
+    };
+    if api_keys.is_none() && !raw.allow_unauthenticated {
+        errors.push(
+            "callers",
+            "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
+        );
+    }
+    Some(Callers { api_keys, allow_unauthenticated: raw.allow_unauthenticated })
+}
+
+fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<IssuerConfig> {
+    let before = errors.0.len();
+    if raw.name.is_empty() {
+        errors.push(format!("{path}.name"), "must not be empty");
+    }
+    let issuer_url = match Url::parse(&raw.issuer) {
+        Ok(url) => {
+            check_fetchable(&url, &format!("{path}.issuer"), errors);
+            Some(url)
+        }
+        Err(error) => {
+            errors.push(format!("{path}.issuer"), format!("`{}` is not a URL: {error}", raw.issuer));
+            None
+        }
+    };
+    if raw.audiences.is_empty() {
+        errors.push(format!("{path}.audiences"), "at least one audience is required");
+    }
+    if raw.audiences.iter().any(String::is_empty) {
+        errors.push(format!("{path}.audiences"), "an audience must not be empty");
+    }
+
+    let shared_secret = raw.shared_secret.map(SecretString::from);
+    if let Some(secret) = &shared_secret
+        && secret.expose_secret().len() < MIN_SHARED_SECRET_BYTES
+    {
+        errors.push(
+            format!("{path}.shared_secret"),
+            format!("must be at least {MIN_SHARED_SECRET_BYTES} bytes"),
+        );
+    }
+
+    let algorithm_names = raw.algorithms.unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
+    let mut algorithms = Vec::new();
+    for (index, name) in algorithm_names.iter().enumerate() {
+        let at = format!("{path}.algorithms[{index}]");
+        match parse_algorithm(name) {
+            Ok(algorithm) => {
+                if is_hmac(algorithm) && shared_secret.is_none() {
+                    errors.push(at, format!("`{name}` needs the issuer's own `shared_secret`"));
+                } else {
+                    algorithms.push(algorithm);
+                }
+            }
+            Err(message) => errors.push(at, message),
+        }
+    }
+    if algorithm_names.is_empty() {
+        errors.push(format!("{path}.algorithms"), "at least one algorithm is required");
+    }
+
+    let keys = match (raw.jwks_uri, raw.discovery) {
+        (Some(_), Some(true)) => {
+            errors.push(format!("{path}.jwks_uri"), "give either `jwks_uri` or `discovery: true`, not both");
+            None
+        }
+        (Some(uri), _) => match Url::parse(&uri) {
+            Ok(url) => {
+                check_fetchable(&url, &format!("{path}.jwks_uri"), errors);
+                Some(KeySource::JwksUri(url))
+            }
+            Err(error) => {
+                errors.push(format!("{path}.jwks_uri"), format!("`{uri}` is not a URL: {error}"));
+                None
+            }
+        },
+        (None, Some(false)) => {
+            if algorithms.iter().all(|algorithm| is_hmac(*algorithm)) && shared_secret.is_some() {
+                Some(KeySource::SharedSecretOnly)
+            } else {
+                errors.push(format!("{path}.discovery"), "with discovery off, give `jwks_uri`");
+                None
+            }
+        }
+        (None, _) => issuer_url.as_ref().map(|url| KeySource::Discovery(discovery_url(url))),
+    };
+
+    let claims = raw.claims.unwrap_or_default();
+    let claims = ClaimNames {
+        subject: claims.subject.unwrap_or_else(|| "sub".into()),
+        scope: claims.scope.map_or_else(|| vec!["scope".into(), "scp".into()], raw::OneOrMany::into_vec),
+        client_id: claims
+            .client_id
+            .map_or_else(|| vec!["client_id".into(), "azp".into(), "cid".into()], raw::OneOrMany::into_vec),
+        roles: claims.roles.map_or_else(|| vec!["roles".into(), "groups".into()], raw::OneOrMany::into_vec),
+        tenant: claims.tenant,
+    };
+
+    let defaults = JwksRefresh::default();
+    let refresh = raw.jwks_refresh.unwrap_or_default();
+    let jwks_refresh = JwksRefresh {
+        default_interval: refresh.default_interval.map_or(defaults.default_interval, |d| d.0),
+        min_interval: refresh.min_interval.map_or(defaults.min_interval, |d| d.0),
+        max_interval: refresh.max_interval.map_or(defaults.max_interval, |d| d.0),
+        unknown_kid_cooldown: refresh.unknown_kid_cooldown.map_or(defaults.unknown_kid_cooldown, |d| d.0),
+        max_staleness: refresh.max_staleness.map_or(defaults.max_staleness, |d| d.0),
+        timeout: refresh.timeout.map_or(defaults.timeout, |d| d.0),
+    };
+    if jwks_refresh.min_interval > jwks_refresh.max_interval {
+        errors.push(format!("{path}.jwks_refresh"), "`min_interval` must not exceed `max_interval`");
+    }
+    if jwks_refresh.max_staleness <= jwks_refresh.max_interval {
+        errors.push(
+            format!("{path}.jwks_refresh.max_staleness"),
+            "must exceed `max_interval`, or keys would go stale between two refreshes",
+        );
+    }
+    if jwks_refresh.timeout.is_zero() {
+        errors.push(format!("{path}.jwks_refresh.timeout"), "must be more than zero");
+    }
+
+    let required_typ = raw.typ.map(|typ| typ.to_ascii_lowercase());
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(IssuerConfig {
+        name: raw.name,
+        issuer: raw.issuer,
+        audiences: raw.audiences,
+        keys: keys?,
+        algorithms,
+        leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
+        max_token_age: raw.max_token_age.map(|d| d.0),
+        required_typ,
+        claims,
+        shared_secret,
+        jwks_refresh,
+    })
+}
+
+/// `<issuer>/.well-known/openid-configuration`, as OIDC Discovery §4 builds it.
+fn discovery_url(issuer: &Url) -> Url {
+    let mut url = issuer.clone();
+    let path = format!("{}/.well-known/openid-configuration", issuer.path().trim_end_matches('/'));
+    url.set_path(&path);
+    url
+}
+
+/// Keys must come over HTTPS, except from this machine (development and tests).
+fn check_fetchable(url: &Url, path: &str, errors: &mut Errors) {
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(url) => {}
+        "http" => errors.push(path, format!("`{url}` must use https (plain http is allowed only on loopback)")),
+        scheme => errors.push(path, format!("unsupported URL scheme `{scheme}`")),
+    }
+}
+
+pub(crate) fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
+}
+
+fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
+    if name.eq_ignore_ascii_case("none") {
+        return Err("`none` is never allowed".into());
+    }
+    match name {
+        "RS256" => Ok(Algorithm::RS256),
+        "RS384" => Ok(Algorithm::RS384),
+        "RS512" => Ok(Algorithm::RS512),
+        "PS256" => Ok(Algorithm::PS256),
+        "PS384" => Ok(Algorithm::PS384),
+        "PS512" => Ok(Algorithm::PS512),
+        "ES256" => Ok(Algorithm::ES256),
+        "ES384" => Ok(Algorithm::ES384),
+        "EdDSA" => Ok(Algorithm::EdDSA),
+        "HS256" => Ok(Algorithm::HS256),
+        "HS384" => Ok(Algorithm::HS384),
+        "HS512" => Ok(Algorithm::HS512),
+        other => Err(format!("unknown algorithm `{other}`")),
+    }
+}
+
+pub(crate) fn is_hmac(algorithm: Algorithm) -> bool {
+    matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+}
+
+fn validate_headers(raw: std::collections::BTreeMap<String, String>, errors: &mut Errors) -> Vec<(HeaderName, String)> {
+    let mut headers = Vec::new();
+    for (name, claim) in raw {
+        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
+            Ok(header) => headers.push((header, claim)),
+            Err(_) => errors.push(format!("headers.{name}"), format!("`{name}` is not a valid header name")),
+        }
+    }
+    headers
+}
+

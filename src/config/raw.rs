@@ -1,0 +1,113 @@
+//! The configuration file as written: serde structs that reject unknown keys.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use serde_norway::Value;
+
+use super::duration::HumanDuration;
+
+/// The top level. Sections stay as YAML values here and are deserialized one by one, so that an error in
+/// one section does not hide the errors in the others.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Top {
+    pub listen: Option<String>,
+    pub callers: Option<Value>,
+    pub issuers: Option<Vec<Value>>,
+    pub policies: Option<Value>,
+    pub headers: Option<Value>,
+    pub cache: Option<Value>,
+    pub limits: Option<Value>,
+    pub realm: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Callers {
+    pub api_keys: Option<ApiKeys>,
+    #[serde(default)]
+    pub allow_unauthenticated: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ApiKeys {
+    pub header: Option<String>,
+    pub keys: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Issuer {
+    pub name: String,
+    pub issuer: String,
+    pub audiences: Vec<String>,
+    pub jwks_uri: Option<String>,
+    pub discovery: Option<bool>,
+    pub algorithms: Option<Vec<String>>,
+    pub leeway: Option<HumanDuration>,
+    pub max_token_age: Option<HumanDuration>,
+    pub typ: Option<String>,
+    pub claims: Option<Claims>,
+    pub shared_secret: Option<String>,
+    pub jwks_refresh: Option<JwksRefresh>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Claims {
+    pub subject: Option<String>,
+    pub scope: Option<OneOrMany>,
+    pub client_id: Option<OneOrMany>,
+    pub roles: Option<OneOrMany>,
+    pub tenant: Option<String>,
+}
+
+/// A claim name, or a list of them tried in order.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn into_vec(self) -> Vec<String> {
+        match self {
+            Self::One(name) => vec![name],
+            Self::Many(names) => names,
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct JwksRefresh {
+    pub default_interval: Option<HumanDuration>,
+    pub min_interval: Option<HumanDuration>,
+    pub max_interval: Option<HumanDuration>,
+    pub unknown_kid_cooldown: Option<HumanDuration>,
+    pub max_staleness: Option<HumanDuration>,
+    pub timeout: Option<HumanDuration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Policies {
+    pub path: PathBuf,
+    pub schema: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Cache {
+    pub max_tokens: Option<u64>,
+    pub decision_ttl: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Limits {
+    pub max_token_bytes: Option<usize>,
+}

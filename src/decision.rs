@@ -1,0 +1,293 @@
+//! The decision engine: credential → verified token → policy → [`Decision`].
+//!
+//! [`Engine::decide`] is the one path every callout takes. It never fails: every problem becomes a deny
+//! with the status, error code and `WWW-Authenticate` challenge the proxy returns to its client
+//! (DESIGN §2). Nothing on this path answers allow after an error.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+
+use axum::http::HeaderName;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::clock::SharedClock;
+use crate::policy::{ApigeeContext, PolicyRequest, PolicySet, Principal, TokenFacts};
+use crate::token::{self, TokenError, Verified, Verifier};
+
+/// The `error` of a decision (DESIGN §2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    None,
+    InvalidRequest,
+    InvalidToken,
+    InsufficientScope,
+    AccessDenied,
+    TemporarilyUnavailable,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "",
+            Self::InvalidRequest => "invalid_request",
+            Self::InvalidToken => "invalid_token",
+            Self::InsufficientScope => "insufficient_scope",
+            Self::AccessDenied => "access_denied",
+            Self::TemporarilyUnavailable => "temporarily_unavailable",
+        }
+    }
+}
+
+/// One request to decide, as the proxy described it.
+#[derive(Debug, Default)]
+pub struct DecisionInput {
+    /// The client's `Authorization` header, verbatim.
+    pub authorization: Option<String>,
+    /// Upper-case HTTP method.
+    pub method: String,
+    pub path: String,
+    pub host: String,
+    pub query: String,
+    pub client_ip: Option<IpAddr>,
+    /// Lower-case header names.
+    pub headers: BTreeMap<String, String>,
+    pub apigee: ApigeeContext,
+    pub message_id: String,
+}
+
+/// The answer to one callout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub decision_id: Uuid,
+    pub allow: bool,
+    pub status: u16,
+    pub error: ErrorCode,
+    pub error_description: String,
+    pub www_authenticate: String,
+    pub subject: String,
+    pub client_id: String,
+    pub issuer: String,
+    pub scope: String,
+    /// Upstream headers for the proxy to set, from the configured claim mapping.
+    pub headers: BTreeMap<String, String>,
+    pub cache_ttl: u64,
+    pub policies: Vec<String>,
+    /// For the logs: how the decision came about.
+    pub trace: DecisionTrace,
+}
+
+/// What a decision's log line needs beyond the answer itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DecisionTrace {
+    pub kid: String,
+    pub token_cache_hit: bool,
+    pub verify_micros: u64,
+    pub policy_micros: u64,
+    /// Policies that failed to evaluate.
+    pub policy_errors: Vec<String>,
+}
+
+/// Verifies credentials and evaluates policies.
+#[derive(Debug)]
+pub struct Engine {
+    verifier: Verifier,
+    policies: PolicySet,
+    headers: Vec<(HeaderName, String)>,
+    realm: String,
+    decision_ttl: Duration,
+    clock: SharedClock,
+}
+
+impl Engine {
+    pub fn new(
+        verifier: Verifier,
+        policies: PolicySet,
+        headers: Vec<(HeaderName, String)>,
+        realm: String,
+        decision_ttl: Duration,
+        clock: SharedClock,
+    ) -> Self {
+        Self { verifier, policies, headers, realm, decision_ttl, clock }
+    }
+
+    pub fn verifier(&self) -> &Verifier {
+        &self.verifier
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// Decides one request.
+    pub async fn decide(&self, input: &DecisionInput) -> Decision {
+        let mut decision = self.deny(401, ErrorCode::None, "");
+        let Some(token) = input.authorization.as_deref().and_then(token::bearer_token) else {
+            decision.error_description = "no bearer token".into();
+            return decision;
+        };
+        if !is_normal_path(&input.path) {
+            return self.deny(400, ErrorCode::InvalidRequest, "the request path is not in normal form");
+        }
+
+        let started = Instant::now();
+        let verified = self.verifier.verify(token).await;
+        let verify_micros = micros_since(started);
+        let Verified { token, cache_hit } = match verified {
+            Ok(verified) => verified,
+            Err(error) => {
+                let mut decision = self.token_error(error);
+                decision.trace.verify_micros = verify_micros;
+                return decision;
+            }
+        };
+        let issuer = self.verifier.issuer(token.issuer_index);
+
+        let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
+        let request = PolicyRequest {
+            principal: Principal {
+                kind: token.principal_kind,
+                id: &token.principal_id,
+                issuer: &token.issuer,
+                subject: &token.subject,
+                client_id: &token.client_id,
+                tenant: &token.tenant,
+                scopes: &token.scopes,
+                roles: &token.roles,
+                claims: &token.claims,
+            },
+            token: TokenFacts { kid: &token.kid, typ: &token.typ, iat: token.iat, exp: token.exp },
+            method: &input.method,
+            path: &input.path,
+            host: &input.host,
+            query: &input.query,
+            apigee: &input.apigee,
+            client_ip: input.client_ip,
+            headers: &input.headers,
+            now,
+        };
+        let started = Instant::now();
+        let outcome = self.policies.evaluate(&request);
+        let policy_micros = micros_since(started);
+        if !outcome.errors.is_empty() {
+            tracing::debug!(errors = ?outcome.errors, "some policies failed to evaluate and did not apply");
+        }
+
+        let mut decision = if outcome.allow {
+            let remaining = u64::try_from(token.exp.saturating_sub(now)).unwrap_or(0);
+            Decision {
+                allow: true,
+                status: 200,
+                headers: self.upstream_headers(&token.claims),
+                cache_ttl: self.decision_ttl.as_secs().min(remaining),
+                ..self.deny(200, ErrorCode::None, "")
+            }
+        } else {
+            self.deny(403, ErrorCode::AccessDenied, "access to this resource is denied by policy")
+        };
+        decision.subject = token.subject.clone();
+        decision.client_id = token.client_id.clone();
+        decision.issuer = issuer.map(|issuer| issuer.issuer.clone()).unwrap_or_default();
+        decision.scope = token.scopes.join(" ");
+        decision.policies = outcome.determining;
+        decision.trace = DecisionTrace {
+            kid: token.kid.clone(),
+            token_cache_hit: cache_hit,
+            verify_micros,
+            policy_micros,
+            policy_errors: outcome.errors,
+        };
+        decision
+    }
+
+    /// A deny with its RFC 6750 challenge.
+    fn deny(&self, status: u16, error: ErrorCode, description: &str) -> Decision {
+        let realm = &self.realm;
+        let www_authenticate = match (status, error) {
+            (401, ErrorCode::None) => format!("Bearer realm=\"{realm}\""),
+            (400 | 401, _) => {
+                format!("Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{description}\"", error.as_str())
+            }
+            _ => String::new(),
+        };
+        Decision {
+            decision_id: Uuid::now_v7(),
+            allow: false,
+            status,
+            error,
+            error_description: description.to_owned(),
+            www_authenticate,
+            subject: String::new(),
+            client_id: String::new(),
+            issuer: String::new(),
+            scope: String::new(),
+            headers: BTreeMap::new(),
+            cache_ttl: 0,
+            policies: Vec::new(),
+            trace: DecisionTrace::default(),
+        }
+    }
+
+    fn token_error(&self, error: TokenError) -> Decision {
+        let description = error.to_string();
+        if error.is_temporary() {
+            self.deny(503, ErrorCode::TemporarilyUnavailable, &description)
+        } else {
+            self.deny(401, ErrorCode::InvalidToken, &description)
+        }
+    }
+
+    fn upstream_headers(&self, claims: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+        let mut headers = BTreeMap::new();
+        for (header, claim) in &self.headers {
+            let value = match claims.get(claim) {
+                Some(Value::String(text)) => text.clone(),
+                Some(Value::Number(number)) => number.to_string(),
+                Some(Value::Bool(flag)) => flag.to_string(),
+                Some(Value::Array(items)) => {
+                    items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
+                }
+                _ => continue,
+            };
+            // A claim that cannot be a header value is left out rather than passed on mangled.
+            if axum::http::HeaderValue::from_str(&value).is_ok() {
+                headers.insert(header.as_str().to_owned(), value);
+            }
+        }
+        headers
+    }
+}
+
+fn micros_since(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+/// Whether a request path is free of the forms that let one route pass for another: dot segments,
+/// encoded dots, slashes and backslashes, backslashes and NULs. Policies match paths as strings, so a
+/// path that a backend would normalize differently is refused instead.
+fn is_normal_path(path: &str) -> bool {
+    if path.contains('\\') || path.contains('\0') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"].iter().any(|encoded| lower.contains(encoded)) {
+        return false;
+    }
+    !path.split('/').any(|segment| segment == "." || segment == "..")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_that_could_alias_another_route_are_not_normal() {
+        for path in ["/orders/42", "/", "/a.b/c..d", "/orders?x=1"] {
+            assert!(is_normal_path(path), "{path}");
+        }
+        for path in ["/orders/../admin", "/./admin", "/orders/%2e%2e/admin", "/a%2Fb", "/a\\b", "/a/.."] {
+            assert!(!is_normal_path(path), "{path}");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! SHA-256, the one hash the service uses: token cache keys, caller-key comparison, revisions.
+
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+    let mut out = [0; 32];
+    for (slot, byte) in out.iter_mut().zip(digest.as_ref()) {
+        *slot = *byte;
+    }
+    out
+}
+
+/// The first `bytes` bytes of a SHA-256 in lower-case hex: a short, stable fingerprint.
+pub fn short_hex(data: &[u8], bytes: usize) -> String {
+    sha256(data).iter().take(bytes).map(|byte| format!("{byte:02x}")).collect()
+}

@@ -1,0 +1,191 @@
+//! JSON Web Key sets (RFC 7517) turned into verification keys, refusing what must not be trusted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use serde::Deserialize;
+
+/// RSA moduli under this many bits are refused.
+const MIN_RSA_BITS: usize = 2048;
+
+/// A public key bound to the one algorithm it may verify.
+pub struct VerificationKey {
+    pub algorithm: Algorithm,
+    pub key: DecodingKey,
+}
+
+impl std::fmt::Debug for VerificationKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VerificationKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+    }
+}
+
+/// The usable keys of one JWKS document, by `kid`, and what was skipped and why.
+#[derive(Debug, Default)]
+pub struct ParsedKeySet {
+    pub keys: HashMap<String, Arc<VerificationKey>>,
+    pub skipped: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawKeySet {
+    keys: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawKey {
+    kty: String,
+    kid: Option<String>,
+    alg: Option<String>,
+    #[serde(rename = "use")]
+    usage: Option<String>,
+    n: Option<String>,
+    e: Option<String>,
+    crv: Option<String>,
+    x: Option<String>,
+    y: Option<String>,
+}
+
+/// Parses a JWKS document. Keys that cannot be used are skipped with a reason, never trusted: `oct`
+/// (symmetric) keys, keys without `kid`, encryption keys, RSA keys under 2048 bits, unknown types.
+pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
+    let raw: RawKeySet =
+        serde_json::from_slice(document).map_err(|error| format!("not a JWK set: {error}"))?;
+    let mut parsed = ParsedKeySet::default();
+    for (index, value) in raw.keys.into_iter().enumerate() {
+        let key: RawKey = match serde_json::from_value(value) {
+            Ok(key) => key,
+            Err(error) => {
+                parsed.skipped.push(format!("keys[{index}]: {error}"));
+                continue;
+            }
+        };
+        let Some(kid) = key.kid.clone() else {
+            parsed.skipped.push(format!("keys[{index}]: no `kid`"));
+            continue;
+        };
+        match verification_key(&key) {
+            Ok(verification_key) => {
+                if let std::collections::hash_map::Entry::Vacant(slot) = parsed.keys.entry(kid.clone()) {
+                    slot.insert(Arc::new(verification_key));
+                } else {
+                    parsed.skipped.push(format!("keys[{index}]: duplicate kid `{kid}`, first kept"));
+                }
+            }
+            Err(reason) => parsed.skipped.push(format!("keys[{index}] (kid `{kid}`): {reason}")),
+        }
+    }
+    Ok(parsed)
+}
+
+fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
+    if key.usage.as_deref().is_some_and(|usage| usage != "sig") {
+        return Err("not a signing key (`use` is not `sig`)".into());
+    }
+    let declared = key
+        .alg
+        .as_deref()
+        .map(|alg| alg.parse::<Algorithm>().map_err(|_| format!("unsupported algorithm `{alg}`")))
+        .transpose()?;
+    match key.kty.as_str() {
+        "RSA" => {
+            let algorithm = declared.unwrap_or(Algorithm::RS256);
+            if !matches!(
+                algorithm,
+                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+            ) {
+                return Err(format!("algorithm {algorithm:?} does not fit an RSA key"));
+            }
+            let n = decode(key.n.as_deref(), "n")?;
+            let e = decode(key.e.as_deref(), "e")?;
+            let bits = modulus_bits(&n);
+            if bits < MIN_RSA_BITS {
+                return Err(format!("RSA key of {bits} bits is under the minimum of {MIN_RSA_BITS}"));
+            }
+            Ok(VerificationKey { algorithm, key: DecodingKey::from_rsa_raw_components(&n, &e) })
+        }
+        "EC" => {
+            let (algorithm, size) = match key.crv.as_deref() {
+                Some("P-256") => (Algorithm::ES256, 32),
+                Some("P-384") => (Algorithm::ES384, 48),
+                Some(other) => return Err(format!("unsupported curve `{other}`")),
+                None => return Err("EC key without `crv`".into()),
+            };
+            if declared.is_some_and(|declared| declared != algorithm) {
+                return Err("`alg` does not match the key's curve".into());
+            }
+            let x = decode(key.x.as_deref(), "x")?;
+            let y = decode(key.y.as_deref(), "y")?;
+            if x.len() != size || y.len() != size {
+                return Err("EC coordinates of the wrong length".into());
+            }
+            let mut point = Vec::with_capacity(1 + 2 * size);
+            point.push(0x04);
+            point.extend_from_slice(&x);
+            point.extend_from_slice(&y);
+            Ok(VerificationKey { algorithm, key: DecodingKey::from_ec_der(&point) })
+        }
+        "OKP" => {
+            if key.crv.as_deref() != Some("Ed25519") {
+                return Err("only the Ed25519 OKP curve is supported".into());
+            }
+            if declared.is_some_and(|declared| declared != Algorithm::EdDSA) {
+                return Err("`alg` does not match an Ed25519 key".into());
+            }
+            let x = decode(key.x.as_deref(), "x")?;
+            if x.len() != 32 {
+                return Err("Ed25519 key of the wrong length".into());
+            }
+            Ok(VerificationKey { algorithm: Algorithm::EdDSA, key: DecodingKey::from_ed_der(&x) })
+        }
+        "oct" => Err("symmetric (`oct`) keys are never taken from a JWKS".into()),
+        other => Err(format!("unsupported key type `{other}`")),
+    }
+}
+
+fn decode(value: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
+    let value = value.ok_or_else(|| format!("missing `{name}`"))?;
+    // Some issuers pad their base64url; the padding carries no information.
+    URL_SAFE_NO_PAD
+        .decode(value.trim_end_matches('='))
+        .map_err(|_| format!("`{name}` is not base64url"))
+}
+
+fn modulus_bits(modulus: &[u8]) -> usize {
+    let significant: Vec<u8> = modulus.iter().copied().skip_while(|byte| *byte == 0).collect();
+    match significant.first() {
+        None => 0,
+        Some(first) => significant.len() * 8 - first.leading_zeros() as usize,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refuses_oct_small_rsa_and_encryption_keys() {
+        let small_modulus = URL_SAFE_NO_PAD.encode([0xc1_u8; 128]);
+        let document = serde_json::json!({ "keys": [
+            { "kty": "oct", "kid": "hmac", "k": "c2VjcmV0" },
+            { "kty": "RSA", "kid": "small", "n": small_modulus, "e": "AQAB" },
+            { "kty": "RSA", "kid": "enc", "use": "enc", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" },
+            { "kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" },
+            { "kty": "RSA", "kid": "good", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" }
+        ]});
+        let parsed = parse_key_set(document.to_string().as_bytes()).unwrap_or_default();
+        assert_eq!(parsed.keys.keys().collect::<Vec<_>>(), vec!["good"]);
+        assert_eq!(parsed.skipped.len(), 4, "{:?}", parsed.skipped);
+        assert!(parsed.skipped.iter().any(|reason| reason.contains("1024 bits")), "{:?}", parsed.skipped);
+    }
+
+    #[test]
+    fn counts_modulus_bits_without_leading_zeros() {
+        assert_eq!(modulus_bits(&[0, 0x01, 0xff]), 9);
+        assert_eq!(modulus_bits(&[0x80; 256]), 2048);
+        assert_eq!(modulus_bits(&[]), 0);
+    }
+}

@@ -1,0 +1,27 @@
+//! Verdict: an authorization decision service for API gateways.
+//!
+//! An Apigee proxy posts each client request to `POST /v1/decide`; Verdict verifies the client's
+//! credential, evaluates Cedar policies and answers a JSON decision. A tour of the crate:
+//!
+//! - [`config`]: the YAML file, parsed into raw structs and validated into a [`config::Config`].
+//! - [`keys`]: issuer signing keys: discovery, JWKS fetching, refresh, unknown-`kid` cooldown.
+//! - [`token`]: bearer extraction and JWT verification, with the verified-token cache.
+//! - [`policy`]: Cedar policy sets and the entity model of one request.
+//! - [`decision`]: the engine joining verification and policy into a [`decision::Decision`].
+//! - [`api`]: the HTTP routes, wire types and caller authentication.
+//! - [`app`]: building, binding and running the service.
+//! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
+//! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logging, time and hashing.
+
+pub mod api;
+pub mod app;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod decision;
+pub mod demo;
+pub mod digest;
+pub mod keys;
+pub mod policy;
+pub mod telemetry;
+pub mod token;

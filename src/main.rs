@@ -1,0 +1,5 @@
+//! The `verdict` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    verdict::cli::main()
+}

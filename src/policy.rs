@@ -1,0 +1,342 @@
+//! Cedar policies: loading and compiling a policy set, and evaluating one request against it.
+//!
+//! This module knows Cedar and nothing of HTTP. [`PolicySet::evaluate`] takes a [`PolicyRequest`] (who is
+//! asking, for which method and route, in what context) and returns a plain [`PolicyOutcome`]. The entity
+//! model is DESIGN §4: principal `User`, `Client` or `ApiKey` with `Role` parents, action
+//! `Action::"<METHOD>"`, resource `Route::"<path>"`, and a context record.
+
+mod entities;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::net::IpAddr;
+use std::path::Path;
+use std::str::FromStr;
+
+use cedar_policy::{Authorizer, Decision, EntityTypeName, PolicyId, Schema, ValidationMode, Validator};
+use miette::Diagnostic;
+
+pub use entities::EntityTypes;
+
+/// The annotation naming a policy in decisions and logs.
+const ID_ANNOTATION: &str = "id";
+
+/// A policy file's name and text.
+#[derive(Debug, Clone)]
+pub struct PolicyFile {
+    pub name: String,
+    pub text: String,
+}
+
+/// A compiled, validated policy set, ready to evaluate requests.
+#[derive(Debug)]
+pub struct PolicySet {
+    policies: cedar_policy::PolicySet,
+    types: EntityTypes,
+    authorizer: Authorizer,
+    /// A short hash of every file's name and text.
+    revision: String,
+    policy_count: usize,
+}
+
+/// The kind of principal a credential becomes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PrincipalKind {
+    /// An end user (`User::"<sub>"`).
+    User,
+    /// A client acting for itself, as in the client-credentials grant (`Client::"<client_id>"`).
+    Client,
+}
+
+/// Who is asking.
+#[derive(Debug)]
+pub struct Principal<'a> {
+    pub kind: PrincipalKind,
+    pub id: &'a str,
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub client_id: &'a str,
+    pub tenant: &'a str,
+    pub scopes: &'a [String],
+    pub roles: &'a [String],
+    pub claims: &'a serde_json::Map<String, serde_json::Value>,
+}
+
+/// Facts about the verified token, exposed as `context.token`.
+#[derive(Debug, Clone, Copy)]
+pub struct TokenFacts<'a> {
+    pub kid: &'a str,
+    pub typ: &'a str,
+    pub iat: Option<i64>,
+    pub exp: i64,
+}
+
+/// The Apigee context of a request (`resource.apigee`).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ApigeeContext {
+    pub proxy: String,
+    pub environment: String,
+    pub organization: String,
+    pub product: String,
+    pub app: String,
+    pub developer: String,
+}
+
+/// One request to decide.
+#[derive(Debug)]
+pub struct PolicyRequest<'a> {
+    pub principal: Principal<'a>,
+    pub token: TokenFacts<'a>,
+    /// Upper-case HTTP method.
+    pub method: &'a str,
+    pub path: &'a str,
+    pub host: &'a str,
+    pub query: &'a str,
+    pub apigee: &'a ApigeeContext,
+    pub client_ip: Option<IpAddr>,
+    /// Lower-case header names.
+    pub headers: &'a BTreeMap<String, String>,
+    /// Seconds since the Unix epoch.
+    pub now: i64,
+}
+
+/// What the policies said.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyOutcome {
+    pub allow: bool,
+    /// The ids of the policies that determined the decision: the permits that applied on an allow, the
+    /// forbids that applied on a deny (empty when no permit applied).
+    pub determining: Vec<String>,
+    /// Policies that failed to evaluate (for example, reading an absent attribute); they count as not
+    /// applying, which Cedar defines and which this service logs.
+    pub errors: Vec<String>,
+}
+
+impl PolicySet {
+    /// Loads every `*.cedar` file of `directory`, optionally validated against a Cedar schema file.
+    pub fn load_dir(directory: &Path, schema: Option<&Path>) -> Result<Self, Vec<String>> {
+        let entries = std::fs::read_dir(directory)
+            .map_err(|error| vec![format!("cannot read policy directory `{}`: {error}", directory.display())])?;
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(error) => {
+                    problems.push(format!("cannot list `{}`: {error}", directory.display()));
+                    continue;
+                }
+            };
+            if path.extension().is_none_or(|extension| extension != "cedar") {
+                continue;
+            }
+            let name = path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push(PolicyFile { name, text }),
+                Err(error) => problems.push(format!("cannot read `{}`: {error}", path.display())),
+            }
+        }
+        if files.is_empty() && problems.is_empty() {
+            problems.push(format!("no `*.cedar` files in `{}`", directory.display()));
+        }
+        let schema = match schema {
+            None => None,
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(PolicyFile {
+                    name: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    text,
+                }),
+                Err(error) => {
+                    problems.push(format!("cannot read schema `{}`: {error}", path.display()));
+                    None
+                }
+            },
+        };
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Self::compile_with_schema(files, schema)
+    }
+
+    /// Compiles policy files held in memory.
+    pub fn compile(files: Vec<PolicyFile>) -> Result<Self, Vec<String>> {
+        Self::compile_with_schema(files, None)
+    }
+
+    fn compile_with_schema(mut files: Vec<PolicyFile>, schema: Option<PolicyFile>) -> Result<Self, Vec<String>> {
+        files.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut problems = Vec::new();
+        let mut policies = cedar_policy::PolicySet::new();
+        // Which file each policy came from, to locate validation errors.
+        let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        for (file_index, file) in files.iter().enumerate() {
+            let parsed = match cedar_policy::PolicySet::from_str(&file.text) {
+                Ok(parsed) => parsed,
+                Err(errors) => {
+                    for error in errors.iter() {
+                        problems.push(locate(&file.name, &file.text, error));
+                    }
+                    continue;
+                }
+            };
+            if parsed.templates().next().is_some() {
+                problems.push(format!("`{}`: policy templates are not supported", file.name));
+                continue;
+            }
+            // Cedar names a file's policies `policy0`, `policy1`, ... in source order.
+            let mut in_file: Vec<_> = parsed.policies().collect();
+            in_file.sort_by_key(|policy| policy.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(0));
+            for (index, policy) in in_file.into_iter().enumerate() {
+                let id = match policy.annotation(ID_ANNOTATION) {
+                    Some(id) => id.to_owned(),
+                    None => format!("{}#{index}", file.name),
+                };
+                let policy_id = PolicyId::new(&id);
+                if origin.contains_key(&policy_id) {
+                    problems.push(format!("`{}`: duplicate policy id `{id}`", file.name));
+                    continue;
+                }
+                if let Err(error) = policies.add(policy.new_id(policy_id.clone())) {
+                    problems.push(format!("`{}`: {error}", file.name));
+                    continue;
+                }
+                origin.insert(policy_id, file_index);
+            }
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+
+        if let Some(schema_file) = &schema {
+            let schema = match Schema::from_cedarschema_str(&schema_file.text) {
+                Ok((schema, _warnings)) => schema,
+                Err(error) => return Err(vec![locate(&schema_file.name, &schema_file.text, &error)]),
+            };
+            let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
+            for error in result.validation_errors() {
+                let file = origin.get(error.policy_id()).and_then(|index| files.get(*index));
+                problems.push(match file {
+                    Some(file) => locate(&file.name, &file.text, error),
+                    None => format!("policy `{}`: {error}", error.policy_id()),
+                });
+            }
+            if !problems.is_empty() {
+                return Err(problems);
+            }
+        }
+
+        let mut fingerprint = String::new();
+        for file in &files {
+            let _ = write!(fingerprint, "{}\0{}\0", file.name, file.text);
+        }
+        if let Some(schema) = &schema {
+            let _ = write!(fingerprint, "{}\0{}", schema.name, schema.text);
+        }
+        Ok(Self {
+            policy_count: origin.len(),
+            policies,
+            types: EntityTypes::new(),
+            authorizer: Authorizer::new(),
+            revision: crate::config::revision_of(&fingerprint),
+        })
+    }
+
+    /// A short hash of the loaded files.
+    pub fn revision(&self) -> &str {
+        &self.revision
+    }
+
+    /// How many policies the set holds.
+    pub fn len(&self) -> usize {
+        self.policy_count
+    }
+
+    /// Whether the set holds no policy (every request would be denied).
+    pub fn is_empty(&self) -> bool {
+        self.policy_count == 0
+    }
+
+    /// Decides one request. Any failure to build the request denies (fail closed).
+    pub fn evaluate(&self, request: &PolicyRequest<'_>) -> PolicyOutcome {
+        let (cedar_request, entities) = match self.types.build(request) {
+            Ok(built) => built,
+            Err(error) => {
+                return PolicyOutcome { allow: false, determining: Vec::new(), errors: vec![error] };
+            }
+        };
+        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let allow = response.decision() == Decision::Allow;
+        let mut determining: Vec<String> =
+            response.diagnostics().reason().map(|id| id.to_string()).collect();
+        determining.sort();
+        let errors = response.diagnostics().errors().map(ToString::to_string).collect();
+        PolicyOutcome { allow, determining, errors }
+    }
+}
+
+/// `file:line:column: message` for an error carrying a source span into `text`.
+fn locate(file: &str, text: &str, error: &dyn Diagnostic) -> String {
+    let offset = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset());
+    let mut message = error.to_string();
+    if let Some(help) = error.help() {
+        let _ = write!(message, " ({help})");
+    }
+    match offset {
+        Some(offset) => {
+            let before = text.get(..offset).unwrap_or(text);
+            let line = before.matches('\n').count() + 1;
+            let column = before.rfind('\n').map_or(before.chars().count(), |at| {
+                before.get(at + 1..).map_or(0, |tail| tail.chars().count())
+            }) + 1;
+            format!("{file}:{line}:{column}: {message}")
+        }
+        None => format!("{file}: {message}"),
+    }
+}
+
+/// Parses a Cedar entity type name known to be valid.
+fn type_name(name: &str) -> EntityTypeName {
+    #[expect(clippy::expect_used, reason = "called only with the fixed type names of the entity model")]
+    EntityTypeName::from_str(name).expect("a fixed, valid entity type name")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(name: &str, text: &str) -> PolicyFile {
+        PolicyFile { name: name.into(), text: text.into() }
+    }
+
+    #[test]
+    fn syntax_errors_name_file_line_and_column() {
+        let problems = PolicySet::compile(vec![file("broken.cedar", "permit(principal, action, resource);\npermit(principal action, resource);")])
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems.iter().all(|p| p.starts_with("broken.cedar:2:")), "{problems:?}");
+    }
+
+    #[test]
+    fn policies_are_named_by_their_id_annotation_or_position() {
+        let set = PolicySet::compile(vec![file(
+            "a.cedar",
+            "@id(\"first\") permit(principal, action, resource);\npermit(principal, action, resource);",
+        )]);
+        let set = set.ok();
+        let ids: Vec<String> = set.iter().flat_map(|s| s.policies.policies().map(|p| p.id().to_string())).collect();
+        assert!(ids.contains(&"first".to_owned()), "{ids:?}");
+        assert!(ids.contains(&"a.cedar#1".to_owned()), "{ids:?}");
+    }
+
+    #[test]
+    fn duplicate_ids_are_refused() {
+        let problems = PolicySet::compile(vec![
+            file("a.cedar", "@id(\"same\") permit(principal, action, resource);"),
+            file("b.cedar", "@id(\"same\") forbid(principal, action, resource);"),
+        ])
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems, vec!["`b.cedar`: duplicate policy id `same`".to_owned()]);
+    }
+}

@@ -1,0 +1,208 @@
+//! Builds the Cedar request and entities of one decision (DESIGN §4).
+
+use std::collections::{HashMap, HashSet};
+
+use cedar_policy::{Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression};
+use serde_json::Value;
+
+use super::{PolicyRequest, PrincipalKind, type_name};
+
+/// Claims nested deeper than this are left out of `principal.claims`.
+const MAX_CLAIM_DEPTH: usize = 8;
+
+/// The entity type names of the model, parsed once rather than on every request.
+#[derive(Debug, Clone)]
+pub struct EntityTypes {
+    user: EntityTypeName,
+    client: EntityTypeName,
+    role: EntityTypeName,
+    action: EntityTypeName,
+    route: EntityTypeName,
+}
+
+impl EntityTypes {
+    pub fn new() -> Self {
+        Self {
+            user: type_name("User"),
+            client: type_name("Client"),
+            role: type_name("Role"),
+            action: type_name("Action"),
+            route: type_name("Route"),
+        }
+    }
+
+    fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+        EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+    }
+
+    pub(super) fn build(&self, request: &PolicyRequest<'_>) -> Result<(Request, Entities), String> {
+        let principal = &request.principal;
+        let principal_type = match principal.kind {
+            PrincipalKind::User => &self.user,
+            PrincipalKind::Client => &self.client,
+        };
+        let principal_uid = Self::uid(principal_type, principal.id);
+        let roles: Vec<EntityUid> = principal.roles.iter().map(|role| Self::uid(&self.role, role)).collect();
+
+        let claims = RestrictedExpression::new_record(
+            principal.claims.iter().filter_map(|(name, value)| Some((name.clone(), claim_value(value, 0)?))),
+        )
+        .map_err(|error| format!("cannot represent the token's claims: {error}"))?;
+        let principal_attributes = HashMap::from([
+            ("issuer".to_owned(), string(principal.issuer)),
+            ("subject".to_owned(), string(principal.subject)),
+            ("client_id".to_owned(), string(principal.client_id)),
+            ("tenant".to_owned(), string(principal.tenant)),
+            ("scopes".to_owned(), RestrictedExpression::new_set(principal.scopes.iter().map(|s| string(s)))),
+            ("claims".to_owned(), claims),
+        ]);
+        let principal_entity = Entity::new(principal_uid.clone(), principal_attributes, roles.iter().cloned().collect())
+            .map_err(|error| format!("cannot build the principal: {error}"))?;
+
+        let apigee = request.apigee;
+        let apigee_record = RestrictedExpression::new_record([
+            ("proxy".to_owned(), string(&apigee.proxy)),
+            ("environment".to_owned(), string(&apigee.environment)),
+            ("organization".to_owned(), string(&apigee.organization)),
+            ("product".to_owned(), string(&apigee.product)),
+            ("app".to_owned(), string(&apigee.app)),
+            ("developer".to_owned(), string(&apigee.developer)),
+        ])
+        .map_err(|error| format!("cannot build the apigee record: {error}"))?;
+        let resource_uid = Self::uid(&self.route, request.path);
+        let resource_entity = Entity::new(
+            resource_uid.clone(),
+            HashMap::from([
+                ("path".to_owned(), string(request.path)),
+                ("host".to_owned(), string(request.host)),
+                ("apigee".to_owned(), apigee_record),
+            ]),
+            HashSet::new(),
+        )
+        .map_err(|error| format!("cannot build the route: {error}"))?;
+
+        let mut entities = Vec::with_capacity(2 + roles.len());
+        entities.push(principal_entity);
+        entities.push(resource_entity);
+        let mut seen = HashSet::new();
+        for role in roles {
+            if seen.insert(role.clone()) {
+                entities.push(Entity::new_no_attrs(role, HashSet::new()));
+            }
+        }
+        let entities = Entities::from_entities(entities, None).map_err(|error| format!("cannot build entities: {error}"))?;
+
+        let context = Context::from_pairs(self.context(request)?).map_err(|error| format!("cannot build the context: {error}"))?;
+        let action = Self::uid(&self.action, request.method);
+        let cedar_request = Request::new(principal_uid, action, resource_uid, context, None)
+            .map_err(|error| format!("cannot build the request: {error}"))?;
+        Ok((cedar_request, entities))
+    }
+
+    fn context(&self, request: &PolicyRequest<'_>) -> Result<Vec<(String, RestrictedExpression)>, String> {
+        let headers = RestrictedExpression::new_record(
+            request.headers.iter().map(|(name, value)| (name.clone(), string(value))),
+        )
+        .map_err(|error| format!("cannot build the headers record: {error}"))?;
+        let token = request.token;
+        let mut token_fields = vec![
+            ("kid".to_owned(), string(token.kid)),
+            ("typ".to_owned(), string(token.typ)),
+            ("exp".to_owned(), RestrictedExpression::new_long(token.exp)),
+        ];
+        if let Some(iat) = token.iat {
+            token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
+        }
+        let token = RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
+        let time = time_record(request.now)?;
+
+        let mut pairs = vec![
+            ("headers".to_owned(), headers),
+            ("query".to_owned(), string(request.query)),
+            ("time".to_owned(), time),
+            ("token".to_owned(), token),
+        ];
+        if let Some(ip) = request.client_ip {
+            pairs.push(("client_ip".to_owned(), RestrictedExpression::new_ip(ip.to_string())));
+        }
+        Ok(pairs)
+    }
+}
+
+impl Default for EntityTypes {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn string(value: &str) -> RestrictedExpression {
+    RestrictedExpression::new_string(value.to_owned())
+}
+
+/// A claim as a Cedar value. Cedar has no floating-point numbers or nulls: such claims, and integers
+/// outside Cedar's 64-bit range, are left out rather than approximated.
+fn claim_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
+    if depth > MAX_CLAIM_DEPTH {
+        return None;
+    }
+    match value {
+        Value::Null => None,
+        Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
+        Value::Number(number) => number.as_i64().map(RestrictedExpression::new_long),
+        Value::String(text) => Some(string(text)),
+        Value::Array(items) => Some(RestrictedExpression::new_set(items.iter().filter_map(|item| claim_value(item, depth + 1)))),
+        Value::Object(fields) => RestrictedExpression::new_record(
+            fields.iter().filter_map(|(name, item)| Some((name.clone(), claim_value(item, depth + 1)?))),
+        )
+        .ok(),
+    }
+}
+
+/// `context.time`: the decision time as a Cedar `datetime` and as UTC calendar fields.
+fn time_record(now: i64) -> Result<RestrictedExpression, String> {
+    let days = now.div_euclid(86_400);
+    let seconds_of_day = now.rem_euclid(86_400);
+    let (year, month, day) = civil_from_days(days);
+    // 1970-01-01 was a Thursday; ISO weekdays run from 1 (Monday) to 7 (Sunday).
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    let hour = seconds_of_day / 3600;
+    let minute = seconds_of_day % 3600 / 60;
+    let second = seconds_of_day % 60;
+    let iso = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+    RestrictedExpression::new_record([
+        ("now".to_owned(), RestrictedExpression::new_datetime(iso)),
+        ("unix".to_owned(), RestrictedExpression::new_long(now)),
+        ("hour".to_owned(), RestrictedExpression::new_long(hour)),
+        ("minute".to_owned(), RestrictedExpression::new_long(minute)),
+        ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
+    ])
+    .map_err(|error| error.to_string())
+}
+
+/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
+/// `civil_from_days`.
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let month_index = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
+    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_dates_match_known_days() {
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
+        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    }
+}

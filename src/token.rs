@@ -1,0 +1,507 @@
+//! Bearer tokens: extraction from the `Authorization` header and JWT verification (DESIGN §3).
+//!
+//! [`Verifier::verify`] checks, in order: size and charset before any decoding; exactly three segments
+//! (five is JWE, refused by name); a strict header (no duplicate keys, no `crit`; `jku`, `x5u`, `jwk`
+//! and `x5c` are never read); the issuer by exact `iss`; the algorithm against that issuer's allowlist
+//! and the key's own algorithm; the signature; then the typed claims. Only then is a token cached.
+
+mod cache;
+mod strict_json;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey};
+use secrecy::ExposeSecret;
+use serde_json::{Map, Value};
+
+pub use cache::TokenCache;
+
+use crate::clock::SharedClock;
+use crate::config::{IssuerConfig, KeySource};
+use crate::keys::{IssuerKeys, KeyLookup};
+use crate::policy::PrincipalKind;
+
+/// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later values are nonsense, not long-lived tokens.
+const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+/// A `kid` longer than this is refused before any key lookup.
+const MAX_KID_LENGTH: usize = 256;
+
+/// The bearer token of an `Authorization` header value, if it carries one.
+///
+/// The scheme is matched case-insensitively and surrounding whitespace is tolerated (DESIGN §3). A
+/// header with another scheme carries no bearer token.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let trimmed = authorization.trim();
+    let (scheme, rest) = trimmed.split_once([' ', '\t']).unwrap_or((trimmed, ""));
+    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+}
+
+/// Why a token was refused. Every variant maps to a stable reason and a description safe to show a
+/// client; neither ever contains the token or key material.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the bearer token is empty")]
+    Empty,
+    #[error("the token is longer than allowed")]
+    TooLarge,
+    #[error("the token contains characters a JWT cannot contain")]
+    InvalidCharacters,
+    #[error("encrypted tokens (JWE) are not accepted")]
+    Encrypted,
+    #[error("the token is not a well-formed JWT")]
+    Malformed,
+    #[error("the token header is invalid")]
+    InvalidHeader,
+    #[error("the token header has a `crit` parameter, which is not supported")]
+    CriticalHeader,
+    #[error("unsigned tokens (`alg: none`) are never accepted")]
+    AlgorithmNone,
+    #[error("the token's algorithm is not allowed for its issuer")]
+    AlgorithmNotAllowed,
+    #[error("the token payload is invalid")]
+    InvalidPayload,
+    #[error("the token has no `{0}` claim")]
+    MissingClaim(&'static str),
+    #[error("the token's `{0}` claim has the wrong type or value")]
+    InvalidClaim(&'static str),
+    #[error("the token's issuer is not trusted")]
+    UnknownIssuer,
+    #[error("the token has no usable `kid`")]
+    MissingKeyId,
+    #[error("the token was signed with an unknown key")]
+    UnknownKey,
+    #[error("the token's algorithm does not match its key")]
+    KeyAlgorithmMismatch,
+    #[error("the token's signature is invalid")]
+    BadSignature,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid yet")]
+    NotYetValid,
+    #[error("the token was issued in the future")]
+    IssuedInFuture,
+    #[error("the token is older than allowed")]
+    TooOld,
+    #[error("the token is not meant for this audience")]
+    WrongAudience,
+    #[error("the token has the wrong type")]
+    WrongType,
+    #[error("the issuer's signing keys are not available")]
+    KeysUnavailable,
+}
+
+impl TokenError {
+    /// Whether the failure is ours (keys unavailable) rather than the token's: a 503, not a 401.
+    pub fn is_temporary(self) -> bool {
+        matches!(self, Self::KeysUnavailable)
+    }
+}
+
+/// A token whose signature and claims checked out.
+#[derive(Debug, Clone)]
+pub struct VerifiedToken {
+    /// Index of the issuer in the configuration.
+    pub issuer_index: usize,
+    pub issuer: String,
+    pub principal_kind: PrincipalKind,
+    /// `sub`, or the client id for a client acting for itself.
+    pub principal_id: String,
+    pub subject: String,
+    pub client_id: String,
+    pub tenant: String,
+    pub scopes: Vec<String>,
+    pub roles: Vec<String>,
+    pub kid: String,
+    pub typ: String,
+    pub iat: Option<i64>,
+    pub exp: i64,
+    pub claims: Map<String, Value>,
+}
+
+/// One issuer as the verifier sees it.
+#[derive(Debug)]
+struct TrustedIssuer {
+    config: IssuerConfig,
+    keys: Option<Arc<IssuerKeys>>,
+    hmac_key: Option<DecodingKey>,
+}
+
+/// Verifies bearer JWTs against the configured issuers, caching verified tokens.
+#[derive(Debug)]
+pub struct Verifier {
+    issuers: Vec<TrustedIssuer>,
+    // INVARIANT: issuers are chosen by exact `iss` match; keys are looked up by (issuer, kid).
+    by_iss: HashMap<String, usize>,
+    max_token_bytes: usize,
+    cache: TokenCache,
+    clock: SharedClock,
+}
+
+/// The result of verifying one token.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    pub token: Arc<VerifiedToken>,
+    pub cache_hit: bool,
+}
+
+impl Verifier {
+    /// A verifier for `issuers`. Key sets start empty; [`Self::key_sets`] lists what to load.
+    pub fn new(
+        issuers: &[IssuerConfig],
+        max_token_bytes: usize,
+        max_cached_tokens: usize,
+        http: &reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        let issuers: Vec<TrustedIssuer> = issuers
+            .iter()
+            .map(|config| TrustedIssuer {
+                keys: match config.keys {
+                    KeySource::SharedSecretOnly => None,
+                    _ => Some(Arc::new(IssuerKeys::new(
+                        config.name.clone(),
+                        config.issuer.clone(),
+                        config.keys.clone(),
+                        config.jwks_refresh,
+                        http.clone(),
+                        Arc::clone(&clock),
+                    ))),
+                },
+                hmac_key: config.shared_secret.as_ref().map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes())),
+                config: config.clone(),
+            })
+            .collect();
+        let by_iss = issuers.iter().enumerate().map(|(index, issuer)| (issuer.config.issuer.clone(), index)).collect();
+        Self { issuers, by_iss, max_token_bytes, cache: TokenCache::new(max_cached_tokens), clock }
+    }
+
+    /// Every issuer's key set, to load and refresh.
+    pub fn key_sets(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
+        self.issuers.iter().filter_map(|issuer| issuer.keys.as_ref())
+    }
+
+    /// The configuration of the issuer at `index`.
+    pub fn issuer(&self, index: usize) -> Option<&IssuerConfig> {
+        self.issuers.get(index).map(|issuer| &issuer.config)
+    }
+
+    /// The verified-token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    /// Verifies a compact JWT, answering from the cache when the same token was verified before and its
+    /// key is still trusted.
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Empty);
+        }
+        if token.len() > self.max_token_bytes {
+            return Err(TokenError::TooLarge);
+        }
+        if !token.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')) {
+            return Err(TokenError::InvalidCharacters);
+        }
+        let hash = TokenCache::hash(token);
+        if let Some(cached) = self.cache.get(&hash) {
+            if self.still_valid(&cached) {
+                return Ok(Verified { token: cached, cache_hit: true });
+            }
+            self.cache.remove(&hash);
+        }
+        let verified = Arc::new(self.verify_uncached(token).await?);
+        self.cache.insert(hash, Arc::clone(&verified));
+        Ok(Verified { token: verified, cache_hit: false })
+    }
+
+    /// A cached token stays good while unexpired and while its key is still in its issuer's fresh set.
+    fn still_valid(&self, token: &VerifiedToken) -> bool {
+        let now = self.now();
+        if now >= token.exp {
+            return false;
+        }
+        match self.issuers.get(token.issuer_index).and_then(|issuer| issuer.keys.as_ref()) {
+            None => true,
+            Some(keys) => token.kid.is_empty() || matches!(keys.lookup(&token.kid), KeyLookup::Found(_)),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now()).unwrap_or(i64::MAX)
+    }
+
+    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let segments = token.split('.').count();
+        if segments == 5 {
+            return Err(TokenError::Encrypted);
+        }
+        let mut parts = token.split('.');
+        let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        if header_b64.is_empty() || payload_b64.is_empty() || signature_b64.is_empty() {
+            return Err(TokenError::Malformed);
+        }
+
+        let header = decode_object(header_b64).ok_or(TokenError::InvalidHeader)?;
+        if header.contains_key("crit") {
+            return Err(TokenError::CriticalHeader);
+        }
+        let alg = match header.get("alg") {
+            Some(Value::String(alg)) => alg,
+            _ => return Err(TokenError::InvalidHeader),
+        };
+        if alg.eq_ignore_ascii_case("none") {
+            return Err(TokenError::AlgorithmNone);
+        }
+        let algorithm: Algorithm = alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
+        let kid = match header.get("kid") {
+            None => None,
+            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LENGTH => Some(kid.as_str()),
+            Some(_) => return Err(TokenError::MissingKeyId),
+        };
+        let typ = match header.get("typ") {
+            None => String::new(),
+            Some(Value::String(typ)) => typ.clone(),
+            Some(_) => return Err(TokenError::InvalidHeader),
+        };
+
+        let claims = decode_object(payload_b64).ok_or(TokenError::InvalidPayload)?;
+        let iss = match claims.get("iss") {
+            Some(Value::String(iss)) => iss,
+            Some(_) => return Err(TokenError::InvalidClaim("iss")),
+            None => return Err(TokenError::MissingClaim("iss")),
+        };
+        let issuer_index = *self.by_iss.get(iss.as_str()).ok_or(TokenError::UnknownIssuer)?;
+        let issuer = self.issuers.get(issuer_index).ok_or(TokenError::UnknownIssuer)?;
+        if !issuer.config.algorithms.contains(&algorithm) {
+            return Err(TokenError::AlgorithmNotAllowed);
+        }
+
+        let signing_input_length = header_b64.len() + 1 + payload_b64.len();
+        let signing_input = token.get(..signing_input_length).ok_or(TokenError::Malformed)?;
+        let key_holder;
+        let key = if crate::config::is_hmac(algorithm) {
+            issuer.hmac_key.as_ref().ok_or(TokenError::AlgorithmNotAllowed)?
+        } else {
+            let kid = kid.ok_or(TokenError::MissingKeyId)?;
+            let keys = issuer.keys.as_ref().ok_or(TokenError::UnknownKey)?;
+            key_holder = match keys.lookup_or_refetch(kid).await {
+                KeyLookup::Found(key) => key,
+                KeyLookup::Unknown => return Err(TokenError::UnknownKey),
+                KeyLookup::NotLoaded | KeyLookup::Stale => return Err(TokenError::KeysUnavailable),
+            };
+            if key_holder.algorithm != algorithm {
+                return Err(TokenError::KeyAlgorithmMismatch);
+            }
+            &key_holder.key
+        };
+        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), key, algorithm) {
+            Ok(true) => {}
+            Ok(false) | Err(_) => return Err(TokenError::BadSignature),
+        }
+
+        self.check_claims(issuer, &typ, claims, issuer_index, kid.unwrap_or_default())
+    }
+
+    fn check_claims(
+        &self,
+        issuer: &TrustedIssuer,
+        typ: &str,
+        claims: Map<String, Value>,
+        issuer_index: usize,
+        kid: &str,
+    ) -> Result<VerifiedToken, TokenError> {
+        let config = &issuer.config;
+        let now = self.now();
+        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
+
+        let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+        if now > exp.saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = numeric_date(&claims, "nbf")?
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        let iat = numeric_date(&claims, "iat")?;
+        if let Some(iat) = iat
+            && iat > now.saturating_add(leeway)
+        {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if let Some(max_age) = config.max_token_age {
+            let iat = iat.ok_or(TokenError::MissingClaim("iat"))?;
+            let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
+            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
+                return Err(TokenError::TooOld);
+            }
+        }
+
+        let audience_ok = match claims.get("aud") {
+            None => return Err(TokenError::MissingClaim("aud")),
+            Some(Value::String(aud)) => config.audiences.contains(aud),
+            Some(Value::Array(items)) if !items.is_empty() => {
+                let mut any = false;
+                for item in items {
+                    let Value::String(aud) = item else { return Err(TokenError::InvalidClaim("aud")) };
+                    any |= config.audiences.contains(aud);
+                }
+                any
+            }
+            Some(_) => return Err(TokenError::InvalidClaim("aud")),
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
+        }
+
+        if let Some(required) = &config.required_typ
+            && media_type(typ) != media_type(required)
+        {
+            return Err(TokenError::WrongType);
+        }
+
+        let claim_names = &config.claims;
+        let subject = optional_string(&claims, &claim_names.subject, "sub")?;
+        let mut client_id = String::new();
+        for name in &claim_names.client_id {
+            if let Some(value) = claims.get(name) {
+                let Value::String(value) = value else { return Err(TokenError::InvalidClaim("client_id")) };
+                client_id = value.clone();
+                break;
+            }
+        }
+        let (principal_kind, principal_id) = match (subject.is_empty(), client_id.is_empty()) {
+            (true, true) => return Err(TokenError::MissingClaim("sub")),
+            // A client-credentials token has no user: either no subject, or the client as its subject.
+            (true, false) => (PrincipalKind::Client, client_id.clone()),
+            (false, _) if subject == client_id => (PrincipalKind::Client, client_id.clone()),
+            (false, _) => (PrincipalKind::User, subject.clone()),
+        };
+        let scopes = first_list(&claims, &claim_names.scope, true).map_err(|()| TokenError::InvalidClaim("scope"))?;
+        let roles = first_list(&claims, &claim_names.roles, false).map_err(|()| TokenError::InvalidClaim("roles"))?;
+        let tenant = match &claim_names.tenant {
+            Some(name) => optional_string(&claims, name, "tenant")?,
+            None => String::new(),
+        };
+
+        Ok(VerifiedToken {
+            issuer_index,
+            issuer: config.issuer.clone(),
+            principal_kind,
+            principal_id,
+            subject,
+            client_id,
+            tenant,
+            scopes,
+            roles,
+            kid: kid.to_owned(),
+            typ: typ.to_owned(),
+            iat,
+            exp,
+            claims,
+        })
+    }
+}
+
+/// Decodes a base64url segment (canonical, unpadded) holding a JSON object without duplicate keys.
+fn decode_object(segment: &str) -> Option<Map<String, Value>> {
+    let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
+    strict_json::parse_object(&bytes).ok()
+}
+
+/// A NumericDate claim: an integer number of seconds, within sane bounds. Floats, strings, negative
+/// and absurd values are refused rather than coerced.
+fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+    match claims.get(name) {
+        None => Ok(None),
+        Some(Value::Number(number)) => match number.as_i64() {
+            Some(seconds) if (0..=MAX_NUMERIC_DATE).contains(&seconds) => Ok(Some(seconds)),
+            _ => Err(TokenError::InvalidClaim(name)),
+        },
+        Some(_) => Err(TokenError::InvalidClaim(name)),
+    }
+}
+
+fn optional_string(claims: &Map<String, Value>, name: &str, label: &'static str) -> Result<String, TokenError> {
+    match claims.get(name) {
+        None => Ok(String::new()),
+        Some(Value::String(value)) => Ok(value.clone()),
+        Some(_) => Err(TokenError::InvalidClaim(label)),
+    }
+}
+
+/// The first present claim of `names` as a list: an array of strings, or a string (split on spaces
+/// when `space_delimited`, as OAuth `scope` is).
+fn first_list(claims: &Map<String, Value>, names: &[String], space_delimited: bool) -> Result<Vec<String>, ()> {
+    for name in names {
+        match claims.get(name) {
+            None => continue,
+            Some(Value::String(value)) if space_delimited => {
+                return Ok(value.split_ascii_whitespace().map(str::to_owned).collect());
+            }
+            Some(Value::String(value)) => return Ok(vec![value.clone()]),
+            Some(Value::Array(items)) => {
+                return items
+                    .iter()
+                    .map(|item| match item {
+                        Value::String(value) => Ok(value.clone()),
+                        _ => Err(()),
+                    })
+                    .collect();
+            }
+            Some(_) => return Err(()),
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// A `typ` compared as RFC 7515 §4.1.9 says: case-insensitive, `application/` optional.
+fn media_type(typ: &str) -> String {
+    let lower = typ.to_ascii_lowercase();
+    lower.strip_prefix("application/").map_or_else(|| lower.clone(), str::to_owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_and_tolerates_spaces() {
+        assert_eq!(bearer_token("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_token("  bEaReR    abc  "), Some("abc"));
+        assert_eq!(bearer_token("BEARER\tabc"), Some("abc"));
+        assert_eq!(bearer_token("Bearer"), Some(""));
+        assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
+        assert_eq!(bearer_token("Bearerabc"), None);
+        assert_eq!(bearer_token(""), None);
+    }
+
+    #[test]
+    fn numeric_dates_must_be_sane_integers() {
+        let claims = |value: Value| Map::from_iter([("exp".to_owned(), value)]);
+        assert_eq!(numeric_date(&claims(1_700_000_000.into()), "exp"), Ok(Some(1_700_000_000)));
+        for bad in [
+            Value::from("1700000000"),
+            Value::from(1.7e9),
+            Value::from(-1),
+            Value::from(1e30),
+            Value::from(u64::MAX),
+            Value::from(MAX_NUMERIC_DATE + 1),
+        ] {
+            assert_eq!(numeric_date(&claims(bad.clone()), "exp"), Err(TokenError::InvalidClaim("exp")), "{bad}");
+        }
+    }
+
+    #[test]
+    fn typ_compares_media_types() {
+        assert_eq!(media_type("application/AT+JWT"), media_type("at+jwt"));
+        assert_ne!(media_type("JWT"), media_type("at+jwt"));
+    }
+}

@@ -1,0 +1,46 @@
+//! The verified-token cache: bounded, keyed by a SHA-256 of the token, never trusted past `exp`.
+
+use std::sync::Arc;
+
+use super::VerifiedToken;
+
+/// A SHA-256 of a token: the cache key, and (shortened) the token's name in logs.
+pub type TokenHash = [u8; 32];
+
+/// Verified tokens by hash. The cache holds no token text; an entry is only a shortcut past the
+/// signature check, and its caller re-checks expiry and key trust on every hit.
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: quick_cache::sync::Cache<TokenHash, Arc<VerifiedToken>>,
+}
+
+impl TokenCache {
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: quick_cache::sync::Cache::new(capacity) }
+    }
+
+    pub fn hash(token: &str) -> TokenHash {
+        crate::digest::sha256(token.as_bytes())
+    }
+
+    pub fn get(&self, hash: &TokenHash) -> Option<Arc<VerifiedToken>> {
+        self.entries.get(hash)
+    }
+
+    pub fn insert(&self, hash: TokenHash, token: Arc<VerifiedToken>) {
+        self.entries.insert(hash, token);
+    }
+
+    pub fn remove(&self, hash: &TokenHash) {
+        self.entries.remove(hash);
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == 0
+    }
+}
