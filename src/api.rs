@@ -40,7 +40,11 @@ pub struct Shared {
 
 impl AppState {
     pub fn new(engine: Engine, callers: CallerAuth, config_revision: String) -> Self {
-        Self(Arc::new(Shared { engine, callers, config_revision }))
+        Self(Arc::new(Shared {
+            engine,
+            callers,
+            config_revision,
+        }))
     }
 }
 
@@ -57,7 +61,10 @@ pub fn router(state: AppState) -> Router {
     let decide = Router::new()
         .route("/v1/decide", post(decide))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .route_layer(middleware::from_fn_with_state(state.clone(), caller::require_caller));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            caller::require_caller,
+        ));
     Router::new()
         .merge(decide)
         .route("/healthz", get(healthz))
@@ -65,7 +72,10 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-async fn decide(State(state): State<AppState>, StrictJson(request): StrictJson<DecideRequest>) -> Response {
+async fn decide(
+    State(state): State<AppState>,
+    StrictJson(request): StrictJson<DecideRequest>,
+) -> Response {
     let input = match request.into_input() {
         Ok(input) => input,
         Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
@@ -114,6 +124,10 @@ async fn readyz(State(state): State<AppState>) -> Response {
         "policies": policies.len(),
         "issuers": issuers,
     });
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (status, Json(body)).into_response()
 }

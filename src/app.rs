@@ -35,8 +35,19 @@ pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
         &http,
         Arc::clone(&clock),
     );
-    let engine = Engine::new(verifier, config.policies, config.headers, config.realm, config.cache.decision_ttl, clock);
-    Ok(AppState::new(engine, CallerAuth::new(&config.callers), config.revision))
+    let engine = Engine::new(
+        verifier,
+        config.policies,
+        config.headers,
+        config.realm,
+        config.cache.decision_ttl,
+        clock,
+    );
+    Ok(AppState::new(
+        engine,
+        CallerAuth::new(&config.callers),
+        config.revision,
+    ))
 }
 
 /// A bound, ready-to-run service.
@@ -48,13 +59,42 @@ pub struct Application {
 }
 
 impl Application {
-    /// Builds the service and binds its listener; `extra_routes` are served beside the API.
-    pub async fn build(config: Config, clock: SharedClock, extra_routes: Router) -> anyhow::Result<Self> {
+    /// Builds the service and binds its configured listen address; `extra_routes` are served beside the
+    /// API.
+    pub async fn build(
+        config: Config,
+        clock: SharedClock,
+        extra_routes: Router,
+    ) -> anyhow::Result<Self> {
         let listen = config.listen;
         let state = state(config, clock)?;
+        let listener = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("binding {listen}"))?;
+        Ok(Self::assemble(listener, state, extra_routes))
+    }
+
+    /// Builds the service on a listener bound beforehand (the demo binds first, to know its address).
+    pub fn build_on(
+        listener: TcpListener,
+        config: Config,
+        clock: SharedClock,
+        extra_routes: Router,
+    ) -> anyhow::Result<Self> {
+        Ok(Self::assemble(
+            listener,
+            state(config, clock)?,
+            extra_routes,
+        ))
+    }
+
+    fn assemble(listener: TcpListener, state: AppState, extra_routes: Router) -> Self {
         let router = api::router(state.clone()).merge(extra_routes);
-        let listener = TcpListener::bind(listen).await.with_context(|| format!("binding {listen}"))?;
-        Ok(Self { listener, router, state })
+        Self {
+            listener,
+            router,
+            state,
+        }
     }
 
     /// Builds with the system clock and no extra routes.
@@ -72,12 +112,17 @@ impl Application {
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.
-    pub async fn run_until_stopped(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let mut refreshers = JoinSet::new();
         for keys in self.state.engine.verifier().key_sets() {
             refreshers.spawn(Arc::clone(keys).run_refresh());
         }
-        let served = axum::serve(self.listener, self.router).with_graceful_shutdown(shutdown).await;
+        let served = axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await;
         refreshers.abort_all();
         served.context("serving HTTP")
     }

@@ -46,7 +46,10 @@ pub fn main() -> ExitCode {
     crate::telemetry::init();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Serve { config, demo_listen } => {
+        Command::Serve {
+            config,
+            demo_listen,
+        } => {
             let runtime = match tokio::runtime::Runtime::new() {
                 Ok(runtime) => runtime,
                 Err(error) => {
@@ -89,25 +92,43 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-async fn serve(config_path: Option<PathBuf>, demo_listen: std::net::SocketAddr) -> anyhow::Result<()> {
+async fn serve(
+    config_path: Option<PathBuf>,
+    demo_listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
     let (application, demo) = match config_path {
         Some(path) => {
-            let config = Config::load(&path, &ProcessEnvironment)
-                .map_err(|errors| anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display()))?;
-            (Application::build(config, clock.clone(), Router::new()).await?, None)
+            let config = Config::load(&path, &ProcessEnvironment).map_err(|errors| {
+                anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display())
+            })?;
+            (
+                Application::build(config, clock.clone(), Router::new()).await?,
+                None,
+            )
         }
         None => {
-            let demo = Demo::new(demo_listen)?;
-            let config = Demo::new(demo_listen)?.config;
-            let routes = demo.routes.clone();
-            (Application::build(config, clock.clone(), routes).await?, Some(demo))
+            let listener = tokio::net::TcpListener::bind(demo_listen)
+                .await
+                .with_context(|| format!("binding {demo_listen}"))?;
+            let Demo {
+                config,
+                routes,
+                issuer,
+            } = Demo::new(listener.local_addr()?)?;
+            (
+                Application::build_on(listener, config, clock.clone(), routes)?,
+                Some(issuer),
+            )
         }
     };
-    let address = application.local_addr().context("reading the bound address")?;
+    let address = application
+        .local_addr()
+        .context("reading the bound address")?;
     tracing::info!(%address, "verdict listening");
     if let Some(demo) = demo {
-        demo.print_instructions(&demo.sample_token(clock.now()), address).context("printing the demo instructions")?;
+        demo.print_instructions(&demo.sample_token(clock.now()), address)
+            .context("printing the demo instructions")?;
     }
     application.run_until_stopped(shutdown_signal()).await
 }

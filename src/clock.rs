@@ -23,7 +23,9 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now(&self) -> u64 {
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |elapsed| elapsed.as_secs())
     }
 }
 
@@ -36,7 +38,9 @@ pub struct ManualClock {
 impl ManualClock {
     /// A clock standing at `seconds` since the Unix epoch.
     pub fn starting_at(seconds: u64) -> Arc<Self> {
-        Arc::new(Self { seconds: AtomicU64::new(seconds) })
+        Arc::new(Self {
+            seconds: AtomicU64::new(seconds),
+        })
     }
 
     /// Moves the clock forward.

@@ -158,7 +158,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() { write!(f, "{}", self.message) } else { write!(f, "{}: {}", self.path, self.message) }
+        if self.path.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "{}: {}", self.path, self.message)
+        }
     }
 }
 
@@ -215,7 +219,10 @@ impl Config {
             }
             Ok(document) => document,
             Err(error) => {
-                return Err(ConfigErrors(vec![ConfigError { path: String::new(), message: error.to_string() }]));
+                return Err(ConfigErrors(vec![ConfigError {
+                    path: String::new(),
+                    message: error.to_string(),
+                }]));
             }
         };
         let document = env::interpolate(document, environment, &mut errors.0);
@@ -240,7 +247,10 @@ struct Errors(Vec<ConfigError>);
 
 impl Errors {
     fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError { path: path.into(), message: message.into() });
+        self.0.push(ConfigError {
+            path: path.into(),
+            message: message.into(),
+        });
     }
 
     /// Deserializes one section, recording the first error inside it with its full path.
@@ -261,7 +271,11 @@ impl Errors {
         }
     }
 
-    fn section<T: DeserializeOwned + Default>(&mut self, path: &str, value: Option<Value>) -> Option<T> {
+    fn section<T: DeserializeOwned + Default>(
+        &mut self,
+        path: &str,
+        value: Option<Value>,
+    ) -> Option<T> {
         match value {
             None | Some(Value::Null) => Some(T::default()),
             Some(value) => self.deserialize(path, value),
@@ -276,14 +290,24 @@ fn validate(
     errors: &mut Errors,
     revision: String,
 ) -> Option<Config> {
-    let listen = match top.listen.as_deref().unwrap_or(DEFAULT_LISTEN).parse::<SocketAddr>() {
+    let listen = match top
+        .listen
+        .as_deref()
+        .unwrap_or(DEFAULT_LISTEN)
+        .parse::<SocketAddr>()
+    {
         Ok(listen) => Some(listen),
         Err(error) => {
-            errors.push("listen", format!("not a socket address ({error}); write it as `0.0.0.0:8080`"));
+            errors.push(
+                "listen",
+                format!("not a socket address ({error}); write it as `0.0.0.0:8080`"),
+            );
             None
         }
     };
-    let callers = errors.section::<raw::Callers>("callers", top.callers).and_then(|raw| validate_callers(raw, errors));
+    let callers = errors
+        .section::<raw::Callers>("callers", top.callers)
+        .and_then(|raw| validate_callers(raw, errors));
 
     let mut issuers = Vec::new();
     let raw_issuers = top.issuers.unwrap_or_default();
@@ -294,12 +318,20 @@ fn validate(
     let mut issuer_urls = HashSet::new();
     for (index, value) in raw_issuers.into_iter().enumerate() {
         let path = format!("issuers[{index}]");
-        let Some(raw) = errors.deserialize::<raw::Issuer>(&path, value) else { continue };
+        let Some(raw) = errors.deserialize::<raw::Issuer>(&path, value) else {
+            continue;
+        };
         if !names.insert(raw.name.clone()) {
-            errors.push(format!("{path}.name"), format!("duplicate issuer name `{}`", raw.name));
+            errors.push(
+                format!("{path}.name"),
+                format!("duplicate issuer name `{}`", raw.name),
+            );
         }
         if !issuer_urls.insert(raw.issuer.clone()) {
-            errors.push(format!("{path}.issuer"), format!("duplicate issuer `{}`", raw.issuer));
+            errors.push(
+                format!("{path}.issuer"),
+                format!("duplicate issuer `{}`", raw.issuer),
+            );
         }
         if let Some(issuer) = validate_issuer(raw, &path, errors) {
             issuers.push(issuer);
@@ -308,20 +340,33 @@ fn validate(
 
     let policies = match policy_origin {
         PolicyOrigin::Embedded(files) => PolicySet::compile(files)
-            .map_err(|problems| problems.into_iter().for_each(|problem| errors.push("policies", problem)))
+            .map_err(|problems| {
+                problems
+                    .into_iter()
+                    .for_each(|problem| errors.push("policies", problem))
+            })
             .ok(),
         PolicyOrigin::Configured => match top.policies {
             None => {
-                errors.push("policies", "required: give `path`, a directory of `*.cedar` files");
+                errors.push(
+                    "policies",
+                    "required: give `path`, a directory of `*.cedar` files",
+                );
                 None
             }
-            Some(value) => errors.deserialize::<raw::Policies>("policies", value).and_then(|raw| {
-                let directory = base_dir.join(raw.path);
-                let schema = raw.schema.map(|schema| base_dir.join(schema));
-                PolicySet::load_dir(&directory, schema.as_deref())
-                    .map_err(|problems| problems.into_iter().for_each(|problem| errors.push("policies", problem)))
-                    .ok()
-            }),
+            Some(value) => errors
+                .deserialize::<raw::Policies>("policies", value)
+                .and_then(|raw| {
+                    let directory = base_dir.join(raw.path);
+                    let schema = raw.schema.map(|schema| base_dir.join(schema));
+                    PolicySet::load_dir(&directory, schema.as_deref())
+                        .map_err(|problems| {
+                            problems
+                                .into_iter()
+                                .for_each(|problem| errors.push("policies", problem))
+                        })
+                        .ok()
+                }),
         },
     };
 
@@ -329,28 +374,39 @@ fn validate(
         .section::<std::collections::BTreeMap<String, String>>("headers", top.headers)
         .map(|raw| validate_headers(raw, errors))
         .unwrap_or_default();
-    let cache = errors.section::<raw::Cache>("cache", top.cache).and_then(|raw| {
-        let max_tokens = raw.max_tokens.unwrap_or(100_000);
-        if max_tokens == 0 {
-            errors.push("cache.max_tokens", "must be at least 1");
-            return None;
-        }
-        Some(CacheConfig {
-            max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
-            decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
-        })
-    });
-    let limits = errors.section::<raw::Limits>("limits", top.limits).and_then(|raw| {
-        let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
-        if !(256..=64 * 1024).contains(&max_token_bytes) {
-            errors.push("limits.max_token_bytes", "must be between 256 and 65536");
-            return None;
-        }
-        Some(Limits { max_token_bytes })
-    });
+    let cache = errors
+        .section::<raw::Cache>("cache", top.cache)
+        .and_then(|raw| {
+            let max_tokens = raw.max_tokens.unwrap_or(100_000);
+            if max_tokens == 0 {
+                errors.push("cache.max_tokens", "must be at least 1");
+                return None;
+            }
+            Some(CacheConfig {
+                max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
+                decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
+            })
+        });
+    let limits = errors
+        .section::<raw::Limits>("limits", top.limits)
+        .and_then(|raw| {
+            let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
+            if !(256..=64 * 1024).contains(&max_token_bytes) {
+                errors.push("limits.max_token_bytes", "must be between 256 and 65536");
+                return None;
+            }
+            Some(Limits { max_token_bytes })
+        });
     let realm = top.realm.unwrap_or_else(|| "api".to_owned());
-    if realm.is_empty() || realm.chars().any(|c| c == '"' || c == '\\' || c.is_control()) {
-        errors.push("realm", "must be non-empty, without quotes, backslashes or control characters");
+    if realm.is_empty()
+        || realm
+            .chars()
+            .any(|c| c == '"' || c == '\\' || c.is_control())
+    {
+        errors.push(
+            "realm",
+            "must be non-empty, without quotes, backslashes or control characters",
+        );
     }
 
     Some(Config {
@@ -370,11 +426,17 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
     let api_keys = match raw.api_keys {
         None => None,
         Some(api_keys) => {
-            let header = api_keys.header.as_deref().unwrap_or(DEFAULT_CALLER_KEY_HEADER);
+            let header = api_keys
+                .header
+                .as_deref()
+                .unwrap_or(DEFAULT_CALLER_KEY_HEADER);
             let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
                 Ok(header) => Some(header),
                 Err(_) => {
-                    errors.push("callers.api_keys.header", format!("`{header}` is not a valid header name"));
+                    errors.push(
+                        "callers.api_keys.header",
+                        format!("`{header}` is not a valid header name"),
+                    );
                     None
                 }
             };
@@ -383,7 +445,10 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
             }
             for (index, key) in api_keys.keys.iter().enumerate() {
                 if key.len() < 16 {
-                    errors.push(format!("callers.api_keys.keys[{index}]"), "a caller key must be at least 16 characters");
+                    errors.push(
+                        format!("callers.api_keys.keys[{index}]"),
+                        "a caller key must be at least 16 characters",
+                    );
                 }
             }
             header.map(|header| CallerApiKeys {
@@ -398,7 +463,10 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
             "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
         );
     }
-    Some(Callers { api_keys, allow_unauthenticated: raw.allow_unauthenticated })
+    Some(Callers {
+        api_keys,
+        allow_unauthenticated: raw.allow_unauthenticated,
+    })
 }
 
 fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<IssuerConfig> {
@@ -412,12 +480,18 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
             Some(url)
         }
         Err(error) => {
-            errors.push(format!("{path}.issuer"), format!("`{}` is not a URL: {error}", raw.issuer));
+            errors.push(
+                format!("{path}.issuer"),
+                format!("`{}` is not a URL: {error}", raw.issuer),
+            );
             None
         }
     };
     if raw.audiences.is_empty() {
-        errors.push(format!("{path}.audiences"), "at least one audience is required");
+        errors.push(
+            format!("{path}.audiences"),
+            "at least one audience is required",
+        );
     }
     if raw.audiences.iter().any(String::is_empty) {
         errors.push(format!("{path}.audiences"), "an audience must not be empty");
@@ -433,14 +507,19 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         );
     }
 
-    let algorithm_names = raw.algorithms.unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
+    let algorithm_names = raw
+        .algorithms
+        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
     let mut algorithms = Vec::new();
     for (index, name) in algorithm_names.iter().enumerate() {
         let at = format!("{path}.algorithms[{index}]");
         match parse_algorithm(name) {
             Ok(algorithm) => {
                 if is_hmac(algorithm) && shared_secret.is_none() {
-                    errors.push(at, format!("`{name}` needs the issuer's own `shared_secret`"));
+                    errors.push(
+                        at,
+                        format!("`{name}` needs the issuer's own `shared_secret`"),
+                    );
                 } else {
                     algorithms.push(algorithm);
                 }
@@ -449,12 +528,18 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         }
     }
     if algorithm_names.is_empty() {
-        errors.push(format!("{path}.algorithms"), "at least one algorithm is required");
+        errors.push(
+            format!("{path}.algorithms"),
+            "at least one algorithm is required",
+        );
     }
 
     let keys = match (raw.jwks_uri, raw.discovery) {
         (Some(_), Some(true)) => {
-            errors.push(format!("{path}.jwks_uri"), "give either `jwks_uri` or `discovery: true`, not both");
+            errors.push(
+                format!("{path}.jwks_uri"),
+                "give either `jwks_uri` or `discovery: true`, not both",
+            );
             None
         }
         (Some(uri), _) => match Url::parse(&uri) {
@@ -463,7 +548,10 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
                 Some(KeySource::JwksUri(url))
             }
             Err(error) => {
-                errors.push(format!("{path}.jwks_uri"), format!("`{uri}` is not a URL: {error}"));
+                errors.push(
+                    format!("{path}.jwks_uri"),
+                    format!("`{uri}` is not a URL: {error}"),
+                );
                 None
             }
         },
@@ -471,36 +559,57 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
             if algorithms.iter().all(|algorithm| is_hmac(*algorithm)) && shared_secret.is_some() {
                 Some(KeySource::SharedSecretOnly)
             } else {
-                errors.push(format!("{path}.discovery"), "with discovery off, give `jwks_uri`");
+                errors.push(
+                    format!("{path}.discovery"),
+                    "with discovery off, give `jwks_uri`",
+                );
                 None
             }
         }
-        (None, _) => issuer_url.as_ref().map(|url| KeySource::Discovery(discovery_url(url))),
+        (None, _) => issuer_url
+            .as_ref()
+            .map(|url| KeySource::Discovery(discovery_url(url))),
     };
 
     let claims = raw.claims.unwrap_or_default();
     let claims = ClaimNames {
         subject: claims.subject.unwrap_or_else(|| "sub".into()),
-        scope: claims.scope.map_or_else(|| vec!["scope".into(), "scp".into()], raw::OneOrMany::into_vec),
-        client_id: claims
-            .client_id
-            .map_or_else(|| vec!["client_id".into(), "azp".into(), "cid".into()], raw::OneOrMany::into_vec),
-        roles: claims.roles.map_or_else(|| vec!["roles".into(), "groups".into()], raw::OneOrMany::into_vec),
+        scope: claims.scope.map_or_else(
+            || vec!["scope".into(), "scp".into()],
+            raw::OneOrMany::into_vec,
+        ),
+        client_id: claims.client_id.map_or_else(
+            || vec!["client_id".into(), "azp".into(), "cid".into()],
+            raw::OneOrMany::into_vec,
+        ),
+        roles: claims.roles.map_or_else(
+            || vec!["roles".into(), "groups".into()],
+            raw::OneOrMany::into_vec,
+        ),
         tenant: claims.tenant,
     };
 
     let defaults = JwksRefresh::default();
     let refresh = raw.jwks_refresh.unwrap_or_default();
     let jwks_refresh = JwksRefresh {
-        default_interval: refresh.default_interval.map_or(defaults.default_interval, |d| d.0),
+        default_interval: refresh
+            .default_interval
+            .map_or(defaults.default_interval, |d| d.0),
         min_interval: refresh.min_interval.map_or(defaults.min_interval, |d| d.0),
         max_interval: refresh.max_interval.map_or(defaults.max_interval, |d| d.0),
-        unknown_kid_cooldown: refresh.unknown_kid_cooldown.map_or(defaults.unknown_kid_cooldown, |d| d.0),
-        max_staleness: refresh.max_staleness.map_or(defaults.max_staleness, |d| d.0),
+        unknown_kid_cooldown: refresh
+            .unknown_kid_cooldown
+            .map_or(defaults.unknown_kid_cooldown, |d| d.0),
+        max_staleness: refresh
+            .max_staleness
+            .map_or(defaults.max_staleness, |d| d.0),
         timeout: refresh.timeout.map_or(defaults.timeout, |d| d.0),
     };
     if jwks_refresh.min_interval > jwks_refresh.max_interval {
-        errors.push(format!("{path}.jwks_refresh"), "`min_interval` must not exceed `max_interval`");
+        errors.push(
+            format!("{path}.jwks_refresh"),
+            "`min_interval` must not exceed `max_interval`",
+        );
     }
     if jwks_refresh.max_staleness <= jwks_refresh.max_interval {
         errors.push(
@@ -509,7 +618,10 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         );
     }
     if jwks_refresh.timeout.is_zero() {
-        errors.push(format!("{path}.jwks_refresh.timeout"), "must be more than zero");
+        errors.push(
+            format!("{path}.jwks_refresh.timeout"),
+            "must be more than zero",
+        );
     }
 
     let required_typ = raw.typ.map(|typ| typ.to_ascii_lowercase());
@@ -534,7 +646,10 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
 /// `<issuer>/.well-known/openid-configuration`, as OIDC Discovery §4 builds it.
 fn discovery_url(issuer: &Url) -> Url {
     let mut url = issuer.clone();
-    let path = format!("{}/.well-known/openid-configuration", issuer.path().trim_end_matches('/'));
+    let path = format!(
+        "{}/.well-known/openid-configuration",
+        issuer.path().trim_end_matches('/')
+    );
     url.set_path(&path);
     url
 }
@@ -544,7 +659,10 @@ fn check_fetchable(url: &Url, path: &str, errors: &mut Errors) {
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(url) => {}
-        "http" => errors.push(path, format!("`{url}` must use https (plain http is allowed only on loopback)")),
+        "http" => errors.push(
+            path,
+            format!("`{url}` must use https (plain http is allowed only on loopback)"),
+        ),
         scheme => errors.push(path, format!("unsupported URL scheme `{scheme}`")),
     }
 }
@@ -580,17 +698,25 @@ fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
 }
 
 pub(crate) fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(algorithm, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
+    matches!(
+        algorithm,
+        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
+    )
 }
 
-fn validate_headers(raw: std::collections::BTreeMap<String, String>, errors: &mut Errors) -> Vec<(HeaderName, String)> {
+fn validate_headers(
+    raw: std::collections::BTreeMap<String, String>,
+    errors: &mut Errors,
+) -> Vec<(HeaderName, String)> {
     let mut headers = Vec::new();
     for (name, claim) in raw {
         match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
             Ok(header) => headers.push((header, claim)),
-            Err(_) => errors.push(format!("headers.{name}"), format!("`{name}` is not a valid header name")),
+            Err(_) => errors.push(
+                format!("headers.{name}"),
+                format!("`{name}` is not a valid header name"),
+            ),
         }
     }
     headers
 }
-

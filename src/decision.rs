@@ -109,7 +109,14 @@ impl Engine {
         decision_ttl: Duration,
         clock: SharedClock,
     ) -> Self {
-        Self { verifier, policies, headers, realm, decision_ttl, clock }
+        Self {
+            verifier,
+            policies,
+            headers,
+            realm,
+            decision_ttl,
+            clock,
+        }
     }
 
     pub fn verifier(&self) -> &Verifier {
@@ -128,7 +135,11 @@ impl Engine {
             return decision;
         };
         if !is_normal_path(&input.path) {
-            return self.deny(400, ErrorCode::InvalidRequest, "the request path is not in normal form");
+            return self.deny(
+                400,
+                ErrorCode::InvalidRequest,
+                "the request path is not in normal form",
+            );
         }
 
         let started = Instant::now();
@@ -157,7 +168,12 @@ impl Engine {
                 roles: &token.roles,
                 claims: &token.claims,
             },
-            token: TokenFacts { kid: &token.kid, typ: &token.typ, iat: token.iat, exp: token.exp },
+            token: TokenFacts {
+                kid: &token.kid,
+                typ: &token.typ,
+                iat: token.iat,
+                exp: token.exp,
+            },
             method: &input.method,
             path: &input.path,
             host: &input.host,
@@ -184,11 +200,17 @@ impl Engine {
                 ..self.deny(200, ErrorCode::None, "")
             }
         } else {
-            self.deny(403, ErrorCode::AccessDenied, "access to this resource is denied by policy")
+            self.deny(
+                403,
+                ErrorCode::AccessDenied,
+                "access to this resource is denied by policy",
+            )
         };
         decision.subject = token.subject.clone();
         decision.client_id = token.client_id.clone();
-        decision.issuer = issuer.map(|issuer| issuer.issuer.clone()).unwrap_or_default();
+        decision.issuer = issuer
+            .map(|issuer| issuer.issuer.clone())
+            .unwrap_or_default();
         decision.scope = token.scopes.join(" ");
         decision.policies = outcome.determining;
         decision.trace = DecisionTrace {
@@ -207,7 +229,10 @@ impl Engine {
         let www_authenticate = match (status, error) {
             (401, ErrorCode::None) => format!("Bearer realm=\"{realm}\""),
             (400 | 401, _) => {
-                format!("Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{description}\"", error.as_str())
+                format!(
+                    "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{description}\"",
+                    error.as_str()
+                )
             }
             _ => String::new(),
         };
@@ -238,16 +263,21 @@ impl Engine {
         }
     }
 
-    fn upstream_headers(&self, claims: &serde_json::Map<String, Value>) -> BTreeMap<String, String> {
+    fn upstream_headers(
+        &self,
+        claims: &serde_json::Map<String, Value>,
+    ) -> BTreeMap<String, String> {
         let mut headers = BTreeMap::new();
         for (header, claim) in &self.headers {
             let value = match claims.get(claim) {
                 Some(Value::String(text)) => text.clone(),
                 Some(Value::Number(number)) => number.to_string(),
                 Some(Value::Bool(flag)) => flag.to_string(),
-                Some(Value::Array(items)) => {
-                    items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")
-                }
+                Some(Value::Array(items)) => items
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(","),
                 _ => continue,
             };
             // A claim that cannot be a header value is left out rather than passed on mangled.
@@ -271,10 +301,15 @@ fn is_normal_path(path: &str) -> bool {
         return false;
     }
     let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"].iter().any(|encoded| lower.contains(encoded)) {
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|encoded| lower.contains(encoded))
+    {
         return false;
     }
-    !path.split('/').any(|segment| segment == "." || segment == "..")
+    !path
+        .split('/')
+        .any(|segment| segment == "." || segment == "..")
 }
 
 #[cfg(test)]
@@ -286,7 +321,14 @@ mod tests {
         for path in ["/orders/42", "/", "/a.b/c..d", "/orders?x=1"] {
             assert!(is_normal_path(path), "{path}");
         }
-        for path in ["/orders/../admin", "/./admin", "/orders/%2e%2e/admin", "/a%2Fb", "/a\\b", "/a/.."] {
+        for path in [
+            "/orders/../admin",
+            "/./admin",
+            "/orders/%2e%2e/admin",
+            "/a%2Fb",
+            "/a\\b",
+            "/a/..",
+        ] {
             assert!(!is_normal_path(path), "{path}");
         }
     }

@@ -27,26 +27,43 @@ const DEMO_AUDIENCE: &str = "api://orders";
 const SAMPLE_TOKEN_SECONDS: u64 = 3600;
 
 /// The example policies, compiled into the binary.
-const EXAMPLE_POLICIES: &[(&str, &str)] = &[("orders.cedar", include_str!("../examples/policies/orders.cedar"))];
+const EXAMPLE_POLICIES: &[(&str, &str)] = &[(
+    "orders.cedar",
+    include_str!("../examples/policies/orders.cedar"),
+)];
 
-/// A running demo's configuration, extra routes and issuer key.
+/// The demo's configuration, its extra routes, and its development issuer.
 #[derive(Debug)]
 pub struct Demo {
     pub config: Config,
     /// `/demo/jwks.json`, the development issuer's key set.
     pub routes: Router,
+    pub issuer: DemoIssuer,
+}
+
+/// The development issuer: its URL and its signing key.
+#[derive(Debug)]
+pub struct DemoIssuer {
     pub key: SigningKey,
     pub issuer: String,
-    pub listen: SocketAddr,
 }
 
 impl Demo {
-    /// A demo listening on `listen`, with a fresh issuer key.
+    /// A demo served at `listen` (already bound: the issuer URL names the real port), with a fresh key.
     pub fn new(listen: SocketAddr) -> anyhow::Result<Self> {
-        let key = SigningKey::generate_es256("demo-key-1").context("generating the demo issuer key")?;
+        let key =
+            SigningKey::generate_es256("demo-key-1").context("generating the demo issuer key")?;
         // The issuer must be reachable by Verdict itself; a wildcard listen address is reached on loopback.
-        let host = if listen.ip().is_unspecified() { "127.0.0.1".to_owned() } else { listen.ip().to_string() };
-        let base = if listen.is_ipv6() { format!("http://[{host}]:{}", listen.port()) } else { format!("http://{host}:{}", listen.port()) };
+        let host = if listen.ip().is_unspecified() {
+            "127.0.0.1".to_owned()
+        } else {
+            listen.ip().to_string()
+        };
+        let base = if listen.is_ipv6() {
+            format!("http://[{host}]:{}", listen.port())
+        } else {
+            format!("http://{host}:{}", listen.port())
+        };
         let issuer = format!("{base}/demo");
         let text = format!(
             r#"
@@ -68,15 +85,34 @@ headers:
         );
         let files = EXAMPLE_POLICIES
             .iter()
-            .map(|(name, text)| PolicyFile { name: (*name).to_owned(), text: (*text).to_owned() })
+            .map(|(name, text)| PolicyFile {
+                name: (*name).to_owned(),
+                text: (*text).to_owned(),
+            })
             .collect();
-        let config = Config::parse(&text, Path::new("."), &std::collections::HashMap::new(), PolicyOrigin::Embedded(files))
-            .map_err(|errors| anyhow::anyhow!("the embedded demo configuration is invalid:\n{errors}"))?;
+        let config = Config::parse(
+            &text,
+            Path::new("."),
+            &std::collections::HashMap::new(),
+            PolicyOrigin::Embedded(files),
+        )
+        .map_err(|errors| {
+            anyhow::anyhow!("the embedded demo configuration is invalid:\n{errors}")
+        })?;
         let jwks = signing::jwks(&[&key]);
-        let routes = Router::new().route("/demo/jwks.json", get(move || std::future::ready(Json(jwks.clone()))));
-        Ok(Self { config, routes, key, issuer, listen })
+        let routes = Router::new().route(
+            "/demo/jwks.json",
+            get(move || std::future::ready(Json(jwks.clone()))),
+        );
+        Ok(Self {
+            config,
+            routes,
+            issuer: DemoIssuer { key, issuer },
+        })
     }
+}
 
+impl DemoIssuer {
     /// A token for `alice` of tenant `acme` with the `orders:read` scope.
     pub fn sample_token(&self, now: u64) -> String {
         self.key.sign(&json!({
@@ -100,10 +136,21 @@ headers:
             )
         };
         let mut out = std::io::stdout().lock();
-        writeln!(out, "\nVerdict demo: a development issuer at {}, policies from examples/policies.", self.issuer)?;
-        writeln!(out, "\nA sample token (alice, scope orders:read, valid 1 hour):\n{token}")?;
+        writeln!(
+            out,
+            "\nVerdict demo: a development issuer at {}, policies from examples/policies.",
+            self.issuer
+        )?;
+        writeln!(
+            out,
+            "\nA sample token (alice, scope orders:read, valid 1 hour):\n{token}"
+        )?;
         writeln!(out, "\nAllowed (GET needs orders:read):\n{}", curl("GET"))?;
-        writeln!(out, "\nDenied with 403 (DELETE needs the admin role):\n{}\n", curl("DELETE"))?;
+        writeln!(
+            out,
+            "\nDenied with 403 (DELETE needs the admin role):\n{}\n",
+            curl("DELETE")
+        )?;
         out.flush()
     }
 }

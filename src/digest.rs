@@ -12,5 +12,9 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The first `bytes` bytes of a SHA-256 in lower-case hex: a short, stable fingerprint.
 pub fn short_hex(data: &[u8], bytes: usize) -> String {
-    sha256(data).iter().take(bytes).map(|byte| format!("{byte:02x}")).collect()
+    sha256(data)
+        .iter()
+        .take(bytes)
+        .map(|byte| format!("{byte:02x}"))
+        .collect()
 }

@@ -115,7 +115,10 @@ impl IssuerKeys {
             http,
             clock,
             snapshot: ArcSwap::from_pointee(KeySnapshot::default()),
-            fetch: Mutex::new(FetchState { jwks_uri, ..FetchState::default() }),
+            fetch: Mutex::new(FetchState {
+                jwks_uri,
+                ..FetchState::default()
+            }),
         }
     }
 
@@ -127,7 +130,9 @@ impl IssuerKeys {
     /// Looks a key up without any I/O.
     pub fn lookup(&self, kid: &str) -> KeyLookup {
         let snapshot = self.snapshot.load();
-        let Some(fetched_at) = snapshot.fetched_at else { return KeyLookup::NotLoaded };
+        let Some(fetched_at) = snapshot.fetched_at else {
+            return KeyLookup::NotLoaded;
+        };
         if self.is_stale(fetched_at) {
             return KeyLookup::Stale;
         }
@@ -152,7 +157,10 @@ impl IssuerKeys {
         }
         let now = self.clock.now();
         let cooldown = self.refresh.unknown_kid_cooldown.as_secs();
-        if state.last_attempt.is_some_and(|last| now < last.saturating_add(cooldown)) {
+        if state
+            .last_attempt
+            .is_some_and(|last| now < last.saturating_add(cooldown))
+        {
             return second;
         }
         // The outcome is logged and kept for readiness; the lookup below reports what it left.
@@ -178,7 +186,12 @@ impl IssuerKeys {
         if now >= state.next_refresh_at {
             let _ = self.fetch_locked(&mut state).await;
         }
-        Duration::from_secs(state.next_refresh_at.saturating_sub(self.clock.now()).max(1))
+        Duration::from_secs(
+            state
+                .next_refresh_at
+                .saturating_sub(self.clock.now())
+                .max(1),
+        )
     }
 
     /// How many fetches of the key set (successful or not) this issuer has made.
@@ -189,13 +202,19 @@ impl IssuerKeys {
     /// What `/readyz` reports. Never waits on a fetch in progress.
     pub fn status(&self) -> KeyStatus {
         let snapshot = self.snapshot.load();
-        let last_error = self.fetch.try_lock().ok().and_then(|state| state.last_error.clone());
+        let last_error = self
+            .fetch
+            .try_lock()
+            .ok()
+            .and_then(|state| state.last_error.clone());
         KeyStatus {
             name: self.name.clone(),
             loaded: snapshot.fetched_at.is_some(),
             stale: snapshot.fetched_at.is_some_and(|at| self.is_stale(at)),
             key_count: snapshot.keys.len(),
-            age_seconds: snapshot.fetched_at.map(|at| self.clock.now().saturating_sub(at)),
+            age_seconds: snapshot
+                .fetched_at
+                .map(|at| self.clock.now().saturating_sub(at)),
             last_error,
         }
     }
@@ -216,7 +235,10 @@ impl IssuerKeys {
                 for reason in &parsed.skipped {
                     tracing::debug!(issuer = %self.name, "skipped a JWK: {reason}");
                 }
-                self.snapshot.store(Arc::new(KeySnapshot { keys: parsed.keys, fetched_at: Some(now) }));
+                self.snapshot.store(Arc::new(KeySnapshot {
+                    keys: parsed.keys,
+                    fetched_at: Some(now),
+                }));
                 let interval = max_age
                     .unwrap_or(self.refresh.default_interval)
                     .clamp(self.refresh.min_interval, self.refresh.max_interval);
@@ -228,8 +250,13 @@ impl IssuerKeys {
             }
             Err(error) => {
                 state.consecutive_failures = state.consecutive_failures.saturating_add(1);
-                let backoff = Duration::from_secs(1_u64 << state.consecutive_failures.min(10))
-                    .min(if self.snapshot.load().fetched_at.is_some() { self.refresh.min_interval } else { MAX_INITIAL_BACKOFF });
+                let backoff = Duration::from_secs(1_u64 << state.consecutive_failures.min(10)).min(
+                    if self.snapshot.load().fetched_at.is_some() {
+                        self.refresh.min_interval
+                    } else {
+                        MAX_INITIAL_BACKOFF
+                    },
+                );
                 state.next_refresh_at = now.saturating_add(backoff.as_secs());
                 state.last_error = Some(error.to_string());
                 // A discovered JWKS URL may have moved; discover again next time.
@@ -242,7 +269,10 @@ impl IssuerKeys {
         }
     }
 
-    async fn fetch_key_set(&self, state: &mut FetchState) -> Result<(jwk::ParsedKeySet, Option<Duration>), FetchError> {
+    async fn fetch_key_set(
+        &self,
+        state: &mut FetchState,
+    ) -> Result<(jwk::ParsedKeySet, Option<Duration>), FetchError> {
         let jwks_uri = match (&state.jwks_uri, &self.source) {
             (Some(uri), _) => uri.clone(),
             (None, KeySource::Discovery(discovery_url)) => {
@@ -252,29 +282,46 @@ impl IssuerKeys {
             }
             (None, KeySource::JwksUri(uri)) => uri.clone(),
             (None, KeySource::SharedSecretOnly) => {
-                return Err(FetchError::Invalid { url: String::new(), reason: "the issuer has no key set".into() });
+                return Err(FetchError::Invalid {
+                    url: String::new(),
+                    reason: "the issuer has no key set".into(),
+                });
             }
         };
         let fetched = fetch::get_json(&self.http, &jwks_uri, self.refresh.timeout).await?;
-        let invalid = |reason: String| FetchError::Invalid { url: jwks_uri.to_string(), reason };
+        let invalid = |reason: String| FetchError::Invalid {
+            url: jwks_uri.to_string(),
+            reason,
+        };
         let parsed = jwk::parse_key_set(&fetched.body).map_err(invalid)?;
         if parsed.keys.is_empty() {
-            return Err(invalid(format!("no usable signing key ({} skipped)", parsed.skipped.len())));
+            return Err(invalid(format!(
+                "no usable signing key ({} skipped)",
+                parsed.skipped.len()
+            )));
         }
         Ok((parsed, fetched.max_age))
     }
 
     async fn discover(&self, discovery_url: &Url) -> Result<Url, FetchError> {
-        let invalid = |reason: String| FetchError::Invalid { url: discovery_url.to_string(), reason };
+        let invalid = |reason: String| FetchError::Invalid {
+            url: discovery_url.to_string(),
+            reason,
+        };
         let fetched = fetch::get_json(&self.http, discovery_url, self.refresh.timeout).await?;
-        let document: Discovery =
-            serde_json::from_slice(&fetched.body).map_err(|error| invalid(format!("not a discovery document: {error}")))?;
+        let document: Discovery = serde_json::from_slice(&fetched.body)
+            .map_err(|error| invalid(format!("not a discovery document: {error}")))?;
         // OIDC Discovery §4.3: the document must name exactly the issuer it was fetched for.
         if document.issuer != self.issuer {
-            return Err(invalid(format!("it names issuer `{}`, expected `{}`", document.issuer, self.issuer)));
+            return Err(invalid(format!(
+                "it names issuer `{}`, expected `{}`",
+                document.issuer, self.issuer
+            )));
         }
-        let uri = Url::parse(&document.jwks_uri).map_err(|error| invalid(format!("bad `jwks_uri`: {error}")))?;
-        let secure = uri.scheme() == "https" || (uri.scheme() == "http" && crate::config::is_loopback(&uri));
+        let uri = Url::parse(&document.jwks_uri)
+            .map_err(|error| invalid(format!("bad `jwks_uri`: {error}")))?;
+        let secure =
+            uri.scheme() == "https" || (uri.scheme() == "http" && crate::config::is_loopback(&uri));
         if !secure {
             return Err(invalid(format!("`jwks_uri` `{uri}` is not https")));
         }

@@ -13,7 +13,9 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::str::FromStr;
 
-use cedar_policy::{Authorizer, Decision, EntityTypeName, PolicyId, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    Authorizer, Decision, EntityTypeName, PolicyId, Schema, ValidationMode, Validator,
+};
 use miette::Diagnostic;
 
 pub use entities::EntityTypes;
@@ -115,8 +117,12 @@ pub struct PolicyOutcome {
 impl PolicySet {
     /// Loads every `*.cedar` file of `directory`, optionally validated against a Cedar schema file.
     pub fn load_dir(directory: &Path, schema: Option<&Path>) -> Result<Self, Vec<String>> {
-        let entries = std::fs::read_dir(directory)
-            .map_err(|error| vec![format!("cannot read policy directory `{}`: {error}", directory.display())])?;
+        let entries = std::fs::read_dir(directory).map_err(|error| {
+            vec![format!(
+                "cannot read policy directory `{}`: {error}",
+                directory.display()
+            )]
+        })?;
         let mut files = Vec::new();
         let mut problems = Vec::new();
         for entry in entries {
@@ -127,10 +133,15 @@ impl PolicySet {
                     continue;
                 }
             };
-            if path.extension().is_none_or(|extension| extension != "cedar") {
+            if path
+                .extension()
+                .is_none_or(|extension| extension != "cedar")
+            {
                 continue;
             }
-            let name = path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+            let name = path
+                .file_name()
+                .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
             match std::fs::read_to_string(&path) {
                 Ok(text) => files.push(PolicyFile { name, text }),
                 Err(error) => problems.push(format!("cannot read `{}`: {error}", path.display())),
@@ -143,7 +154,9 @@ impl PolicySet {
             None => None,
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => Some(PolicyFile {
-                    name: path.file_name().map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    name: path
+                        .file_name()
+                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
                     text,
                 }),
                 Err(error) => {
@@ -163,7 +176,10 @@ impl PolicySet {
         Self::compile_with_schema(files, None)
     }
 
-    fn compile_with_schema(mut files: Vec<PolicyFile>, schema: Option<PolicyFile>) -> Result<Self, Vec<String>> {
+    fn compile_with_schema(
+        mut files: Vec<PolicyFile>,
+        schema: Option<PolicyFile>,
+    ) -> Result<Self, Vec<String>> {
         files.sort_by(|a, b| a.name.cmp(&b.name));
         let mut problems = Vec::new();
         let mut policies = cedar_policy::PolicySet::new();
@@ -180,12 +196,22 @@ impl PolicySet {
                 }
             };
             if parsed.templates().next().is_some() {
-                problems.push(format!("`{}`: policy templates are not supported", file.name));
+                problems.push(format!(
+                    "`{}`: policy templates are not supported",
+                    file.name
+                ));
                 continue;
             }
             // Cedar names a file's policies `policy0`, `policy1`, ... in source order.
             let mut in_file: Vec<_> = parsed.policies().collect();
-            in_file.sort_by_key(|policy| policy.id().to_string().trim_start_matches("policy").parse::<usize>().unwrap_or(0));
+            in_file.sort_by_key(|policy| {
+                policy
+                    .id()
+                    .to_string()
+                    .trim_start_matches("policy")
+                    .parse::<usize>()
+                    .unwrap_or(0)
+            });
             for (index, policy) in in_file.into_iter().enumerate() {
                 let id = match policy.annotation(ID_ANNOTATION) {
                     Some(id) => id.to_owned(),
@@ -210,11 +236,15 @@ impl PolicySet {
         if let Some(schema_file) = &schema {
             let schema = match Schema::from_cedarschema_str(&schema_file.text) {
                 Ok((schema, _warnings)) => schema,
-                Err(error) => return Err(vec![locate(&schema_file.name, &schema_file.text, &error)]),
+                Err(error) => {
+                    return Err(vec![locate(&schema_file.name, &schema_file.text, &error)]);
+                }
             };
             let result = Validator::new(schema).validate(&policies, ValidationMode::Strict);
             for error in result.validation_errors() {
-                let file = origin.get(error.policy_id()).and_then(|index| files.get(*index));
+                let file = origin
+                    .get(error.policy_id())
+                    .and_then(|index| files.get(*index));
                 problems.push(match file {
                     Some(file) => locate(&file.name, &file.text, error),
                     None => format!("policy `{}`: {error}", error.policy_id()),
@@ -261,22 +291,42 @@ impl PolicySet {
         let (cedar_request, entities) = match self.types.build(request) {
             Ok(built) => built,
             Err(error) => {
-                return PolicyOutcome { allow: false, determining: Vec::new(), errors: vec![error] };
+                return PolicyOutcome {
+                    allow: false,
+                    determining: Vec::new(),
+                    errors: vec![error],
+                };
             }
         };
-        let response = self.authorizer.is_authorized(&cedar_request, &self.policies, &entities);
+        let response = self
+            .authorizer
+            .is_authorized(&cedar_request, &self.policies, &entities);
         let allow = response.decision() == Decision::Allow;
-        let mut determining: Vec<String> =
-            response.diagnostics().reason().map(|id| id.to_string()).collect();
+        let mut determining: Vec<String> = response
+            .diagnostics()
+            .reason()
+            .map(|id| id.to_string())
+            .collect();
         determining.sort();
-        let errors = response.diagnostics().errors().map(ToString::to_string).collect();
-        PolicyOutcome { allow, determining, errors }
+        let errors = response
+            .diagnostics()
+            .errors()
+            .map(ToString::to_string)
+            .collect();
+        PolicyOutcome {
+            allow,
+            determining,
+            errors,
+        }
     }
 }
 
 /// `file:line:column: message` for an error carrying a source span into `text`.
 fn locate(file: &str, text: &str, error: &dyn Diagnostic) -> String {
-    let offset = error.labels().and_then(|mut labels| labels.next()).map(|label| label.offset());
+    let offset = error
+        .labels()
+        .and_then(|mut labels| labels.next())
+        .map(|label| label.offset());
     let mut message = error.to_string();
     if let Some(help) = error.help() {
         let _ = write!(message, " ({help})");
@@ -296,7 +346,10 @@ fn locate(file: &str, text: &str, error: &dyn Diagnostic) -> String {
 
 /// Parses a Cedar entity type name known to be valid.
 fn type_name(name: &str) -> EntityTypeName {
-    #[expect(clippy::expect_used, reason = "called only with the fixed type names of the entity model")]
+    #[expect(
+        clippy::expect_used,
+        reason = "called only with the fixed type names of the entity model"
+    )]
     EntityTypeName::from_str(name).expect("a fixed, valid entity type name")
 }
 
@@ -305,16 +358,25 @@ mod tests {
     use super::*;
 
     fn file(name: &str, text: &str) -> PolicyFile {
-        PolicyFile { name: name.into(), text: text.into() }
+        PolicyFile {
+            name: name.into(),
+            text: text.into(),
+        }
     }
 
     #[test]
     fn syntax_errors_name_file_line_and_column() {
-        let problems = PolicySet::compile(vec![file("broken.cedar", "permit(principal, action, resource);\npermit(principal action, resource);")])
-            .err()
-            .unwrap_or_default();
+        let problems = PolicySet::compile(vec![file(
+            "broken.cedar",
+            "permit(principal, action, resource);\npermit(principal action, resource);",
+        )])
+        .err()
+        .unwrap_or_default();
         assert_eq!(problems.len(), 1, "{problems:?}");
-        assert!(problems.iter().all(|p| p.starts_with("broken.cedar:2:")), "{problems:?}");
+        assert!(
+            problems.iter().all(|p| p.starts_with("broken.cedar:2:")),
+            "{problems:?}"
+        );
     }
 
     #[test]
@@ -324,7 +386,10 @@ mod tests {
             "@id(\"first\") permit(principal, action, resource);\npermit(principal, action, resource);",
         )]);
         let set = set.ok();
-        let ids: Vec<String> = set.iter().flat_map(|s| s.policies.policies().map(|p| p.id().to_string())).collect();
+        let ids: Vec<String> = set
+            .iter()
+            .flat_map(|s| s.policies.policies().map(|p| p.id().to_string()))
+            .collect();
         assert!(ids.contains(&"first".to_owned()), "{ids:?}");
         assert!(ids.contains(&"a.cedar#1".to_owned()), "{ids:?}");
     }
@@ -332,11 +397,20 @@ mod tests {
     #[test]
     fn duplicate_ids_are_refused() {
         let problems = PolicySet::compile(vec![
-            file("a.cedar", "@id(\"same\") permit(principal, action, resource);"),
-            file("b.cedar", "@id(\"same\") forbid(principal, action, resource);"),
+            file(
+                "a.cedar",
+                "@id(\"same\") permit(principal, action, resource);",
+            ),
+            file(
+                "b.cedar",
+                "@id(\"same\") forbid(principal, action, resource);",
+            ),
         ])
         .err()
         .unwrap_or_default();
-        assert_eq!(problems, vec!["`b.cedar`: duplicate policy id `same`".to_owned()]);
+        assert_eq!(
+            problems,
+            vec!["`b.cedar`: duplicate policy id `same`".to_owned()]
+        );
     }
 }

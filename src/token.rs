@@ -170,17 +170,32 @@ impl Verifier {
                         Arc::clone(&clock),
                     ))),
                 },
-                hmac_key: config.shared_secret.as_ref().map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes())),
+                hmac_key: config
+                    .shared_secret
+                    .as_ref()
+                    .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes())),
                 config: config.clone(),
             })
             .collect();
-        let by_iss = issuers.iter().enumerate().map(|(index, issuer)| (issuer.config.issuer.clone(), index)).collect();
-        Self { issuers, by_iss, max_token_bytes, cache: TokenCache::new(max_cached_tokens), clock }
+        let by_iss = issuers
+            .iter()
+            .enumerate()
+            .map(|(index, issuer)| (issuer.config.issuer.clone(), index))
+            .collect();
+        Self {
+            issuers,
+            by_iss,
+            max_token_bytes,
+            cache: TokenCache::new(max_cached_tokens),
+            clock,
+        }
     }
 
     /// Every issuer's key set, to load and refresh.
     pub fn key_sets(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
-        self.issuers.iter().filter_map(|issuer| issuer.keys.as_ref())
+        self.issuers
+            .iter()
+            .filter_map(|issuer| issuer.keys.as_ref())
     }
 
     /// The configuration of the issuer at `index`.
@@ -202,19 +217,28 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
-        if !token.bytes().all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.')) {
+        if !token
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
+        {
             return Err(TokenError::InvalidCharacters);
         }
         let hash = TokenCache::hash(token);
         if let Some(cached) = self.cache.get(&hash) {
             if self.still_valid(&cached) {
-                return Ok(Verified { token: cached, cache_hit: true });
+                return Ok(Verified {
+                    token: cached,
+                    cache_hit: true,
+                });
             }
             self.cache.remove(&hash);
         }
         let verified = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(hash, Arc::clone(&verified));
-        Ok(Verified { token: verified, cache_hit: false })
+        Ok(Verified {
+            token: verified,
+            cache_hit: false,
+        })
     }
 
     /// A cached token stays good while unexpired and while its key is still in its issuer's fresh set.
@@ -223,9 +247,15 @@ impl Verifier {
         if now >= token.exp {
             return false;
         }
-        match self.issuers.get(token.issuer_index).and_then(|issuer| issuer.keys.as_ref()) {
+        match self
+            .issuers
+            .get(token.issuer_index)
+            .and_then(|issuer| issuer.keys.as_ref())
+        {
             None => true,
-            Some(keys) => token.kid.is_empty() || matches!(keys.lookup(&token.kid), KeyLookup::Found(_)),
+            Some(keys) => {
+                token.kid.is_empty() || matches!(keys.lookup(&token.kid), KeyLookup::Found(_))
+            }
         }
     }
 
@@ -262,7 +292,9 @@ impl Verifier {
         let algorithm: Algorithm = alg.parse().map_err(|_| TokenError::AlgorithmNotAllowed)?;
         let kid = match header.get("kid") {
             None => None,
-            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LENGTH => Some(kid.as_str()),
+            Some(Value::String(kid)) if !kid.is_empty() && kid.len() <= MAX_KID_LENGTH => {
+                Some(kid.as_str())
+            }
             Some(_) => return Err(TokenError::MissingKeyId),
         };
         let typ = match header.get("typ") {
@@ -277,17 +309,28 @@ impl Verifier {
             Some(_) => return Err(TokenError::InvalidClaim("iss")),
             None => return Err(TokenError::MissingClaim("iss")),
         };
-        let issuer_index = *self.by_iss.get(iss.as_str()).ok_or(TokenError::UnknownIssuer)?;
-        let issuer = self.issuers.get(issuer_index).ok_or(TokenError::UnknownIssuer)?;
+        let issuer_index = *self
+            .by_iss
+            .get(iss.as_str())
+            .ok_or(TokenError::UnknownIssuer)?;
+        let issuer = self
+            .issuers
+            .get(issuer_index)
+            .ok_or(TokenError::UnknownIssuer)?;
         if !issuer.config.algorithms.contains(&algorithm) {
             return Err(TokenError::AlgorithmNotAllowed);
         }
 
         let signing_input_length = header_b64.len() + 1 + payload_b64.len();
-        let signing_input = token.get(..signing_input_length).ok_or(TokenError::Malformed)?;
+        let signing_input = token
+            .get(..signing_input_length)
+            .ok_or(TokenError::Malformed)?;
         let key_holder;
         let key = if crate::config::is_hmac(algorithm) {
-            issuer.hmac_key.as_ref().ok_or(TokenError::AlgorithmNotAllowed)?
+            issuer
+                .hmac_key
+                .as_ref()
+                .ok_or(TokenError::AlgorithmNotAllowed)?
         } else {
             let kid = kid.ok_or(TokenError::MissingKeyId)?;
             let keys = issuer.keys.as_ref().ok_or(TokenError::UnknownKey)?;
@@ -301,7 +344,8 @@ impl Verifier {
             }
             &key_holder.key
         };
-        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), key, algorithm) {
+        match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), key, algorithm)
+        {
             Ok(true) => {}
             Ok(false) | Err(_) => return Err(TokenError::BadSignature),
         }
@@ -350,7 +394,9 @@ impl Verifier {
             Some(Value::Array(items)) if !items.is_empty() => {
                 let mut any = false;
                 for item in items {
-                    let Value::String(aud) = item else { return Err(TokenError::InvalidClaim("aud")) };
+                    let Value::String(aud) = item else {
+                        return Err(TokenError::InvalidClaim("aud"));
+                    };
                     any |= config.audiences.contains(aud);
                 }
                 any
@@ -372,7 +418,9 @@ impl Verifier {
         let mut client_id = String::new();
         for name in &claim_names.client_id {
             if let Some(value) = claims.get(name) {
-                let Value::String(value) = value else { return Err(TokenError::InvalidClaim("client_id")) };
+                let Value::String(value) = value else {
+                    return Err(TokenError::InvalidClaim("client_id"));
+                };
                 client_id = value.clone();
                 break;
             }
@@ -384,8 +432,10 @@ impl Verifier {
             (false, _) if subject == client_id => (PrincipalKind::Client, client_id.clone()),
             (false, _) => (PrincipalKind::User, subject.clone()),
         };
-        let scopes = first_list(&claims, &claim_names.scope, true).map_err(|()| TokenError::InvalidClaim("scope"))?;
-        let roles = first_list(&claims, &claim_names.roles, false).map_err(|()| TokenError::InvalidClaim("roles"))?;
+        let scopes = first_list(&claims, &claim_names.scope, true)
+            .map_err(|()| TokenError::InvalidClaim("scope"))?;
+        let roles = first_list(&claims, &claim_names.roles, false)
+            .map_err(|()| TokenError::InvalidClaim("roles"))?;
         let tenant = match &claim_names.tenant {
             Some(name) => optional_string(&claims, name, "tenant")?,
             None => String::new(),
@@ -418,7 +468,10 @@ fn decode_object(segment: &str) -> Option<Map<String, Value>> {
 
 /// A NumericDate claim: an integer number of seconds, within sane bounds. Floats, strings, negative
 /// and absurd values are refused rather than coerced.
-fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, TokenError> {
+fn numeric_date(
+    claims: &Map<String, Value>,
+    name: &'static str,
+) -> Result<Option<i64>, TokenError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(number)) => match number.as_i64() {
@@ -429,7 +482,11 @@ fn numeric_date(claims: &Map<String, Value>, name: &'static str) -> Result<Optio
     }
 }
 
-fn optional_string(claims: &Map<String, Value>, name: &str, label: &'static str) -> Result<String, TokenError> {
+fn optional_string(
+    claims: &Map<String, Value>,
+    name: &str,
+    label: &'static str,
+) -> Result<String, TokenError> {
     match claims.get(name) {
         None => Ok(String::new()),
         Some(Value::String(value)) => Ok(value.clone()),
@@ -439,7 +496,11 @@ fn optional_string(claims: &Map<String, Value>, name: &str, label: &'static str)
 
 /// The first present claim of `names` as a list: an array of strings, or a string (split on spaces
 /// when `space_delimited`, as OAuth `scope` is).
-fn first_list(claims: &Map<String, Value>, names: &[String], space_delimited: bool) -> Result<Vec<String>, ()> {
+fn first_list(
+    claims: &Map<String, Value>,
+    names: &[String],
+    space_delimited: bool,
+) -> Result<Vec<String>, ()> {
     for name in names {
         match claims.get(name) {
             None => continue,
@@ -465,7 +526,9 @@ fn first_list(claims: &Map<String, Value>, names: &[String], space_delimited: bo
 /// A `typ` compared as RFC 7515 §4.1.9 says: case-insensitive, `application/` optional.
 fn media_type(typ: &str) -> String {
     let lower = typ.to_ascii_lowercase();
-    lower.strip_prefix("application/").map_or_else(|| lower.clone(), str::to_owned)
+    lower
+        .strip_prefix("application/")
+        .map_or_else(|| lower.clone(), str::to_owned)
 }
 
 #[cfg(test)]
@@ -486,7 +549,10 @@ mod tests {
     #[test]
     fn numeric_dates_must_be_sane_integers() {
         let claims = |value: Value| Map::from_iter([("exp".to_owned(), value)]);
-        assert_eq!(numeric_date(&claims(1_700_000_000.into()), "exp"), Ok(Some(1_700_000_000)));
+        assert_eq!(
+            numeric_date(&claims(1_700_000_000.into()), "exp"),
+            Ok(Some(1_700_000_000))
+        );
         for bad in [
             Value::from("1700000000"),
             Value::from(1.7e9),
@@ -495,7 +561,11 @@ mod tests {
             Value::from(u64::MAX),
             Value::from(MAX_NUMERIC_DATE + 1),
         ] {
-            assert_eq!(numeric_date(&claims(bad.clone()), "exp"), Err(TokenError::InvalidClaim("exp")), "{bad}");
+            assert_eq!(
+                numeric_date(&claims(bad.clone()), "exp"),
+                Err(TokenError::InvalidClaim("exp")),
+                "{bad}"
+            );
         }
     }
 

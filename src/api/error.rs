@@ -28,7 +28,9 @@ impl ApiError {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::UnauthenticatedCaller => (StatusCode::UNAUTHORIZED, "unauthenticated_caller"),
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
-            Self::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+            Self::UnsupportedMediaType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
+            }
         }
     }
 }
@@ -37,7 +39,14 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error) = self.status_and_code();
         let description = self.to_string();
-        (status, Json(ErrorBody { error, error_description: &description })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                error,
+                error_description: &description,
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -45,11 +54,17 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
             JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
-            JsonRejection::BytesRejection(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            JsonRejection::BytesRejection(rejection)
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
+            {
                 Self::TooLarge
             }
-            JsonRejection::JsonDataError(error) => Self::BadRequest(describe_serde_error(&error.body_text())),
-            JsonRejection::JsonSyntaxError(error) => Self::BadRequest(describe_serde_error(&error.body_text())),
+            JsonRejection::JsonDataError(error) => {
+                Self::BadRequest(describe_serde_error(&error.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(error) => {
+                Self::BadRequest(describe_serde_error(&error.body_text()))
+            }
             other => Self::BadRequest(other.body_text()),
         }
     }
@@ -58,8 +73,12 @@ impl From<JsonRejection> for ApiError {
 /// axum prefixes serde's message ("Failed to deserialize the JSON body into the target type: ..."); the
 /// caller needs only serde's part, which names the field.
 fn describe_serde_error(text: &str) -> String {
-    let message = text.rsplit_once("target type: ").map_or(text, |(_, message)| message);
-    let message = message.strip_prefix("Failed to parse the request body as JSON: ").unwrap_or(message);
+    let message = text
+        .rsplit_once("target type: ")
+        .map_or(text, |(_, message)| message);
+    let message = message
+        .strip_prefix("Failed to parse the request body as JSON: ")
+        .unwrap_or(message);
     format!("malformed request body: {message}")
 }
 

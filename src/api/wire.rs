@@ -51,17 +51,23 @@ impl DecideRequest {
     pub fn into_input(self) -> Result<DecisionInput, FieldError> {
         let method = self.method.trim();
         if method.is_empty() || method.len() > 32 || !method.bytes().all(is_token_char) {
-            return Err(FieldError { field: "method", problem: "must be an HTTP method such as `GET`" });
+            return Err(FieldError {
+                field: "method",
+                problem: "must be an HTTP method such as `GET`",
+            });
         }
         if !self.path.starts_with('/') {
-            return Err(FieldError { field: "path", problem: "must start with `/`" });
+            return Err(FieldError {
+                field: "path",
+                problem: "must start with `/`",
+            });
         }
         let client_ip = match self.client_ip.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(text) => Some(
-                text.parse::<IpAddr>()
-                    .map_err(|_| FieldError { field: "client_ip", problem: "must be an IPv4 or IPv6 address" })?,
-            ),
+            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| FieldError {
+                field: "client_ip",
+                problem: "must be an IPv4 or IPv6 address",
+            })?),
         };
         let mut headers = BTreeMap::new();
         for (name, value) in self.headers.unwrap_or_default() {

@@ -13,7 +13,11 @@ impl<'de> Deserialize<'de> for HumanDuration {
         let text = String::deserialize(deserializer)?;
         humantime::parse_duration(&text)
             .map(HumanDuration)
-            .map_err(|error| de::Error::custom(format!("`{text}` is not a duration ({error}); write e.g. `30s` or `5m`")))
+            .map_err(|error| {
+                de::Error::custom(format!(
+                    "`{text}` is not a duration ({error}); write e.g. `30s` or `5m`"
+                ))
+            })
     }
 }
 
@@ -28,6 +32,9 @@ mod tests {
         assert_eq!(parse("5m").ok(), Some(Duration::from_secs(300)));
         assert_eq!(parse("1h 30m").ok(), Some(Duration::from_secs(5400)));
         assert!(parse("thirty seconds").is_err());
-        assert!(parse("30").is_err(), "a bare number has no unit and is refused");
+        assert!(
+            parse("30").is_err(),
+            "a bare number has no unit and is refused"
+        );
     }
 }

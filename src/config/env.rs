@@ -32,11 +32,20 @@ impl Environment for HashMap<String, String> {
 }
 
 /// Replaces `${NAME}` in every string of `value`; `$$` stands for a literal `$`.
-pub(super) fn interpolate(value: Value, environment: &dyn Environment, errors: &mut Vec<ConfigError>) -> Value {
+pub(super) fn interpolate(
+    value: Value,
+    environment: &dyn Environment,
+    errors: &mut Vec<ConfigError>,
+) -> Value {
     walk(value, String::new(), environment, errors)
 }
 
-fn walk(value: Value, path: String, environment: &dyn Environment, errors: &mut Vec<ConfigError>) -> Value {
+fn walk(
+    value: Value,
+    path: String,
+    environment: &dyn Environment,
+    errors: &mut Vec<ConfigError>,
+) -> Value {
     match value {
         Value::String(text) => match expand(&text, environment) {
             Ok(expanded) => Value::String(expanded),
@@ -56,8 +65,14 @@ fn walk(value: Value, path: String, environment: &dyn Environment, errors: &mut 
             mapping
                 .into_iter()
                 .map(|(key, item)| {
-                    let name = key.as_str().map_or_else(|| format!("{key:?}"), str::to_owned);
-                    let child = if path.is_empty() { name } else { format!("{path}.{name}") };
+                    let name = key
+                        .as_str()
+                        .map_or_else(|| format!("{key:?}"), str::to_owned);
+                    let child = if path.is_empty() {
+                        name
+                    } else {
+                        format!("{path}.{name}")
+                    };
                     (key, walk(item, child, environment, errors))
                 })
                 .collect(),
@@ -76,11 +91,16 @@ fn expand(text: &str, environment: &dyn Environment) -> Result<String, String> {
             out.push('$');
             rest = after;
         } else if let Some(after) = after.strip_prefix("${") {
-            let end = after.find('}').ok_or_else(|| "unclosed `${` in a value".to_owned())?;
+            let end = after
+                .find('}')
+                .ok_or_else(|| "unclosed `${` in a value".to_owned())?;
             let (name, after) = after.split_at(end);
-            let valid = !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            let valid =
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
-                return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+                return Err(format!(
+                    "`${{{name}}}` is not a valid environment variable reference"
+                ));
             }
             let value = environment
                 .var(name)
@@ -101,22 +121,40 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
     }
 
     #[test]
     fn expands_references_and_escapes() {
         let environment = env(&[("KEY", "s3cret: {not yaml}")]);
-        assert_eq!(expand("${KEY}", &environment).ok().as_deref(), Some("s3cret: {not yaml}"));
-        assert_eq!(expand("a-${KEY}-b", &environment).ok().as_deref(), Some("a-s3cret: {not yaml}-b"));
-        assert_eq!(expand("cost: $$5", &environment).ok().as_deref(), Some("cost: $5"));
-        assert_eq!(expand("plain $ sign", &environment).ok().as_deref(), Some("plain $ sign"));
+        assert_eq!(
+            expand("${KEY}", &environment).ok().as_deref(),
+            Some("s3cret: {not yaml}")
+        );
+        assert_eq!(
+            expand("a-${KEY}-b", &environment).ok().as_deref(),
+            Some("a-s3cret: {not yaml}-b")
+        );
+        assert_eq!(
+            expand("cost: $$5", &environment).ok().as_deref(),
+            Some("cost: $5")
+        );
+        assert_eq!(
+            expand("plain $ sign", &environment).ok().as_deref(),
+            Some("plain $ sign")
+        );
     }
 
     #[test]
     fn reports_missing_and_malformed_references() {
         let environment = env(&[]);
-        assert_eq!(expand("${MISSING}", &environment), Err("environment variable `MISSING` is not set".into()));
+        assert_eq!(
+            expand("${MISSING}", &environment),
+            Err("environment variable `MISSING` is not set".into())
+        );
         assert!(expand("${UNCLOSED", &environment).is_err());
         assert!(expand("${BAD-NAME}", &environment).is_err());
     }

@@ -6,7 +6,8 @@
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::rsa::{KeyPair as RsaKeyPair, KeySize};
 use aws_lc_rs::signature::{
-    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256, RsaPublicKeyComponents,
+    ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair as _, RSA_PKCS1_SHA256,
+    RsaPublicKeyComponents,
 };
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -25,7 +26,10 @@ enum Pair {
 
 impl std::fmt::Debug for SigningKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SigningKey").field("kid", &self.kid).field("alg", &self.algorithm()).finish_non_exhaustive()
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("alg", &self.algorithm())
+            .finish_non_exhaustive()
     }
 }
 
@@ -38,13 +42,20 @@ impl SigningKey {
     /// A fresh 2048-bit RSA key for RS256.
     pub fn generate_rs256(kid: impl Into<String>) -> Result<Self, KeyGenerationError> {
         let pair = RsaKeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyGenerationError)?;
-        Ok(Self { kid: kid.into(), pair: Pair::Rs256(pair) })
+        Ok(Self {
+            kid: kid.into(),
+            pair: Pair::Rs256(pair),
+        })
     }
 
     /// A fresh P-256 key for ES256.
     pub fn generate_es256(kid: impl Into<String>) -> Result<Self, KeyGenerationError> {
-        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).map_err(|_| KeyGenerationError)?;
-        Ok(Self { kid: kid.into(), pair: Pair::Es256(pair) })
+        let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+            .map_err(|_| KeyGenerationError)?;
+        Ok(Self {
+            kid: kid.into(),
+            pair: Pair::Es256(pair),
+        })
     }
 
     pub fn kid(&self) -> &str {
@@ -114,7 +125,10 @@ impl SigningKey {
                     Err(_) => Vec::new(),
                 }
             }
-            Pair::Es256(pair) => pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).unwrap_or_default(),
+            Pair::Es256(pair) => pair
+                .sign(&rng, message)
+                .map(|s| s.as_ref().to_vec())
+                .unwrap_or_default(),
         }
     }
 }

@@ -29,8 +29,15 @@ pub enum FetchError {
 }
 
 /// GETs `url` as JSON, reading at most [`MAX_DOCUMENT_BYTES`].
-pub async fn get_json(client: &reqwest::Client, url: &Url, timeout: Duration) -> Result<Fetched, FetchError> {
-    let transport = |error: reqwest::Error| FetchError::Transport { url: url.to_string(), reason: describe(&error) };
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &Url,
+    timeout: Duration,
+) -> Result<Fetched, FetchError> {
+    let transport = |error: reqwest::Error| FetchError::Transport {
+        url: url.to_string(),
+        reason: describe(&error),
+    };
     let mut response = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
@@ -40,16 +47,26 @@ pub async fn get_json(client: &reqwest::Client, url: &Url, timeout: Duration) ->
         .map_err(transport)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(FetchError::Status { url: url.to_string(), status: status.as_u16() });
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+        });
     }
-    if response.content_length().is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64) {
-        return Err(FetchError::TooLarge { url: url.to_string() });
+    if response
+        .content_length()
+        .is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64)
+    {
+        return Err(FetchError::TooLarge {
+            url: url.to_string(),
+        });
     }
     let max_age = max_age(response.headers());
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(transport)? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(FetchError::TooLarge { url: url.to_string() });
+            return Err(FetchError::TooLarge {
+                url: url.to_string(),
+            });
         }
         body.extend_from_slice(&chunk);
     }
@@ -66,7 +83,11 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(seconds) = lower.strip_prefix("max-age=") {
-            age = seconds.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            age = seconds
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     age
@@ -96,13 +117,19 @@ mod tests {
 
     fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
-        headers.insert(CACHE_CONTROL, HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")));
+        headers.insert(
+            CACHE_CONTROL,
+            HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")),
+        );
         headers
     }
 
     #[test]
     fn reads_max_age_among_other_directives() {
-        assert_eq!(max_age(&headers("public, max-age=3600, must-revalidate")), Some(Duration::from_secs(3600)));
+        assert_eq!(
+            max_age(&headers("public, max-age=3600, must-revalidate")),
+            Some(Duration::from_secs(3600))
+        );
         assert_eq!(max_age(&headers("no-store")), Some(Duration::ZERO));
         assert_eq!(max_age(&headers("public")), None);
         assert_eq!(max_age(&HeaderMap::new()), None);

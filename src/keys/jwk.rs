@@ -19,7 +19,9 @@ pub struct VerificationKey {
 
 impl std::fmt::Debug for VerificationKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VerificationKey").field("algorithm", &self.algorithm).finish_non_exhaustive()
+        f.debug_struct("VerificationKey")
+            .field("algorithm", &self.algorithm)
+            .finish_non_exhaustive()
     }
 }
 
@@ -69,13 +71,19 @@ pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
         };
         match verification_key(&key) {
             Ok(verification_key) => {
-                if let std::collections::hash_map::Entry::Vacant(slot) = parsed.keys.entry(kid.clone()) {
+                if let std::collections::hash_map::Entry::Vacant(slot) =
+                    parsed.keys.entry(kid.clone())
+                {
                     slot.insert(Arc::new(verification_key));
                 } else {
-                    parsed.skipped.push(format!("keys[{index}]: duplicate kid `{kid}`, first kept"));
+                    parsed
+                        .skipped
+                        .push(format!("keys[{index}]: duplicate kid `{kid}`, first kept"));
                 }
             }
-            Err(reason) => parsed.skipped.push(format!("keys[{index}] (kid `{kid}`): {reason}")),
+            Err(reason) => parsed
+                .skipped
+                .push(format!("keys[{index}] (kid `{kid}`): {reason}")),
         }
     }
     Ok(parsed)
@@ -88,14 +96,22 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
     let declared = key
         .alg
         .as_deref()
-        .map(|alg| alg.parse::<Algorithm>().map_err(|_| format!("unsupported algorithm `{alg}`")))
+        .map(|alg| {
+            alg.parse::<Algorithm>()
+                .map_err(|_| format!("unsupported algorithm `{alg}`"))
+        })
         .transpose()?;
     match key.kty.as_str() {
         "RSA" => {
             let algorithm = declared.unwrap_or(Algorithm::RS256);
             if !matches!(
                 algorithm,
-                Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384 | Algorithm::PS512
+                Algorithm::RS256
+                    | Algorithm::RS384
+                    | Algorithm::RS512
+                    | Algorithm::PS256
+                    | Algorithm::PS384
+                    | Algorithm::PS512
             ) {
                 return Err(format!("algorithm {algorithm:?} does not fit an RSA key"));
             }
@@ -103,9 +119,14 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
             let e = decode(key.e.as_deref(), "e")?;
             let bits = modulus_bits(&n);
             if bits < MIN_RSA_BITS {
-                return Err(format!("RSA key of {bits} bits is under the minimum of {MIN_RSA_BITS}"));
+                return Err(format!(
+                    "RSA key of {bits} bits is under the minimum of {MIN_RSA_BITS}"
+                ));
             }
-            Ok(VerificationKey { algorithm, key: DecodingKey::from_rsa_raw_components(&n, &e) })
+            Ok(VerificationKey {
+                algorithm,
+                key: DecodingKey::from_rsa_raw_components(&n, &e),
+            })
         }
         "EC" => {
             let (algorithm, size) = match key.crv.as_deref() {
@@ -126,7 +147,10 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            Ok(VerificationKey { algorithm, key: DecodingKey::from_ec_der(&point) })
+            Ok(VerificationKey {
+                algorithm,
+                key: DecodingKey::from_ec_der(&point),
+            })
         }
         "OKP" => {
             if key.crv.as_deref() != Some("Ed25519") {
@@ -139,7 +163,10 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
             if x.len() != 32 {
                 return Err("Ed25519 key of the wrong length".into());
             }
-            Ok(VerificationKey { algorithm: Algorithm::EdDSA, key: DecodingKey::from_ed_der(&x) })
+            Ok(VerificationKey {
+                algorithm: Algorithm::EdDSA,
+                key: DecodingKey::from_ed_der(&x),
+            })
         }
         "oct" => Err("symmetric (`oct`) keys are never taken from a JWKS".into()),
         other => Err(format!("unsupported key type `{other}`")),
@@ -155,7 +182,11 @@ fn decode(value: Option<&str>, name: &str) -> Result<Vec<u8>, String> {
 }
 
 fn modulus_bits(modulus: &[u8]) -> usize {
-    let significant: Vec<u8> = modulus.iter().copied().skip_while(|byte| *byte == 0).collect();
+    let significant: Vec<u8> = modulus
+        .iter()
+        .copied()
+        .skip_while(|byte| *byte == 0)
+        .collect();
     match significant.first() {
         None => 0,
         Some(first) => significant.len() * 8 - first.leading_zeros() as usize,
@@ -179,7 +210,14 @@ mod tests {
         let parsed = parse_key_set(document.to_string().as_bytes()).unwrap_or_default();
         assert_eq!(parsed.keys.keys().collect::<Vec<_>>(), vec!["good"]);
         assert_eq!(parsed.skipped.len(), 4, "{:?}", parsed.skipped);
-        assert!(parsed.skipped.iter().any(|reason| reason.contains("1024 bits")), "{:?}", parsed.skipped);
+        assert!(
+            parsed
+                .skipped
+                .iter()
+                .any(|reason| reason.contains("1024 bits")),
+            "{:?}",
+            parsed.skipped
+        );
     }
 
     #[test]

@@ -2,7 +2,9 @@
 
 use std::collections::{HashMap, HashSet};
 
-use cedar_policy::{Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression};
+use cedar_policy::{
+    Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
+};
 use serde_json::Value;
 
 use super::{PolicyRequest, PrincipalKind, type_name};
@@ -42,10 +44,17 @@ impl EntityTypes {
             PrincipalKind::Client => &self.client,
         };
         let principal_uid = Self::uid(principal_type, principal.id);
-        let roles: Vec<EntityUid> = principal.roles.iter().map(|role| Self::uid(&self.role, role)).collect();
+        let roles: Vec<EntityUid> = principal
+            .roles
+            .iter()
+            .map(|role| Self::uid(&self.role, role))
+            .collect();
 
         let claims = RestrictedExpression::new_record(
-            principal.claims.iter().filter_map(|(name, value)| Some((name.clone(), claim_value(value, 0)?))),
+            principal
+                .claims
+                .iter()
+                .filter_map(|(name, value)| Some((name.clone(), claim_value(value, 0)?))),
         )
         .map_err(|error| format!("cannot represent the token's claims: {error}"))?;
         let principal_attributes = HashMap::from([
@@ -53,11 +62,18 @@ impl EntityTypes {
             ("subject".to_owned(), string(principal.subject)),
             ("client_id".to_owned(), string(principal.client_id)),
             ("tenant".to_owned(), string(principal.tenant)),
-            ("scopes".to_owned(), RestrictedExpression::new_set(principal.scopes.iter().map(|s| string(s)))),
+            (
+                "scopes".to_owned(),
+                RestrictedExpression::new_set(principal.scopes.iter().map(|s| string(s))),
+            ),
             ("claims".to_owned(), claims),
         ]);
-        let principal_entity = Entity::new(principal_uid.clone(), principal_attributes, roles.iter().cloned().collect())
-            .map_err(|error| format!("cannot build the principal: {error}"))?;
+        let principal_entity = Entity::new(
+            principal_uid.clone(),
+            principal_attributes,
+            roles.iter().cloned().collect(),
+        )
+        .map_err(|error| format!("cannot build the principal: {error}"))?;
 
         let apigee = request.apigee;
         let apigee_record = RestrictedExpression::new_record([
@@ -90,18 +106,26 @@ impl EntityTypes {
                 entities.push(Entity::new_no_attrs(role, HashSet::new()));
             }
         }
-        let entities = Entities::from_entities(entities, None).map_err(|error| format!("cannot build entities: {error}"))?;
+        let entities = Entities::from_entities(entities, None)
+            .map_err(|error| format!("cannot build entities: {error}"))?;
 
-        let context = Context::from_pairs(self.context(request)?).map_err(|error| format!("cannot build the context: {error}"))?;
+        let context = Context::from_pairs(self.context(request)?)
+            .map_err(|error| format!("cannot build the context: {error}"))?;
         let action = Self::uid(&self.action, request.method);
         let cedar_request = Request::new(principal_uid, action, resource_uid, context, None)
             .map_err(|error| format!("cannot build the request: {error}"))?;
         Ok((cedar_request, entities))
     }
 
-    fn context(&self, request: &PolicyRequest<'_>) -> Result<Vec<(String, RestrictedExpression)>, String> {
+    fn context(
+        &self,
+        request: &PolicyRequest<'_>,
+    ) -> Result<Vec<(String, RestrictedExpression)>, String> {
         let headers = RestrictedExpression::new_record(
-            request.headers.iter().map(|(name, value)| (name.clone(), string(value))),
+            request
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), string(value))),
         )
         .map_err(|error| format!("cannot build the headers record: {error}"))?;
         let token = request.token;
@@ -113,7 +137,8 @@ impl EntityTypes {
         if let Some(iat) = token.iat {
             token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
         }
-        let token = RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
+        let token =
+            RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
         let time = time_record(request.now)?;
 
         let mut pairs = vec![
@@ -123,7 +148,10 @@ impl EntityTypes {
             ("token".to_owned(), token),
         ];
         if let Some(ip) = request.client_ip {
-            pairs.push(("client_ip".to_owned(), RestrictedExpression::new_ip(ip.to_string())));
+            pairs.push((
+                "client_ip".to_owned(),
+                RestrictedExpression::new_ip(ip.to_string()),
+            ));
         }
         Ok(pairs)
     }
@@ -150,9 +178,13 @@ fn claim_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
         Value::Bool(flag) => Some(RestrictedExpression::new_bool(*flag)),
         Value::Number(number) => number.as_i64().map(RestrictedExpression::new_long),
         Value::String(text) => Some(string(text)),
-        Value::Array(items) => Some(RestrictedExpression::new_set(items.iter().filter_map(|item| claim_value(item, depth + 1)))),
+        Value::Array(items) => Some(RestrictedExpression::new_set(
+            items.iter().filter_map(|item| claim_value(item, depth + 1)),
+        )),
         Value::Object(fields) => RestrictedExpression::new_record(
-            fields.iter().filter_map(|(name, item)| Some((name.clone(), claim_value(item, depth + 1)?))),
+            fields
+                .iter()
+                .filter_map(|(name, item)| Some((name.clone(), claim_value(item, depth + 1)?))),
         )
         .ok(),
     }
@@ -174,7 +206,10 @@ fn time_record(now: i64) -> Result<RestrictedExpression, String> {
         ("unix".to_owned(), RestrictedExpression::new_long(now)),
         ("hour".to_owned(), RestrictedExpression::new_long(hour)),
         ("minute".to_owned(), RestrictedExpression::new_long(minute)),
-        ("weekday".to_owned(), RestrictedExpression::new_long(weekday)),
+        (
+            "weekday".to_owned(),
+            RestrictedExpression::new_long(weekday),
+        ),
     ])
     .map_err(|error| error.to_string())
 }
@@ -185,11 +220,16 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let day_of_era = z.rem_euclid(146_097);
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let year_of_era =
+        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
     let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
     let month_index = (5 * day_of_year + 2) / 153;
     let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 { month_index + 3 } else { month_index - 9 };
+    let month = if month_index < 10 {
+        month_index + 3
+    } else {
+        month_index - 9
+    };
     let year = year_of_era + era * 400 + i64::from(month <= 2);
     (year, month, day)
 }

@@ -16,7 +16,9 @@ pub struct TokenCache {
 
 impl TokenCache {
     pub fn new(capacity: usize) -> Self {
-        Self { entries: quick_cache::sync::Cache::new(capacity) }
+        Self {
+            entries: quick_cache::sync::Cache::new(capacity),
+        }
     }
 
     pub fn hash(token: &str) -> TokenHash {

@@ -48,7 +48,9 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E>(self, value: f64) -> Result<Strict, E> {
-        Ok(Strict(Number::from_f64(value).map_or(Value::Null, Value::Number)))
+        Ok(Strict(
+            Number::from_f64(value).map_or(Value::Null, Value::Number),
+        ))
     }
 
     fn visit_str<E>(self, value: &str) -> Result<Strict, E> {

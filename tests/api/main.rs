@@ -1,0 +1,11 @@
+//! The service's integration tests: one binary, with shared fixtures in `helpers`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "tests fail by panicking; the no-panic lints guard the request path"
+)]
+
+mod helpers;
+mod keys;
