@@ -366,7 +366,8 @@ impl Verifier {
         let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
 
         let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
-        if now > exp.saturating_add(leeway) {
+        // RFC 7519 §4.1.4: the token is valid only *before* `exp`.
+        if now >= exp.saturating_add(leeway) {
             return Err(TokenError::Expired);
         }
         if let Some(nbf) = numeric_date(&claims, "nbf")?
