@@ -476,7 +476,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
     }
     let issuer_url = match Url::parse(&raw.issuer) {
         Ok(url) => {
-            check_fetchable(&url, &format!("{path}.issuer"), errors);
+            check_fetchable(&url, &raw.issuer, &format!("{path}.issuer"), errors);
             Some(url)
         }
         Err(error) => {
@@ -544,7 +544,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         }
         (Some(uri), _) => match Url::parse(&uri) {
             Ok(url) => {
-                check_fetchable(&url, &format!("{path}.jwks_uri"), errors);
+                check_fetchable(&url, &uri, &format!("{path}.jwks_uri"), errors);
                 Some(KeySource::JwksUri(url))
             }
             Err(error) => {
@@ -655,13 +655,13 @@ fn discovery_url(issuer: &Url) -> Url {
 }
 
 /// Keys must come over HTTPS, except from this machine (development and tests).
-fn check_fetchable(url: &Url, path: &str, errors: &mut Errors) {
+fn check_fetchable(url: &Url, written: &str, path: &str, errors: &mut Errors) {
     match url.scheme() {
         "https" => {}
         "http" if is_loopback(url) => {}
         "http" => errors.push(
             path,
-            format!("`{url}` must use https (plain http is allowed only on loopback)"),
+            format!("`{written}` must use https (plain http is allowed only on loopback)"),
         ),
         scheme => errors.push(path, format!("unsupported URL scheme `{scheme}`")),
     }

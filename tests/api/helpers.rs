@@ -249,11 +249,16 @@ cache:
 
 /// Parses a configuration against the example policies, panicking with every error on failure.
 pub fn parse_config(yaml: &str) -> Config {
+    parse_config_with(yaml, example_policies())
+}
+
+/// Parses a configuration against the given policies.
+pub fn parse_config_with(yaml: &str, policies: Vec<PolicyFile>) -> Config {
     Config::parse(
         yaml,
         Path::new("."),
         &HashMap::new(),
-        PolicyOrigin::Embedded(example_policies()),
+        PolicyOrigin::Embedded(policies),
     )
     .unwrap_or_else(|errors| panic!("test configuration is invalid:\n{errors}"))
 }
@@ -268,21 +273,40 @@ pub struct TestApp {
 impl TestApp {
     /// Builds the service and loads every issuer's keys.
     pub async fn start(yaml: &str) -> Self {
-        let app = Self::start_without_keys(yaml);
-        for keys in app.state.engine.verifier().key_sets() {
-            keys.refresh()
-                .await
-                .unwrap_or_else(|e| panic!("loading keys: {e}"));
-        }
-        app
+        Self::from_config(parse_config(yaml))
+            .with_keys_loaded()
+            .await
+    }
+
+    /// Builds the service with the given policies instead of the examples, and loads its keys.
+    pub async fn start_with_policies(yaml: &str, policies: &str) -> Self {
+        let files = vec![PolicyFile {
+            name: "test.cedar".into(),
+            text: policies.into(),
+        }];
+        Self::from_config(parse_config_with(yaml, files))
+            .with_keys_loaded()
+            .await
     }
 
     /// Builds the service without loading any keys.
     pub fn start_without_keys(yaml: &str) -> Self {
+        Self::from_config(parse_config(yaml))
+    }
+
+    fn from_config(config: Config) -> Self {
         let clock = ManualClock::starting_at(T0);
-        let state = verdict::app::state(parse_config(yaml), clock.clone())
-            .unwrap_or_else(|e| panic!("{e:#}"));
+        let state = verdict::app::state(config, clock.clone()).unwrap_or_else(|e| panic!("{e:#}"));
         Self { state, clock }
+    }
+
+    async fn with_keys_loaded(self) -> Self {
+        for keys in self.state.engine.verifier().key_sets() {
+            keys.refresh()
+                .await
+                .unwrap_or_else(|e| panic!("loading keys: {e}"));
+        }
+        self
     }
 
     pub fn advance(&self, by: Duration) {

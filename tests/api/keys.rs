@@ -35,16 +35,33 @@ async fn keys_load_at_start_and_readiness_waits_for_them() {
     let server = KeyServer::start(&[key]).await;
     let app = TestApp::start_without_keys(&config_yaml(&server, REFRESH));
 
-    let (status, body) = app.send(axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap()).await;
+    let (status, body) = app
+        .send(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(status, 503, "not ready before the keys load: {body}");
     assert_eq!(body["issuers"][0]["ready"], json!(false));
 
     refresh_if_due(&app).await;
     assert_eq!(server.jwks_hits(), 1);
-    let (status, body) = app.send(axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap()).await;
+    let (status, body) = app
+        .send(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(status, 200, "ready once loaded: {body}");
     assert_eq!(body["issuers"][0]["keys"], json!(1));
-    assert!(body["config_revision"].as_str().is_some_and(|r| !r.is_empty()), "{body}");
+    assert!(
+        body["config_revision"]
+            .as_str()
+            .is_some_and(|r| !r.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
@@ -54,8 +71,13 @@ async fn an_issuer_whose_keys_never_loaded_gets_temporarily_unavailable() {
     server.answer(JwksAnswer::Status(500));
     let app = TestApp::start_without_keys(&config_yaml(&server, REFRESH));
 
-    let decision = app.decide_token(&token(key, &server.issuer(), T0, "alice")).await;
-    assert_eq!((decision["status"].clone(), decision["error"].clone()), (json!(503), json!("temporarily_unavailable")));
+    let decision = app
+        .decide_token(&token(key, &server.issuer(), T0, "alice"))
+        .await;
+    assert_eq!(
+        (decision["status"].clone(), decision["error"].clone()),
+        (json!(503), json!("temporarily_unavailable"))
+    );
     assert!(!allowed(&decision));
 }
 
@@ -64,7 +86,12 @@ async fn refresh_honours_max_age_clamped_to_the_configured_bounds() {
     let key = rsa_key("k1");
     // (max-age the server sends, the interval Verdict must use): within bounds, under the minimum,
     // over the maximum, and absent (the default).
-    for (max_age, expected) in [(Some(600), 600), (Some(10), 60), (Some(100_000), 3600), (None, 300)] {
+    for (max_age, expected) in [
+        (Some(600), 600),
+        (Some(10), 60),
+        (Some(100_000), 3600),
+        (None, 300),
+    ] {
         let server = KeyServer::start(&[key]).await;
         server.publish(&[key], max_age);
         let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
@@ -72,11 +99,19 @@ async fn refresh_honours_max_age_clamped_to_the_configured_bounds() {
 
         app.advance(Duration::from_secs(expected - 1));
         refresh_if_due(&app).await;
-        assert_eq!(server.jwks_hits(), 1, "max-age {max_age:?}: no refresh before {expected}s");
+        assert_eq!(
+            server.jwks_hits(),
+            1,
+            "max-age {max_age:?}: no refresh before {expected}s"
+        );
 
         app.advance(Duration::from_secs(1));
         refresh_if_due(&app).await;
-        assert_eq!(server.jwks_hits(), 2, "max-age {max_age:?}: a refresh at {expected}s");
+        assert_eq!(
+            server.jwks_hits(),
+            2,
+            "max-age {max_age:?}: a refresh at {expected}s"
+        );
     }
 }
 
@@ -89,9 +124,15 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
     assert_eq!(server.jwks_hits(), 1);
 
     // Right after the load, the cooldown holds: an unknown kid fetches nothing.
-    let decision = app.decide_token(&token(unpublished, &server.issuer(), T0, "u0")).await;
+    let decision = app
+        .decide_token(&token(unpublished, &server.issuer(), T0, "u0"))
+        .await;
     assert_eq!(decision["error"], json!("invalid_token"));
-    assert_eq!(server.jwks_hits(), 1, "within the cooldown of the initial load");
+    assert_eq!(
+        server.jwks_hits(),
+        1,
+        "within the cooldown of the initial load"
+    );
 
     // After the cooldown, fifty concurrent requests with unknown kids share one fetch.
     app.advance(Duration::from_secs(31));
@@ -103,19 +144,29 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
     }
     while let Some(decision) = requests.join_next().await {
         let decision = decision.unwrap();
-        assert_eq!((decision["status"].clone(), decision["error"].clone()), (json!(401), json!("invalid_token")));
+        assert_eq!(
+            (decision["status"].clone(), decision["error"].clone()),
+            (json!(401), json!("invalid_token"))
+        );
     }
-    assert_eq!(server.jwks_hits(), 2, "one fetch for fifty concurrent unknown-kid requests");
+    assert_eq!(
+        server.jwks_hits(),
+        2,
+        "one fetch for fifty concurrent unknown-kid requests"
+    );
 
     // Still within the new cooldown: nothing more.
     app.advance(Duration::from_secs(29));
-    app.decide_token(&token(unpublished, &server.issuer(), T0 + 60, "u-late")).await;
+    app.decide_token(&token(unpublished, &server.issuer(), T0 + 60, "u-late"))
+        .await;
     assert_eq!(server.jwks_hits(), 2);
 
     // The issuer rotates in the new key; after the cooldown the first request for it fetches and succeeds.
     server.publish(&[known, unpublished], None);
     app.advance(Duration::from_secs(1));
-    let decision = app.decide_token(&token(unpublished, &server.issuer(), T0 + 61, "rotated")).await;
+    let decision = app
+        .decide_token(&token(unpublished, &server.issuer(), T0 + 61, "rotated"))
+        .await;
     assert!(allowed(&decision), "{decision}");
     assert_eq!(server.jwks_hits(), 3);
 }
@@ -133,7 +184,12 @@ async fn failed_or_empty_fetches_never_evict_good_keys() {
         ("garbage", JwksAnswer::Body("<html>oops</html>")),
         ("not a key set", JwksAnswer::Body(r#"{"hello": "world"}"#)),
         ("empty key set", JwksAnswer::Body(r#"{"keys": []}"#)),
-        ("only an oct key", JwksAnswer::Body(r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#)),
+        (
+            "only an oct key",
+            JwksAnswer::Body(
+                r#"{"keys": [{"kty": "oct", "kid": "k1", "k": "c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0c2VjcmV0"}]}"#,
+            ),
+        ),
     ];
     let mut now = T0;
     for (index, (case, answer)) in bad_answers.into_iter().enumerate() {
@@ -143,12 +199,29 @@ async fn failed_or_empty_fetches_never_evict_good_keys() {
         app.advance(Duration::from_secs(600));
         now += 600;
         for keys in app.state.engine.verifier().key_sets() {
-            assert!(keys.refresh().await.is_err(), "{case}: the fetch must count as failed");
+            assert!(
+                keys.refresh().await.is_err(),
+                "{case}: the fetch must count as failed"
+            );
         }
-        assert_eq!(server.jwks_hits(), hits + 1, "{case}: the refresh reached the server");
+        assert_eq!(
+            server.jwks_hits(),
+            hits + 1,
+            "{case}: the refresh reached the server"
+        );
         // A token never seen before, so the key itself is used, not the verified-token cache.
-        let decision = app.decide_token(&token(key, &server.issuer(), now, &format!("fresh-{index}"))).await;
-        assert!(allowed(&decision), "{case}: the good key must still verify: {decision}");
+        let decision = app
+            .decide_token(&token(
+                key,
+                &server.issuer(),
+                now,
+                &format!("fresh-{index}"),
+            ))
+            .await;
+        assert!(
+            allowed(&decision),
+            "{case}: the good key must still verify: {decision}"
+        );
     }
 }
 
@@ -158,20 +231,45 @@ async fn keys_past_the_staleness_budget_stop_being_trusted() {
     let server = KeyServer::start(&[key]).await;
     let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
     let warm = token(key, &server.issuer(), T0, "warm");
-    assert!(allowed(&app.decide_token(&warm).await), "a cached token to begin with");
+    assert!(
+        allowed(&app.decide_token(&warm).await),
+        "a cached token to begin with"
+    );
 
     server.answer(JwksAnswer::Status(503));
     app.advance(Duration::from_secs(2 * 3600));
     refresh_if_due(&app).await;
-    assert!(allowed(&app.decide_token(&token(key, &server.issuer(), T0 + 7200, "at-budget")).await), "exactly at the budget the keys still count");
+    assert!(
+        allowed(
+            &app.decide_token(&token(key, &server.issuer(), T0 + 7200, "at-budget"))
+                .await
+        ),
+        "exactly at the budget the keys still count"
+    );
 
     app.advance(Duration::from_secs(1));
-    let fresh = app.decide_token(&token(key, &server.issuer(), T0 + 7201, "past-budget")).await;
-    assert_eq!((fresh["status"].clone(), fresh["error"].clone()), (json!(503), json!("temporarily_unavailable")), "{fresh}");
+    let fresh = app
+        .decide_token(&token(key, &server.issuer(), T0 + 7201, "past-budget"))
+        .await;
+    assert_eq!(
+        (fresh["status"].clone(), fresh["error"].clone()),
+        (json!(503), json!("temporarily_unavailable")),
+        "{fresh}"
+    );
     let cached = app.decide_token(&warm).await;
-    assert_eq!(cached["status"], json!(503), "a cached token is not a way around stale keys: {cached}");
+    assert_eq!(
+        cached["status"],
+        json!(503),
+        "a cached token is not a way around stale keys: {cached}"
+    );
 
-    let (status, body) = app.send(axum::http::Request::get("/readyz").body(axum::body::Body::empty()).unwrap()).await;
+    let (status, body) = app
+        .send(
+            axum::http::Request::get("/readyz")
+                .body(axum::body::Body::empty())
+                .unwrap(),
+        )
+        .await;
     assert_eq!(status, 503);
     assert_eq!(body["issuers"][0]["stale"], json!(true), "{body}");
 
@@ -186,18 +284,33 @@ async fn keys_past_the_staleness_budget_stop_being_trusted() {
 async fn discovery_finds_the_key_set_and_must_name_the_same_issuer() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
-    let yaml = config_yaml(&server, REFRESH).replace(&format!("    jwks_uri: \"{}\"\n", server.jwks_uri()), "");
-    assert!(!yaml.contains("jwks_uri"), "the configuration relies on discovery");
+    let yaml = config_yaml(&server, REFRESH)
+        .replace(&format!("    jwks_uri: \"{}\"\n", server.jwks_uri()), "");
+    assert!(
+        !yaml.contains("jwks_uri"),
+        "the configuration relies on discovery"
+    );
     let app = TestApp::start(&yaml).await;
     assert_eq!((server.discovery_hits(), server.jwks_hits()), (1, 1));
-    assert!(allowed(&app.decide_token(&token(key, &server.issuer(), T0, "alice")).await));
+    assert!(allowed(
+        &app.decide_token(&token(key, &server.issuer(), T0, "alice"))
+            .await
+    ));
 
     // Configured with a trailing slash, the issuer differs from what the discovery document names
     // (OIDC Discovery §4.3), so no keys are trusted.
-    let slashed = yaml.replace(&format!("issuer: \"{}\"", server.issuer()), &format!("issuer: \"{}/\"", server.issuer()));
+    let slashed = yaml.replace(
+        &format!("issuer: \"{}\"", server.issuer()),
+        &format!("issuer: \"{}/\"", server.issuer()),
+    );
     let app = TestApp::start_without_keys(&slashed);
     for keys in app.state.engine.verifier().key_sets() {
-        let error = keys.refresh().await.err().map(|e| e.to_string()).unwrap_or_default();
+        let error = keys
+            .refresh()
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
         assert!(error.contains("names issuer"), "{error}");
     }
 }
@@ -216,7 +329,10 @@ async fn verified_tokens_are_cached_but_policy_runs_on_every_request() {
     let delete = app
         .decide(json!({ "authorization": format!("Bearer {token}"), "method": "DELETE", "path": "/orders/42" }))
         .await;
-    assert_eq!((delete["status"].clone(), delete["error"].clone()), (json!(403), json!("access_denied")));
+    assert_eq!(
+        (delete["status"].clone(), delete["error"].clone()),
+        (json!(403), json!("access_denied"))
+    );
     assert_eq!(cache(), 1, "the second request was a cache hit");
 }
 
@@ -224,27 +340,43 @@ async fn verified_tokens_are_cached_but_policy_runs_on_every_request() {
 async fn cached_tokens_never_outlive_their_exp() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
-    let app = TestApp::start(&config_yaml(&server, REFRESH).replace("leeway: 30s", "leeway: 0s")).await;
+    let app =
+        TestApp::start(&config_yaml(&server, REFRESH).replace("leeway: 30s", "leeway: 0s")).await;
     let mut claims = claims(&server.issuer(), T0);
     claims["exp"] = json!(T0 + 20);
     let token = key.sign(&claims);
 
     let decision = app.decide_token(&token).await;
     assert!(allowed(&decision));
-    assert_eq!(decision["cache_ttl"], json!(20), "the decision TTL (60s) is capped by exp");
+    assert_eq!(
+        decision["cache_ttl"],
+        json!(20),
+        "the decision TTL (60s) is capped by exp"
+    );
 
     app.advance(Duration::from_secs(20));
     let decision = app.decide_token(&token).await;
-    assert_eq!(decision["error_description"], json!("the token has expired"), "{decision}");
+    assert_eq!(
+        decision["error_description"],
+        json!("the token has expired"),
+        "{decision}"
+    );
 }
 
 #[tokio::test]
 async fn the_token_cache_is_bounded() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
-    let app = TestApp::start(&format!("{}  max_tokens: 16\n", config_yaml(&server, REFRESH))).await;
+    let app = TestApp::start(&format!(
+        "{}  max_tokens: 16\n",
+        config_yaml(&server, REFRESH)
+    ))
+    .await;
     for index in 0..100 {
-        assert!(allowed(&app.decide_token(&token(key, &server.issuer(), T0, &format!("user-{index}"))).await));
+        assert!(allowed(
+            &app.decide_token(&token(key, &server.issuer(), T0, &format!("user-{index}")))
+                .await
+        ));
     }
     let cached = app.state.engine.verifier().cache().len();
     assert!((1..=16).contains(&cached), "{cached} tokens cached");

@@ -7,5 +7,8 @@
     reason = "tests fail by panicking; the no-panic lints guard the request path"
 )]
 
+mod cli;
+mod config;
 mod helpers;
 mod keys;
+mod policy;

@@ -1,0 +1,177 @@
+//! The issuer side of `bench/load.sh`: generates an RS256 key, serves its JWKS on loopback, writes real
+//! tokens (one per line) and Verdict configurations trusting that issuer, then serves until killed.
+//!
+//! The configurations are written last, each by a rename, so a script that sees one can use it. The
+//! tokens are distinct (`sub` and `jti`), valid for six hours, with scope `orders:read`, which the
+//! example policies allow for `GET /orders/...`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
+use clap::Parser;
+use serde_json::{Value, json};
+use verdict::demo::signing::{self, SigningKey};
+
+/// The key Verdict accepts from its caller (the load generator) in the written configurations.
+const CALLER_KEY: &str = "bench-caller-key-0123456789";
+const AUDIENCE: &str = "api://orders";
+
+/// Serves a benchmark issuer's JWKS and writes its tokens and Verdict configurations.
+#[derive(Debug, Parser)]
+struct Arguments {
+    /// Where to serve the JWKS (`/jwks.json`); the issuer is `http://<this address>`.
+    #[arg(long, default_value = "127.0.0.1:18091")]
+    jwks_listen: SocketAddr,
+    /// How many distinct tokens to write.
+    #[arg(long, default_value_t = 1_000)]
+    count: usize,
+    /// The tokens file, one token per line.
+    #[arg(long)]
+    tokens_out: PathBuf,
+    /// The listen address written into the Verdict configuration.
+    #[arg(long, default_value = "127.0.0.1:18080")]
+    verdict_listen: SocketAddr,
+    /// The Verdict configuration file to write.
+    #[arg(long)]
+    config_out: PathBuf,
+    /// Optionally, a second configuration whose token cache holds one token, so that rotating tokens
+    /// always miss it and every decision verifies a signature.
+    #[arg(long, requires = "uncached_listen")]
+    uncached_config_out: Option<PathBuf>,
+    /// The listen address of the second configuration.
+    #[arg(long)]
+    uncached_listen: Option<SocketAddr>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let arguments = Arguments::parse();
+    let runtime = tokio::runtime::Runtime::new().context("starting the tokio runtime")?;
+    runtime.block_on(run(arguments))
+}
+
+async fn run(arguments: Arguments) -> anyhow::Result<()> {
+    let key = SigningKey::generate_rs256("bench-rs256").context("generating the RS256 key")?;
+    let listener = tokio::net::TcpListener::bind(arguments.jwks_listen)
+        .await
+        .with_context(|| format!("binding {}", arguments.jwks_listen))?;
+    let issuer = format!("http://{}", listener.local_addr()?);
+    let jwks = signing::jwks(&[&key]);
+    let router = Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    );
+    let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs();
+    let tokens = mint_tokens(&key, &issuer, now, arguments.count);
+    write_atomically(&arguments.tokens_out, &(tokens.join("\n") + "\n"))?;
+    if let (Some(path), Some(listen)) = (&arguments.uncached_config_out, arguments.uncached_listen)
+    {
+        write_atomically(path, &config_yaml(listen, &issuer, 1)?)?;
+    }
+    write_atomically(
+        &arguments.config_out,
+        &config_yaml(arguments.verdict_listen, &issuer, 100_000)?,
+    )?;
+    eprintln!(
+        "bench fixture: issuer {issuer}, {} tokens in `{}`, configuration in `{}`",
+        tokens.len(),
+        arguments.tokens_out.display(),
+        arguments.config_out.display()
+    );
+
+    server
+        .await
+        .context("the JWKS server task failed")?
+        .context("serving the JWKS")
+}
+
+/// A Verdict configuration trusting `issuer`, with the repository's example policies.
+fn config_yaml(listen: SocketAddr, issuer: &str, max_tokens: usize) -> anyhow::Result<String> {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    // JSON strings are YAML double-quoted scalars, so any path or URL is quoted correctly.
+    let quoted = |text: &str| serde_json::to_string(text);
+    Ok(format!(
+        r#"# Written by examples/bench_fixture.rs for bench/load.sh.
+listen: {listen}
+callers:
+  api_keys:
+    keys: [{caller_key}]
+issuers:
+  - name: bench
+    issuer: {issuer}
+    audiences: [{audience}]
+    jwks_uri: {jwks_uri}
+    algorithms: [RS256]
+    claims: {{ tenant: tenant }}
+policies:
+  path: {policies}
+headers:
+  x-user-id: sub
+  x-tenant: tenant
+cache:
+  max_tokens: {max_tokens}
+  decision_ttl: 60s
+"#,
+        caller_key = quoted(CALLER_KEY)?,
+        issuer = quoted(issuer)?,
+        audience = quoted(AUDIENCE)?,
+        jwks_uri = quoted(&format!("{issuer}/jwks.json"))?,
+        policies = quoted(&policies.to_string_lossy())?,
+    ))
+}
+
+/// Claims of a valid token for user `number`, good for six hours.
+fn claims(issuer: &str, number: usize, now: u64) -> Value {
+    json!({
+        "iss": issuer,
+        "sub": format!("user-{number:05}"),
+        "jti": format!("bench-{number}"),
+        "aud": AUDIENCE,
+        "scope": "orders:read",
+        "tenant": "acme",
+        "iat": now,
+        "exp": now + 6 * 60 * 60,
+    })
+}
+
+/// Mints `count` distinct tokens on every core, in order of their number.
+fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Vec<String> {
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunk = count.div_ceil(workers).max(1);
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..count)
+            .step_by(chunk)
+            .map(|start| {
+                scope.spawn(move || {
+                    (start..count.min(start + chunk))
+                        .map(|number| key.sign(&claims(issuer, number, now)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .filter_map(|handle| handle.join().ok())
+            .flatten()
+            .collect()
+    })
+}
+
+/// Writes `text` beside `path`, then renames it into place.
+fn write_atomically(path: &Path, text: &str) -> anyhow::Result<()> {
+    let mut partial = path.as_os_str().to_owned();
+    partial.push(".partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing `{}`", path.display()))?;
+    std::fs::rename(&partial, path).with_context(|| format!("renaming into `{}`", path.display()))
+}

@@ -1,0 +1,319 @@
+//! The `verdict` binary end to end: `--version`, `check`, `serve` with a configuration and with the
+//! embedded demo, talking real HTTP on loopback.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::config::tempdir;
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key};
+
+fn verdict() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_verdict"));
+    command.env_remove("VERDICT_CONFIG").env("RUST_LOG", "info");
+    command
+}
+
+/// A running `verdict serve`, killed when dropped, whose output lines arrive on channels.
+struct Server {
+    child: Child,
+    stdout: mpsc::Receiver<String>,
+    stderr: mpsc::Receiver<String>,
+}
+
+impl Server {
+    fn spawn(mut command: Command) -> Self {
+        let mut child = command
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = lines(child.stdout.take().unwrap());
+        let stderr = lines(child.stderr.take().unwrap());
+        Self {
+            child,
+            stdout,
+            stderr,
+        }
+    }
+
+    /// Waits (bounded) for a line of `stream` containing `needle`, returning it.
+    fn wait_for(stream: &mpsc::Receiver<String>, needle: &str) -> String {
+        loop {
+            match stream.recv_timeout(Duration::from_secs(60)) {
+                Ok(line) if line.contains(needle) => return line,
+                Ok(_) => {}
+                Err(error) => panic!("no line containing `{needle}`: {error}"),
+            }
+        }
+    }
+
+    /// The address from the "verdict listening" log line.
+    fn address(&self) -> String {
+        let line = Self::wait_for(&self.stderr, "verdict listening");
+        line.split("address=")
+            .nth(1)
+            .map(|rest| {
+                rest.split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned()
+            })
+            .unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+fn output(command: &mut Command) -> (ExitStatus, String, String) {
+    let output = command.output().unwrap();
+    (
+        output.status,
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+async fn post_decide(address: &str, caller_key: &str, body: Value) -> (u16, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("http://{address}/v1/decide"))
+        .header("x-verdict-key", caller_key)
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (
+        status,
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap_or(Value::Null),
+    )
+}
+
+/// Polls `/readyz` until it answers 200; a bounded wait for a process, not a timing assertion.
+async fn wait_ready(address: &str) -> Value {
+    for _ in 0..600 {
+        if let Ok(response) = reqwest::get(format!("http://{address}/readyz")).await
+            && response.status() == 200
+        {
+            return serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{address} never became ready");
+}
+
+#[test]
+fn version_names_the_package_version() {
+    let (status, stdout, _) = output(verdict().arg("--version"));
+    assert!(status.success());
+    assert_eq!(
+        stdout.trim(),
+        format!("verdict {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn check_accepts_the_example_and_lists_every_error_of_a_bad_file() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/verdict.yaml");
+    let (status, stdout, stderr) = output(
+        verdict()
+            .args(["check", "--config"])
+            .arg(&example)
+            .env("VERDICT_CALLER_KEY", "an-example-caller-key-0123"),
+    );
+    assert!(status.success(), "{stderr}");
+    assert!(stdout.contains(": ok (2 issuers"), "{stdout}");
+
+    let (status, _, stderr) = output(
+        verdict()
+            .args(["check", "--config"])
+            .arg(&example)
+            .env_remove("VERDICT_CALLER_KEY"),
+    );
+    assert!(!status.success());
+    assert!(
+        stderr.contains(
+            "callers.api_keys.keys[0]: environment variable `VERDICT_CALLER_KEY` is not set"
+        ),
+        "{stderr}"
+    );
+
+    let bad = tempdir().join("bad.yaml");
+    std::fs::write(&bad, "listen: nowhere\nissuers: []\nsurprise: true\n").unwrap();
+    let (status, _, stderr) = output(verdict().args(["check", "--config"]).arg(&bad));
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("surprise: unknown field `surprise`"),
+        "{stderr}"
+    );
+
+    let bad = tempdir().join("bad.yaml");
+    std::fs::write(&bad, "listen: nowhere\nissuers: []\n").unwrap();
+    let (_, _, stderr) = output(verdict().args(["check", "--config"]).arg(&bad));
+    for expected in [
+        "listen: not a socket address",
+        "callers: no caller authentication",
+        "issuers: at least one issuer",
+        "policies: required",
+    ] {
+        assert!(stderr.contains(expected), "missing `{expected}`:\n{stderr}");
+    }
+}
+
+#[test]
+fn serve_refuses_a_bad_configuration_before_binding() {
+    // The configuration names a port this test holds: had Verdict bound before validating, it would
+    // report the port in use instead of the configuration's errors.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = held.local_addr().unwrap();
+    let bad = tempdir().join("no-callers.yaml");
+    std::fs::write(
+        &bad,
+        format!("listen: {address}\nissuers:\n  - {{ name: a, issuer: \"https://idp.example.com\", audiences: [x] }}\npolicies: {{ path: {} }}\n", Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").display()),
+    )
+    .unwrap();
+    let (status, _, stderr) = output(verdict().args(["serve", "--config"]).arg(&bad));
+    assert!(!status.success());
+    assert!(
+        stderr.contains("no caller authentication is configured"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("binding"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_loads_keys_in_the_background_and_decides_over_http() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let config = tempdir().join("verdict.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ncallers:\n  api_keys:\n    keys: [\"${{CALLER}}\"]\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\n",
+            server.issuer(),
+            server.jwks_uri(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").display()
+        ),
+    )
+    .unwrap();
+    let serve = Server::spawn({
+        let mut command = verdict();
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env("CALLER", CALLER_KEY);
+        command
+    });
+    let address = serve.address();
+    let ready = wait_ready(&address).await;
+    assert_eq!(ready["issuers"][0]["keys"], json!(1), "{ready}");
+
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = key.sign(&claims(&server.issuer(), now));
+    let request =
+        json!({ "authorization": format!("Bearer {token}"), "method": "GET", "path": "/orders/7" });
+    let (status, decision) = post_decide(&address, CALLER_KEY, request.clone()).await;
+    assert_eq!(
+        (status, decision["allow"].clone()),
+        (200, json!(true)),
+        "{decision}"
+    );
+    let (status, body) = post_decide(&address, "wrong-caller-key-0123456789", request).await;
+    assert_eq!(
+        (status, body["error"].clone()),
+        (401, json!("unauthenticated_caller"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn allow_unauthenticated_starts_with_a_warning() {
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let config = tempdir().join("open.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "listen: 127.0.0.1:0\ncallers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [x], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\n",
+            server.issuer(),
+            server.jwks_uri(),
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").display()
+        ),
+    )
+    .unwrap();
+    let serve = Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    Server::wait_for(&serve.stderr, "caller authentication is off");
+    let address = serve.address();
+    let (status, decision) =
+        post_decide(&address, "", json!({ "method": "GET", "path": "/" })).await;
+    assert_eq!(
+        (status, decision["status"].clone()),
+        (200, json!(401)),
+        "no caller key needed, and no token is a 401 decision"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_prints_a_token_and_curl_commands_that_allow_and_deny() {
+    let demo = Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--demo-listen", "127.0.0.1:0"]);
+        command
+    });
+    let token_line = {
+        Server::wait_for(&demo.stdout, "A sample token");
+        demo.stdout.recv_timeout(Duration::from_secs(60)).unwrap()
+    };
+    let allow_curl = Server::wait_for(&demo.stdout, "\"method\": \"GET\"");
+    let deny_curl = Server::wait_for(&demo.stdout, "\"method\": \"DELETE\"");
+    assert!(allow_curl.contains(&token_line) && deny_curl.contains(&token_line));
+    let address = demo.address();
+    wait_ready(&address).await;
+
+    // Run the printed commands' JSON bodies exactly as printed.
+    let body_of = |curl: &str| -> Value {
+        serde_json::from_str(
+            curl.split("-d '")
+                .nth(1)
+                .and_then(|b| b.strip_suffix('\''))
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    let caller_key = verdict::demo::DEMO_CALLER_KEY;
+    let (_, allowed) = post_decide(&address, caller_key, body_of(&allow_curl)).await;
+    assert_eq!(allowed["allow"], json!(true), "{allowed}");
+    let (_, denied) = post_decide(&address, caller_key, body_of(&deny_curl)).await;
+    assert_eq!(
+        (denied["allow"].clone(), denied["status"].clone()),
+        (json!(false), json!(403)),
+        "{denied}"
+    );
+}
