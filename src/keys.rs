@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use reqwest::Url;
 use serde::Deserialize;
 use tokio::sync::Mutex;
@@ -42,6 +42,8 @@ pub struct IssuerKeys {
     clock: SharedClock,
     snapshot: ArcSwap<KeySnapshot>,
     fetch: Mutex<FetchState>,
+    /// Why the last fetch failed, cleared by a success; read by `/readyz` without waiting on a fetch.
+    last_error: ArcSwapOption<String>,
 }
 
 /// The keys in force, replaced whole on every successful fetch.
@@ -59,7 +61,6 @@ struct FetchState {
     last_attempt: Option<u64>,
     next_refresh_at: u64,
     consecutive_failures: u32,
-    last_error: Option<String>,
     fetches: u64,
 }
 
@@ -115,6 +116,7 @@ impl IssuerKeys {
             http,
             clock,
             snapshot: ArcSwap::from_pointee(KeySnapshot::default()),
+            last_error: ArcSwapOption::empty(),
             fetch: Mutex::new(FetchState {
                 jwks_uri,
                 ..FetchState::default()
@@ -203,10 +205,9 @@ impl IssuerKeys {
     pub fn status(&self) -> KeyStatus {
         let snapshot = self.snapshot.load();
         let last_error = self
-            .fetch
-            .try_lock()
-            .ok()
-            .and_then(|state| state.last_error.clone());
+            .last_error
+            .load_full()
+            .map(|error| error.as_str().to_owned());
         KeyStatus {
             name: self.name.clone(),
             loaded: snapshot.fetched_at.is_some(),
@@ -244,7 +245,7 @@ impl IssuerKeys {
                     .clamp(self.refresh.min_interval, self.refresh.max_interval);
                 state.next_refresh_at = now.saturating_add(interval.as_secs());
                 state.consecutive_failures = 0;
-                state.last_error = None;
+                self.last_error.store(None);
                 tracing::info!(issuer = %self.name, keys = count, next_refresh_seconds = interval.as_secs(), "loaded signing keys");
                 Ok(count)
             }
@@ -258,7 +259,7 @@ impl IssuerKeys {
                     },
                 );
                 state.next_refresh_at = now.saturating_add(backoff.as_secs());
-                state.last_error = Some(error.to_string());
+                self.last_error.store(Some(Arc::new(error.to_string())));
                 // A discovered JWKS URL may have moved; discover again next time.
                 if matches!(self.source, KeySource::Discovery(_)) {
                     state.jwks_uri = None;

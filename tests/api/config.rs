@@ -221,3 +221,40 @@ pub fn tempdir() -> std::path::PathBuf {
     std::fs::create_dir_all(&directory).unwrap();
     directory
 }
+
+#[test]
+fn a_schema_validates_the_policies_and_locates_the_problem() {
+    let directory = tempdir();
+    std::fs::write(directory.join("schema.cedarschema"), "entity User;\nentity Route { path: String };\naction \"GET\" appliesTo { principal: [User], resource: [Route] };\n").unwrap();
+    std::fs::write(directory.join("ok.cedar"), "@id(\"ok\")\npermit(principal is User, action == Action::\"GET\", resource) when { resource.path == \"/\" };\n").unwrap();
+    std::fs::write(directory.join("typo.cedar"), "// unknown attribute\npermit(principal, action == Action::\"GET\", resource) when { resource.pth == \"/\" };\n").unwrap();
+    let yaml = format!(
+        "callers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: a, issuer: \"https://idp.example.com\", audiences: [x] }}\npolicies:\n  path: {0}\n  schema: {0}/schema.cedarschema\n",
+        directory.display()
+    );
+    let errors = match Config::parse(
+        &yaml,
+        Path::new("."),
+        &HashMap::new(),
+        PolicyOrigin::Configured,
+    ) {
+        Ok(_) => panic!("the schema must refuse `resource.pth`"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
+    };
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].starts_with("policies: typo.cedar:2:"),
+        "{errors:?}"
+    );
+
+    std::fs::remove_file(directory.join("typo.cedar")).unwrap();
+    assert!(
+        Config::parse(
+            &yaml,
+            Path::new("."),
+            &HashMap::new(),
+            PolicyOrigin::Configured
+        )
+        .is_ok()
+    );
+}

@@ -272,6 +272,12 @@ async fn keys_past_the_staleness_budget_stop_being_trusted() {
         .await;
     assert_eq!(status, 503);
     assert_eq!(body["issuers"][0]["stale"], json!(true), "{body}");
+    assert!(
+        body["issuers"][0]["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 503")),
+        "{body}"
+    );
 
     // The issuer recovers: the next attempt reloads and trust returns.
     server.publish(&[key], None);
