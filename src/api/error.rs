@@ -1,9 +1,10 @@
 //! Callout-level failures, rendered in the service's own JSON error format.
 
 use axum::Json;
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 
@@ -53,12 +54,6 @@ impl IntoResponse for ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         match rejection {
-            JsonRejection::MissingJsonContentType(_) => Self::UnsupportedMediaType,
-            JsonRejection::BytesRejection(rejection)
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE =>
-            {
-                Self::TooLarge
-            }
             JsonRejection::JsonDataError(error) => {
                 Self::BadRequest(describe_serde_error(&error.body_text()))
             }
@@ -82,7 +77,10 @@ fn describe_serde_error(text: &str) -> String {
     format!("malformed request body: {message}")
 }
 
-/// `Json<T>` whose rejections use [`ApiError`].
+/// `Json<T>` that takes only a JSON object, with rejections as [`ApiError`]s.
+///
+/// serde's derived structs also accept a JSON array, read by position, which would bypass
+/// `deny_unknown_fields`; the body's first byte must therefore open an object.
 #[derive(Debug)]
 pub struct StrictJson<T>(pub T);
 
@@ -90,7 +88,42 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let Json(value) = Json::<T>::from_request(request, state).await?;
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "malformed request body: expected a JSON object".into(),
+            ));
+        }
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }
+}
+
+/// `application/json`, or an `application/*+json` type, parameters aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Deserializer, Serialize, de};
 
 use crate::decision::{Decision, DecisionInput};
 use crate::policy::ApigeeContext;
@@ -21,6 +21,7 @@ pub struct DecideRequest {
     pub query: Option<String>,
     pub client_ip: Option<String>,
     pub headers: Option<BTreeMap<String, String>>,
+    #[serde(default, deserialize_with = "object")]
     pub apigee: Option<ApigeeFields>,
     pub message_id: Option<String>,
 }
@@ -35,6 +36,19 @@ pub struct ApigeeFields {
     pub product: Option<String>,
     pub app: Option<String>,
     pub developer: Option<String>,
+}
+
+/// Deserializes an optional `T` only from a JSON object: serde's derived structs also accept an array,
+/// read by position, which would bypass `deny_unknown_fields`.
+fn object<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
+        None => Ok(None),
+        Some(fields) => T::deserialize(serde_json::Value::Object(fields))
+            .map(Some)
+            .map_err(de::Error::custom),
+    }
 }
 
 /// A request field that failed validation after parsing.

@@ -7,6 +7,8 @@
     reason = "tests fail by panicking; the no-panic lints guard the request path"
 )]
 
+mod attacks;
+mod bodies;
 mod cli;
 mod config;
 mod helpers;
