@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::clock::SharedClock;
 use crate::policy::{ApigeeContext, PolicyRequest, PolicySet, Principal, TokenFacts};
-use crate::token::{self, TokenError, Verified, Verifier};
+use crate::token::{self, TokenError, Verified, VerifiedToken, Verifier};
 
 /// The `error` of a decision (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,33 +156,7 @@ impl Engine {
         let issuer = self.verifier.issuer(token.issuer_index);
 
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
-        let request = PolicyRequest {
-            principal: Principal {
-                kind: token.principal_kind,
-                id: &token.principal_id,
-                issuer: &token.issuer,
-                subject: &token.subject,
-                client_id: &token.client_id,
-                tenant: &token.tenant,
-                scopes: &token.scopes,
-                roles: &token.roles,
-                claims: &token.claims,
-            },
-            token: TokenFacts {
-                kid: &token.kid,
-                typ: &token.typ,
-                iat: token.iat,
-                exp: token.exp,
-            },
-            method: &input.method,
-            path: &input.path,
-            host: &input.host,
-            query: &input.query,
-            apigee: &input.apigee,
-            client_ip: input.client_ip,
-            headers: &input.headers,
-            now,
-        };
+        let request = policy_request(&token, input, now);
         let started = Instant::now();
         let outcome = self.policies.evaluate(&request);
         let policy_micros = micros_since(started);
@@ -286,6 +260,42 @@ impl Engine {
             }
         }
         headers
+    }
+}
+
+/// What the policies see of one request: the verified token as the principal, the input as the route
+/// and context.
+pub fn policy_request<'a>(
+    token: &'a VerifiedToken,
+    input: &'a DecisionInput,
+    now: i64,
+) -> PolicyRequest<'a> {
+    PolicyRequest {
+        principal: Principal {
+            kind: token.principal_kind,
+            id: &token.principal_id,
+            issuer: &token.issuer,
+            subject: &token.subject,
+            client_id: &token.client_id,
+            tenant: &token.tenant,
+            scopes: &token.scopes,
+            roles: &token.roles,
+            claims: &token.claims,
+        },
+        token: TokenFacts {
+            kid: &token.kid,
+            typ: &token.typ,
+            iat: token.iat,
+            exp: token.exp,
+        },
+        method: &input.method,
+        path: &input.path,
+        host: &input.host,
+        query: &input.query,
+        apigee: &input.apigee,
+        client_ip: input.client_ip,
+        headers: &input.headers,
+        now,
     }
 }
 

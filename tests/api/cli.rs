@@ -203,21 +203,28 @@ fn serve_refuses_a_bad_configuration_before_binding() {
     assert!(!stderr.contains("binding"), "{stderr}");
 }
 
+/// Writes a configuration trusting `server`, with the example policies and the given `callers` section.
+fn write_config(server: &KeyServer, callers: &str) -> std::path::PathBuf {
+    let path = tempdir().join("verdict.yaml");
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\n{callers}issuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\n",
+        server.issuer(),
+        server.jwks_uri(),
+        policies.display()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn serve_loads_keys_in_the_background_and_decides_over_http() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
-    let config = tempdir().join("verdict.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\ncallers:\n  api_keys:\n    keys: [\"${{CALLER}}\"]\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\n",
-            server.issuer(),
-            server.jwks_uri(),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(
+        &server,
+        "callers:\n  api_keys:\n    keys: [\"${CALLER}\"]\n",
+    );
     let serve = Server::spawn({
         let mut command = verdict();
         command
@@ -253,17 +260,7 @@ async fn serve_loads_keys_in_the_background_and_decides_over_http() {
 #[tokio::test(flavor = "multi_thread")]
 async fn allow_unauthenticated_starts_with_a_warning() {
     let server = KeyServer::start(&[rsa_key("k1")]).await;
-    let config = tempdir().join("open.yaml");
-    std::fs::write(
-        &config,
-        format!(
-            "listen: 127.0.0.1:0\ncallers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [x], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\n",
-            server.issuer(),
-            server.jwks_uri(),
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies").display()
-        ),
-    )
-    .unwrap();
+    let config = write_config(&server, "callers: { allow_unauthenticated: true }\n");
     let serve = Server::spawn({
         let mut command = verdict();
         command.args(["serve", "--config"]).arg(&config);
