@@ -13,7 +13,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::clock::SharedClock;
-use crate::policy::{ApigeeContext, PolicyRequest, PolicySet, Principal, TokenFacts};
+use crate::policy::{ApigeeContext, PolicyRequest, PolicySet, TokenFacts};
 use crate::token::{self, TokenError, Verified, VerifiedToken, Verifier};
 
 /// The `error` of a decision (DESIGN §2).
@@ -271,17 +271,7 @@ pub fn policy_request<'a>(
     now: i64,
 ) -> PolicyRequest<'a> {
     PolicyRequest {
-        principal: Principal {
-            kind: token.principal_kind,
-            id: &token.principal_id,
-            issuer: &token.issuer,
-            subject: &token.subject,
-            client_id: &token.client_id,
-            tenant: &token.tenant,
-            scopes: &token.scopes,
-            roles: &token.roles,
-            claims: &token.claims,
-        },
+        principal: &token.principal,
         token: TokenFacts {
             kid: &token.kid,
             typ: &token.typ,

@@ -18,7 +18,7 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
-pub use entities::EntityTypes;
+pub use entities::PreparedPrincipal;
 
 /// The annotation naming a policy in decisions and logs.
 const ID_ANNOTATION: &str = "id";
@@ -34,7 +34,7 @@ pub struct PolicyFile {
 #[derive(Debug)]
 pub struct PolicySet {
     policies: cedar_policy::PolicySet,
-    types: EntityTypes,
+    extensions: entities::ExtensionValues,
     authorizer: Authorizer,
     /// A short hash of every file's name and text.
     revision: String,
@@ -87,7 +87,7 @@ pub struct ApigeeContext {
 /// One request to decide.
 #[derive(Debug)]
 pub struct PolicyRequest<'a> {
-    pub principal: Principal<'a>,
+    pub principal: &'a PreparedPrincipal,
     pub token: TokenFacts<'a>,
     /// Upper-case HTTP method.
     pub method: &'a str,
@@ -265,7 +265,7 @@ impl PolicySet {
         Ok(Self {
             policy_count: origin.len(),
             policies,
-            types: EntityTypes::new(),
+            extensions: entities::ExtensionValues::new(),
             authorizer: Authorizer::new(),
             revision: crate::config::revision_of(&fingerprint),
         })
@@ -288,7 +288,7 @@ impl PolicySet {
 
     /// Decides one request. Any failure to build the request denies (fail closed).
     pub fn evaluate(&self, request: &PolicyRequest<'_>) -> PolicyOutcome {
-        let (cedar_request, entities) = match self.types.build(request) {
+        let (cedar_request, entities) = match entities::build(request, &self.extensions) {
             Ok(built) => built,
             Err(error) => {
                 return PolicyOutcome {

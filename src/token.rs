@@ -22,7 +22,7 @@ pub use cache::TokenCache;
 use crate::clock::SharedClock;
 use crate::config::{IssuerConfig, KeySource};
 use crate::keys::{IssuerKeys, KeyLookup};
-use crate::policy::PrincipalKind;
+use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
 
 /// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later values are nonsense, not long-lived tokens.
 const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
@@ -119,6 +119,8 @@ pub struct VerifiedToken {
     pub iat: Option<i64>,
     pub exp: i64,
     pub claims: Map<String, Value>,
+    /// The token as Cedar entities, built once here rather than on every decision.
+    pub principal: PreparedPrincipal,
 }
 
 /// One issuer as the verifier sees it.
@@ -442,6 +444,18 @@ impl Verifier {
             None => String::new(),
         };
 
+        let principal = PreparedPrincipal::new(&Principal {
+            kind: principal_kind,
+            id: &principal_id,
+            issuer: &config.issuer,
+            subject: &subject,
+            client_id: &client_id,
+            tenant: &tenant,
+            scopes: &scopes,
+            roles: &roles,
+            claims: &claims,
+        })
+        .map_err(|_| TokenError::InvalidPayload)?;
         Ok(VerifiedToken {
             issuer_index,
             issuer: config.issuer.clone(),
@@ -457,6 +471,7 @@ impl Verifier {
             iat,
             exp,
             claims,
+            principal,
         })
     }
 }

@@ -1,20 +1,35 @@
 //! Builds the Cedar request and entities of one decision (DESIGN §4).
 
 use std::collections::{HashMap, HashSet};
+use std::net::IpAddr;
+use std::sync::{Arc, LazyLock};
+
+use arc_swap::ArcSwapOption;
 
 use cedar_policy::{
     Context, Entities, Entity, EntityId, EntityTypeName, EntityUid, Request, RestrictedExpression,
 };
 use serde_json::Value;
 
-use super::{PolicyRequest, PrincipalKind, type_name};
+use super::{PolicyRequest, Principal, PrincipalKind, type_name};
 
 /// Claims nested deeper than this are left out of `principal.claims`.
 const MAX_CLAIM_DEPTH: usize = 8;
 
-/// The entity type names of the model, parsed once rather than on every request.
-#[derive(Debug, Clone)]
-pub struct EntityTypes {
+/// The entity type names of the model, parsed once for the process.
+static TYPES: LazyLock<EntityTypes> = LazyLock::new(|| EntityTypes {
+    user: type_name("User"),
+    client: type_name("Client"),
+    role: type_name("Role"),
+    action: type_name("Action"),
+    route: type_name("Route"),
+});
+
+/// How many client addresses keep their Cedar `ipaddr` value ready.
+const IP_CACHE_CAPACITY: usize = 4096;
+
+#[derive(Debug)]
+struct EntityTypes {
     user: EntityTypeName,
     client: EntityTypeName,
     role: EntityTypeName,
@@ -22,33 +37,34 @@ pub struct EntityTypes {
     route: EntityTypeName,
 }
 
-impl EntityTypes {
-    pub fn new() -> Self {
-        Self {
-            user: type_name("User"),
-            client: type_name("Client"),
-            role: type_name("Role"),
-            action: type_name("Action"),
-            route: type_name("Route"),
-        }
-    }
+fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
+    EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
+}
 
-    fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
-        EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
-    }
+/// A verified credential as Cedar entities: the principal and its `Role` parents. Built once per
+/// verified token and reused by every decision on that token, since converting claims into Cedar values
+/// costs more than evaluating the policies.
+#[derive(Debug, Clone)]
+pub struct PreparedPrincipal {
+    uid: EntityUid,
+    /// The principal first, then one entity per distinct role.
+    entities: Vec<Entity>,
+}
 
-    pub(super) fn build(&self, request: &PolicyRequest<'_>) -> Result<(Request, Entities), String> {
-        let principal = &request.principal;
+impl PreparedPrincipal {
+    pub fn new(principal: &Principal<'_>) -> Result<Self, String> {
         let principal_type = match principal.kind {
-            PrincipalKind::User => &self.user,
-            PrincipalKind::Client => &self.client,
+            PrincipalKind::User => &TYPES.user,
+            PrincipalKind::Client => &TYPES.client,
         };
-        let principal_uid = Self::uid(principal_type, principal.id);
-        let roles: Vec<EntityUid> = principal
+        let principal_uid = uid(principal_type, principal.id);
+        let mut roles: Vec<EntityUid> = principal
             .roles
             .iter()
-            .map(|role| Self::uid(&self.role, role))
+            .map(|role| uid(&TYPES.role, role))
             .collect();
+        roles.sort();
+        roles.dedup();
 
         let claims = RestrictedExpression::new_record(
             principal
@@ -57,7 +73,7 @@ impl EntityTypes {
                 .filter_map(|(name, value)| Some((name.clone(), claim_value(value, 0)?))),
         )
         .map_err(|error| format!("cannot represent the token's claims: {error}"))?;
-        let principal_attributes = HashMap::from([
+        let attributes = HashMap::from([
             ("issuer".to_owned(), string(principal.issuer)),
             ("subject".to_owned(), string(principal.subject)),
             ("client_id".to_owned(), string(principal.client_id)),
@@ -68,99 +84,141 @@ impl EntityTypes {
             ),
             ("claims".to_owned(), claims),
         ]);
-        let principal_entity = Entity::new(
+        let entity = Entity::new(
             principal_uid.clone(),
-            principal_attributes,
+            attributes,
             roles.iter().cloned().collect(),
         )
         .map_err(|error| format!("cannot build the principal: {error}"))?;
-
-        let apigee = request.apigee;
-        let apigee_record = RestrictedExpression::new_record([
-            ("proxy".to_owned(), string(&apigee.proxy)),
-            ("environment".to_owned(), string(&apigee.environment)),
-            ("organization".to_owned(), string(&apigee.organization)),
-            ("product".to_owned(), string(&apigee.product)),
-            ("app".to_owned(), string(&apigee.app)),
-            ("developer".to_owned(), string(&apigee.developer)),
-        ])
-        .map_err(|error| format!("cannot build the apigee record: {error}"))?;
-        let resource_uid = Self::uid(&self.route, request.path);
-        let resource_entity = Entity::new(
-            resource_uid.clone(),
-            HashMap::from([
-                ("path".to_owned(), string(request.path)),
-                ("host".to_owned(), string(request.host)),
-                ("apigee".to_owned(), apigee_record),
-            ]),
-            HashSet::new(),
-        )
-        .map_err(|error| format!("cannot build the route: {error}"))?;
-
-        let mut entities = Vec::with_capacity(2 + roles.len());
-        entities.push(principal_entity);
-        entities.push(resource_entity);
-        let mut seen = HashSet::new();
-        for role in roles {
-            if seen.insert(role.clone()) {
-                entities.push(Entity::new_no_attrs(role, HashSet::new()));
-            }
-        }
-        let entities = Entities::from_entities(entities, None)
-            .map_err(|error| format!("cannot build entities: {error}"))?;
-
-        let context = Context::from_pairs(self.context(request)?)
-            .map_err(|error| format!("cannot build the context: {error}"))?;
-        let action = Self::uid(&self.action, request.method);
-        let cedar_request = Request::new(principal_uid, action, resource_uid, context, None)
-            .map_err(|error| format!("cannot build the request: {error}"))?;
-        Ok((cedar_request, entities))
-    }
-
-    fn context(
-        &self,
-        request: &PolicyRequest<'_>,
-    ) -> Result<Vec<(String, RestrictedExpression)>, String> {
-        let headers = RestrictedExpression::new_record(
-            request
-                .headers
-                .iter()
-                .map(|(name, value)| (name.clone(), string(value))),
-        )
-        .map_err(|error| format!("cannot build the headers record: {error}"))?;
-        let token = request.token;
-        let mut token_fields = vec![
-            ("kid".to_owned(), string(token.kid)),
-            ("typ".to_owned(), string(token.typ)),
-            ("exp".to_owned(), RestrictedExpression::new_long(token.exp)),
-        ];
-        if let Some(iat) = token.iat {
-            token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
-        }
-        let token =
-            RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
-        let time = time_record(request.now)?;
-
-        let mut pairs = vec![
-            ("headers".to_owned(), headers),
-            ("query".to_owned(), string(request.query)),
-            ("time".to_owned(), time),
-            ("token".to_owned(), token),
-        ];
-        if let Some(ip) = request.client_ip {
-            pairs.push((
-                "client_ip".to_owned(),
-                RestrictedExpression::new_ip(ip.to_string()),
-            ));
-        }
-        Ok(pairs)
+        let mut entities = Vec::with_capacity(1 + roles.len());
+        entities.push(entity);
+        entities.extend(
+            roles
+                .into_iter()
+                .map(|role| Entity::new_no_attrs(role, HashSet::new())),
+        );
+        Ok(Self {
+            uid: principal_uid,
+            entities,
+        })
     }
 }
 
-impl Default for EntityTypes {
-    fn default() -> Self {
-        Self::new()
+/// Cedar extension values kept ready: building `ip(...)` or `datetime(...)` makes Cedar parse the
+/// extension's name each time, which costs more than a whole policy evaluation.
+#[derive(Debug)]
+pub(super) struct ExtensionValues {
+    /// `context.time` for the current second.
+    time: ArcSwapOption<(i64, RestrictedExpression)>,
+    ips: quick_cache::sync::Cache<IpAddr, RestrictedExpression>,
+}
+
+impl ExtensionValues {
+    pub(super) fn new() -> Self {
+        Self {
+            time: ArcSwapOption::empty(),
+            ips: quick_cache::sync::Cache::new(IP_CACHE_CAPACITY),
+        }
     }
+
+    fn time(&self, now: i64) -> Result<RestrictedExpression, String> {
+        if let Some(cached) = self.time.load().as_deref()
+            && cached.0 == now
+        {
+            return Ok(cached.1.clone());
+        }
+        let record = time_record(now)?;
+        self.time.store(Some(Arc::new((now, record.clone()))));
+        Ok(record)
+    }
+
+    fn ip(&self, address: IpAddr) -> RestrictedExpression {
+        if let Some(cached) = self.ips.get(&address) {
+            return cached;
+        }
+        let value = RestrictedExpression::new_ip(address.to_string());
+        self.ips.insert(address, value.clone());
+        value
+    }
+}
+
+/// The Cedar request and entities of one decision.
+pub(super) fn build(
+    request: &PolicyRequest<'_>,
+    extensions: &ExtensionValues,
+) -> Result<(Request, Entities), String> {
+    let apigee = request.apigee;
+    let apigee_record = RestrictedExpression::new_record([
+        ("proxy".to_owned(), string(&apigee.proxy)),
+        ("environment".to_owned(), string(&apigee.environment)),
+        ("organization".to_owned(), string(&apigee.organization)),
+        ("product".to_owned(), string(&apigee.product)),
+        ("app".to_owned(), string(&apigee.app)),
+        ("developer".to_owned(), string(&apigee.developer)),
+    ])
+    .map_err(|error| format!("cannot build the apigee record: {error}"))?;
+    let resource_uid = uid(&TYPES.route, request.path);
+    let resource_entity = Entity::new(
+        resource_uid.clone(),
+        HashMap::from([
+            ("path".to_owned(), string(request.path)),
+            ("host".to_owned(), string(request.host)),
+            ("apigee".to_owned(), apigee_record),
+        ]),
+        HashSet::new(),
+    )
+    .map_err(|error| format!("cannot build the route: {error}"))?;
+
+    let principal = request.principal;
+    let entities = principal
+        .entities
+        .iter()
+        .cloned()
+        .chain(std::iter::once(resource_entity));
+    let entities = Entities::from_entities(entities, None)
+        .map_err(|error| format!("cannot build entities: {error}"))?;
+
+    let context = Context::from_pairs(context(request, extensions)?)
+        .map_err(|error| format!("cannot build the context: {error}"))?;
+    let action = uid(&TYPES.action, request.method);
+    let cedar_request = Request::new(principal.uid.clone(), action, resource_uid, context, None)
+        .map_err(|error| format!("cannot build the request: {error}"))?;
+    Ok((cedar_request, entities))
+}
+
+fn context(
+    request: &PolicyRequest<'_>,
+    extensions: &ExtensionValues,
+) -> Result<Vec<(String, RestrictedExpression)>, String> {
+    let headers = RestrictedExpression::new_record(
+        request
+            .headers
+            .iter()
+            .map(|(name, value)| (name.clone(), string(value))),
+    )
+    .map_err(|error| format!("cannot build the headers record: {error}"))?;
+    let token = request.token;
+    let mut token_fields = vec![
+        ("kid".to_owned(), string(token.kid)),
+        ("typ".to_owned(), string(token.typ)),
+        ("exp".to_owned(), RestrictedExpression::new_long(token.exp)),
+    ];
+    if let Some(iat) = token.iat {
+        token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
+    }
+    let token =
+        RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
+
+    let mut pairs = vec![
+        ("headers".to_owned(), headers),
+        ("query".to_owned(), string(request.query)),
+        ("time".to_owned(), extensions.time(request.now)?),
+        ("token".to_owned(), token),
+    ];
+    if let Some(address) = request.client_ip {
+        pairs.push(("client_ip".to_owned(), extensions.ip(address)));
+    }
+    Ok(pairs)
 }
 
 fn string(value: &str) -> RestrictedExpression {
