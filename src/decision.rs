@@ -129,10 +129,8 @@ impl Engine {
 
     /// Decides one request.
     pub async fn decide(&self, input: &DecisionInput) -> Decision {
-        let mut decision = self.deny(401, ErrorCode::None, "");
         let Some(token) = input.authorization.as_deref().and_then(token::bearer_token) else {
-            decision.error_description = "no bearer token".into();
-            return decision;
+            return self.deny(401, ErrorCode::None, "no bearer token");
         };
         if !is_normal_path(&input.path) {
             return self.deny(
@@ -166,13 +164,11 @@ impl Engine {
 
         let mut decision = if outcome.allow {
             let remaining = u64::try_from(token.exp.saturating_sub(now)).unwrap_or(0);
-            Decision {
-                allow: true,
-                status: 200,
-                headers: self.upstream_headers(&token.claims),
-                cache_ttl: self.decision_ttl.as_secs().min(remaining),
-                ..self.deny(200, ErrorCode::None, "")
-            }
+            let mut allow = self.deny(200, ErrorCode::None, "");
+            allow.allow = true;
+            allow.headers = self.upstream_headers(&token.claims);
+            allow.cache_ttl = self.decision_ttl.as_secs().min(remaining);
+            allow
         } else {
             self.deny(
                 403,
@@ -197,7 +193,7 @@ impl Engine {
         decision
     }
 
-    /// A deny with its RFC 6750 challenge.
+    /// A deny with its RFC 6750 challenge; with status 200, the base an allow is built on.
     fn deny(&self, status: u16, error: ErrorCode, description: &str) -> Decision {
         let realm = &self.realm;
         let www_authenticate = match (status, error) {
