@@ -151,7 +151,6 @@ impl Engine {
                 return decision;
             }
         };
-        let issuer = self.verifier.issuer(token.issuer_index);
 
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
         let request = policy_request(&token, input, now);
@@ -178,9 +177,7 @@ impl Engine {
         };
         decision.subject = token.subject.clone();
         decision.client_id = token.client_id.clone();
-        decision.issuer = issuer
-            .map(|issuer| issuer.issuer.clone())
-            .unwrap_or_default();
+        decision.issuer = token.issuer.clone();
         decision.scope = token.scopes.join(" ");
         decision.policies = outcome.determining;
         decision.trace = DecisionTrace {

@@ -200,11 +200,6 @@ impl Verifier {
             .filter_map(|issuer| issuer.keys.as_ref())
     }
 
-    /// The configuration of the issuer at `index`.
-    pub fn issuer(&self, index: usize) -> Option<&IssuerConfig> {
-        self.issuers.get(index).map(|issuer| &issuer.config)
-    }
-
     /// The verified-token cache.
     pub fn cache(&self) -> &TokenCache {
         &self.cache
