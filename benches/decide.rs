@@ -7,6 +7,9 @@
 //! measured decision is checked (an allow, and a cache hit exactly when the benchmark means one) and the
 //! run fails if any was not, so no figure can come from a path other than the one it is named after.
 
+#[path = "../bench/tokens.rs"]
+mod tokens;
+
 use std::cell::Cell;
 use std::collections::HashMap;
 use std::hint::black_box;
@@ -19,7 +22,8 @@ use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::routing::get;
 use criterion::Criterion;
-use serde_json::{Value, json};
+use serde_json::Value;
+use tokens::{AUDIENCE, claims, mint_tokens};
 use tokio::runtime::Runtime;
 use verdict::api::AppState;
 use verdict::clock::SystemClock;
@@ -28,7 +32,6 @@ use verdict::decision::DecisionInput;
 use verdict::demo::signing::{self, SigningKey};
 use verdict::policy::PolicyFile;
 
-const AUDIENCE: &str = "api://orders";
 /// Distinct tokens minted for `decide/new_token`, cycled through in order.
 const NEW_TOKEN_COUNT: usize = 20_000;
 /// `cache.max_tokens` of the engine that decides the warm token: the service's default.
@@ -245,42 +248,6 @@ async fn serve_jwks(key: &SigningKey) -> anyhow::Result<SocketAddr> {
     );
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(address)
-}
-
-/// Claims of a valid token for user `number`, good for six hours.
-fn claims(issuer: &str, number: usize, now: u64) -> Value {
-    json!({
-        "iss": issuer,
-        "sub": format!("user-{number}"),
-        "jti": format!("bench-{number}"),
-        "aud": AUDIENCE,
-        "scope": "orders:read",
-        "tenant": "acme",
-        "iat": now,
-        "exp": now + 6 * 60 * 60,
-    })
-}
-
-/// Mints `count` distinct tokens, on every core: RS256 signing is far slower than verifying.
-fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Vec<String> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..workers)
-            .map(|worker| {
-                scope.spawn(move || {
-                    (worker..count)
-                        .step_by(workers)
-                        .map(|number| key.sign(&claims(issuer, number, now)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|handle| handle.join().ok())
-            .flatten()
-            .collect()
-    })
 }
 
 /// The decision input the Apigee bundle sends for `GET /orders/42` with `token`.

@@ -5,6 +5,9 @@
 //! tokens are distinct (`sub` and `jti`), valid for six hours, with scope `orders:read`, which the
 //! example policies allow for `GET /orders/...`.
 
+#[path = "../bench/tokens.rs"]
+mod tokens;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,12 +16,11 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use serde_json::{Value, json};
+use tokens::{AUDIENCE, mint_tokens};
 use verdict::demo::signing::{self, SigningKey};
 
 /// The key Verdict accepts from its caller (the load generator) in the written configurations.
 const CALLER_KEY: &str = "bench-caller-key-0123456789";
-const AUDIENCE: &str = "api://orders";
 
 /// Serves a benchmark issuer's JWKS and writes its tokens and Verdict configurations.
 #[derive(Debug, Parser)]
@@ -129,43 +131,6 @@ cache:
         jwks_uri = quoted(&format!("{issuer}/jwks.json"))?,
         policies = quoted(&policies.to_string_lossy())?,
     ))
-}
-
-/// Claims of a valid token for user `number`, good for six hours.
-fn claims(issuer: &str, number: usize, now: u64) -> Value {
-    json!({
-        "iss": issuer,
-        "sub": format!("user-{number:05}"),
-        "jti": format!("bench-{number}"),
-        "aud": AUDIENCE,
-        "scope": "orders:read",
-        "tenant": "acme",
-        "iat": now,
-        "exp": now + 6 * 60 * 60,
-    })
-}
-
-/// Mints `count` distinct tokens on every core, in order of their number.
-fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Vec<String> {
-    let workers = std::thread::available_parallelism().map_or(1, usize::from);
-    let chunk = count.div_ceil(workers).max(1);
-    std::thread::scope(|scope| {
-        let handles: Vec<_> = (0..count)
-            .step_by(chunk)
-            .map(|start| {
-                scope.spawn(move || {
-                    (start..count.min(start + chunk))
-                        .map(|number| key.sign(&claims(issuer, number, now)))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .filter_map(|handle| handle.join().ok())
-            .flatten()
-            .collect()
-    })
 }
 
 /// Writes `text` beside `path`, then renames it into place.

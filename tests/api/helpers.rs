@@ -331,6 +331,16 @@ impl TestApp {
         (status, body)
     }
 
+    /// `GET /readyz`.
+    pub async fn readyz(&self) -> (StatusCode, Value) {
+        self.send(
+            Request::get("/readyz")
+                .body(Body::empty())
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .await
+    }
+
     /// Posts `body` bytes to `/v1/decide` with the caller key and a JSON content type.
     pub async fn post_decide(&self, body: impl Into<Body>) -> (StatusCode, Value) {
         let request = Request::post("/v1/decide")

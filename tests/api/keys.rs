@@ -35,25 +35,13 @@ async fn keys_load_at_start_and_readiness_waits_for_them() {
     let server = KeyServer::start(&[key]).await;
     let app = TestApp::start_without_keys(&config_yaml(&server, REFRESH));
 
-    let (status, body) = app
-        .send(
-            axum::http::Request::get("/readyz")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 503, "not ready before the keys load: {body}");
     assert_eq!(body["issuers"][0]["ready"], json!(false));
 
     refresh_if_due(&app).await;
     assert_eq!(server.jwks_hits(), 1);
-    let (status, body) = app
-        .send(
-            axum::http::Request::get("/readyz")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 200, "ready once loaded: {body}");
     assert_eq!(body["issuers"][0]["keys"], json!(1));
     assert!(
@@ -263,13 +251,7 @@ async fn keys_past_the_staleness_budget_stop_being_trusted() {
         "a cached token is not a way around stale keys: {cached}"
     );
 
-    let (status, body) = app
-        .send(
-            axum::http::Request::get("/readyz")
-                .body(axum::body::Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let (status, body) = app.readyz().await;
     assert_eq!(status, 503);
     assert_eq!(body["issuers"][0]["stale"], json!(true), "{body}");
     assert!(
