@@ -191,24 +191,30 @@ fn policy_errors_carry_file_line_and_column() {
         "// a comment\npermit(principal, action resource);\n",
     )
     .unwrap();
-    let yaml = format!(
-        "callers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: a, issuer: \"https://idp.example.com\", audiences: [x] }}\npolicies:\n  path: {}\n",
-        directory.display()
-    );
-    let errors = match Config::parse(
-        &yaml,
-        Path::new("."),
-        &HashMap::new(),
-        PolicyOrigin::Configured,
-    ) {
-        Ok(_) => panic!("a syntax error must fail the load"),
-        Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
+    let errors = load_policies(&directory, None).err().unwrap_or_default();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].starts_with("policies: broken.cedar:2:"),
         "{errors:?}"
     );
+}
+
+/// Loads a configuration whose policies are the files of `directory`, returning its errors as text.
+fn load_policies(directory: &Path, schema: Option<&Path>) -> Result<Config, Vec<String>> {
+    let mut yaml = format!(
+        "callers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: a, issuer: \"https://idp.example.com\", audiences: [x] }}\npolicies:\n  path: {}\n",
+        directory.display()
+    );
+    if let Some(schema) = schema {
+        yaml.push_str(&format!("  schema: {}\n", schema.display()));
+    }
+    Config::parse(
+        &yaml,
+        Path::new("."),
+        &HashMap::new(),
+        PolicyOrigin::Configured,
+    )
+    .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
 }
 
 /// A fresh directory under the target directory, removed at the start of the next run.
@@ -228,19 +234,10 @@ fn a_schema_validates_the_policies_and_locates_the_problem() {
     std::fs::write(directory.join("schema.cedarschema"), "entity User;\nentity Route { path: String };\naction \"GET\" appliesTo { principal: [User], resource: [Route] };\n").unwrap();
     std::fs::write(directory.join("ok.cedar"), "@id(\"ok\")\npermit(principal is User, action == Action::\"GET\", resource) when { resource.path == \"/\" };\n").unwrap();
     std::fs::write(directory.join("typo.cedar"), "// unknown attribute\npermit(principal, action == Action::\"GET\", resource) when { resource.pth == \"/\" };\n").unwrap();
-    let yaml = format!(
-        "callers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: a, issuer: \"https://idp.example.com\", audiences: [x] }}\npolicies:\n  path: {0}\n  schema: {0}/schema.cedarschema\n",
-        directory.display()
-    );
-    let errors = match Config::parse(
-        &yaml,
-        Path::new("."),
-        &HashMap::new(),
-        PolicyOrigin::Configured,
-    ) {
-        Ok(_) => panic!("the schema must refuse `resource.pth`"),
-        Err(errors) => errors.0.iter().map(ToString::to_string).collect::<Vec<_>>(),
-    };
+    let schema = directory.join("schema.cedarschema");
+    let errors = load_policies(&directory, Some(&schema))
+        .err()
+        .unwrap_or_default();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].starts_with("policies: typo.cedar:2:"),
@@ -248,13 +245,5 @@ fn a_schema_validates_the_policies_and_locates_the_problem() {
     );
 
     std::fs::remove_file(directory.join("typo.cedar")).unwrap();
-    assert!(
-        Config::parse(
-            &yaml,
-            Path::new("."),
-            &HashMap::new(),
-            PolicyOrigin::Configured
-        )
-        .is_ok()
-    );
+    assert!(load_policies(&directory, Some(&schema)).is_ok());
 }
