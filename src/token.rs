@@ -115,6 +115,8 @@ pub struct VerifiedToken {
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
     pub kid: String,
+    /// The algorithm the signature was verified with.
+    pub algorithm: Algorithm,
     pub typ: String,
     pub iat: Option<i64>,
     pub exp: i64,
@@ -251,7 +253,9 @@ impl Verifier {
         {
             None => true,
             Some(keys) => {
-                token.kid.is_empty() || matches!(keys.lookup(&token.kid), KeyLookup::Found(_))
+                // An HMAC token's key is the issuer's configured secret, not a member of its key set.
+                crate::config::is_hmac(token.algorithm)
+                    || matches!(keys.lookup(&token.kid), KeyLookup::Found(_))
             }
         }
     }
@@ -347,12 +351,20 @@ impl Verifier {
             Ok(false) | Err(_) => return Err(TokenError::BadSignature),
         }
 
-        self.check_claims(issuer, &typ, claims, issuer_index, kid.unwrap_or_default())
+        self.check_claims(
+            issuer,
+            algorithm,
+            &typ,
+            claims,
+            issuer_index,
+            kid.unwrap_or_default(),
+        )
     }
 
     fn check_claims(
         &self,
         issuer: &TrustedIssuer,
+        algorithm: Algorithm,
         typ: &str,
         claims: Map<String, Value>,
         issuer_index: usize,
@@ -462,6 +474,7 @@ impl Verifier {
             scopes,
             roles,
             kid: kid.to_owned(),
+            algorithm,
             typ: typ.to_owned(),
             iat,
             exp,

@@ -369,3 +369,43 @@ async fn the_token_cache_is_bounded() {
     let cached = app.state.engine.verifier().cache().len();
     assert!((1..=16).contains(&cached), "{cached} tokens cached");
 }
+
+#[tokio::test]
+async fn hmac_tokens_with_a_kid_are_served_from_the_cache() {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use verdict::demo::signing::encode_json;
+
+    const SECRET: &str = "an-hmac-secret-of-at-least-32-bytes!";
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let extra = format!("    algorithms: [RS256, HS256]\n    shared_secret: \"{SECRET}\"");
+    let app = TestApp::start(&config_yaml(&server, &extra)).await;
+    let signing_input = format!(
+        "{}.{}",
+        encode_json(&json!({ "alg": "HS256", "kid": "hmac-1", "typ": "JWT" })),
+        encode_json(&claims(&server.issuer(), T0))
+    );
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, SECRET.as_bytes());
+    let signature = aws_lc_rs::hmac::sign(&key, signing_input.as_bytes());
+    let token = format!(
+        "{signing_input}.{}",
+        URL_SAFE_NO_PAD.encode(signature.as_ref())
+    );
+
+    let first = app.state.engine.decide(&input(&token)).await;
+    let second = app.state.engine.decide(&input(&token)).await;
+    assert!(first.allow && second.allow, "{first:?}");
+    assert_eq!(
+        (first.trace.token_cache_hit, second.trace.token_cache_hit),
+        (false, true)
+    );
+}
+
+fn input(token: &str) -> verdict::decision::DecisionInput {
+    verdict::decision::DecisionInput {
+        authorization: Some(format!("Bearer {token}")),
+        method: "GET".into(),
+        path: "/orders/1".into(),
+        ..Default::default()
+    }
+}
