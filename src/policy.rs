@@ -30,6 +30,55 @@ pub struct PolicyFile {
     pub text: String,
 }
 
+impl PolicyFile {
+    /// Reads every `*.cedar` file of `directory`; problems name the path they concern.
+    pub fn read_dir(directory: &Path) -> Result<Vec<Self>, Vec<String>> {
+        let entries = std::fs::read_dir(directory).map_err(|error| {
+            vec![format!(
+                "cannot read policy directory `{}`: {error}",
+                directory.display()
+            )]
+        })?;
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for entry in entries {
+            let path = match entry {
+                Ok(entry) => entry.path(),
+                Err(error) => {
+                    problems.push(format!("cannot list `{}`: {error}", directory.display()));
+                    continue;
+                }
+            };
+            if path
+                .extension()
+                .is_none_or(|extension| extension != "cedar")
+            {
+                continue;
+            }
+            match std::fs::read_to_string(&path) {
+                Ok(text) => files.push(Self {
+                    name: file_name(&path),
+                    text,
+                }),
+                Err(error) => problems.push(format!("cannot read `{}`: {error}", path.display())),
+            }
+        }
+        if files.is_empty() && problems.is_empty() {
+            problems.push(format!("no `*.cedar` files in `{}`", directory.display()));
+        }
+        if problems.is_empty() {
+            Ok(files)
+        } else {
+            Err(problems)
+        }
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map_or_else(String::new, |name| name.to_string_lossy().into_owned())
+}
+
 /// A compiled, validated policy set, ready to evaluate requests.
 #[derive(Debug)]
 pub struct PolicySet {
@@ -117,46 +166,15 @@ pub struct PolicyOutcome {
 impl PolicySet {
     /// Loads every `*.cedar` file of `directory`, optionally validated against a Cedar schema file.
     pub fn load_dir(directory: &Path, schema: Option<&Path>) -> Result<Self, Vec<String>> {
-        let entries = std::fs::read_dir(directory).map_err(|error| {
-            vec![format!(
-                "cannot read policy directory `{}`: {error}",
-                directory.display()
-            )]
-        })?;
-        let mut files = Vec::new();
-        let mut problems = Vec::new();
-        for entry in entries {
-            let path = match entry {
-                Ok(entry) => entry.path(),
-                Err(error) => {
-                    problems.push(format!("cannot list `{}`: {error}", directory.display()));
-                    continue;
-                }
-            };
-            if path
-                .extension()
-                .is_none_or(|extension| extension != "cedar")
-            {
-                continue;
-            }
-            let name = path
-                .file_name()
-                .map_or_else(String::new, |name| name.to_string_lossy().into_owned());
-            match std::fs::read_to_string(&path) {
-                Ok(text) => files.push(PolicyFile { name, text }),
-                Err(error) => problems.push(format!("cannot read `{}`: {error}", path.display())),
-            }
-        }
-        if files.is_empty() && problems.is_empty() {
-            problems.push(format!("no `*.cedar` files in `{}`", directory.display()));
-        }
+        let (files, mut problems) = match PolicyFile::read_dir(directory) {
+            Ok(files) => (files, Vec::new()),
+            Err(problems) => (Vec::new(), problems),
+        };
         let schema = match schema {
             None => None,
             Some(path) => match std::fs::read_to_string(path) {
                 Ok(text) => Some(PolicyFile {
-                    name: path
-                        .file_name()
-                        .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
+                    name: file_name(path),
                     text,
                 }),
                 Err(error) => {

@@ -200,23 +200,7 @@ pub fn claims(issuer: &str, now: u64) -> Value {
 /// The example policies of `examples/policies`.
 pub fn example_policies() -> Vec<PolicyFile> {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(directory).unwrap_or_else(|e| panic!("examples/policies: {e}")) {
-        let path = entry.unwrap_or_else(|e| panic!("{e}")).path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "cedar")
-        {
-            files.push(PolicyFile {
-                name: path
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                text: std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{e}")),
-            });
-        }
-    }
-    files
+    PolicyFile::read_dir(&directory).unwrap_or_else(|problems| panic!("{problems:?}"))
 }
 
 /// A configuration trusting one issuer served by `server`, in YAML. `extra` is appended to the issuer
