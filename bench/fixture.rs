@@ -1,11 +1,56 @@
-//! Benchmark tokens, shared by `benches/decide.rs` and `examples/bench_fixture.rs` (each includes this
-//! file with `#[path]`): distinct, valid RS256 tokens minted on every core.
+//! The benchmark issuer's side, shared by `benches/decide.rs` and `examples/bench_fixture.rs` (each
+//! includes this file with `#[path]`): distinct, valid RS256 tokens minted on every core, and the Verdict
+//! configuration that trusts their issuer.
+
+use std::net::SocketAddr;
+use std::path::Path;
 
 use serde_json::{Value, json};
 use verdict::demo::signing::SigningKey;
 
 /// The audience of the benchmark tokens and configurations.
 pub const AUDIENCE: &str = "api://orders";
+/// The caller key of the benchmark configurations (`bench/load.sh` sends it too).
+pub const CALLER_KEY: &str = "bench-caller-key-0123456789";
+
+/// A Verdict configuration trusting `issuer` (whose JWKS is `<issuer>/jwks.json`), with the repository's
+/// example policies and a token cache of `max_tokens`.
+pub fn config_yaml(
+    listen: SocketAddr,
+    issuer: &str,
+    max_tokens: usize,
+) -> serde_json::Result<String> {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    // JSON strings are YAML double-quoted scalars, so any path or URL is quoted correctly.
+    let quoted = |text: &str| serde_json::to_string(text);
+    Ok(format!(
+        r#"listen: {listen}
+callers:
+  api_keys:
+    keys: [{caller_key}]
+issuers:
+  - name: bench
+    issuer: {issuer}
+    audiences: [{audience}]
+    jwks_uri: {jwks_uri}
+    algorithms: [RS256]
+    claims: {{ tenant: tenant }}
+policies:
+  path: {policies}
+headers:
+  x-user-id: sub
+  x-tenant: tenant
+cache:
+  max_tokens: {max_tokens}
+  decision_ttl: 60s
+"#,
+        caller_key = quoted(CALLER_KEY)?,
+        issuer = quoted(issuer)?,
+        audience = quoted(AUDIENCE)?,
+        jwks_uri = quoted(&format!("{issuer}/jwks.json"))?,
+        policies = quoted(&policies.to_string_lossy())?,
+    ))
+}
 
 /// Claims of a valid token for user `number`, good for six hours.
 pub fn claims(issuer: &str, number: usize, now: u64) -> Value {

@@ -7,8 +7,8 @@
 //! measured decision is checked (an allow, and a cache hit exactly when the benchmark means one) and the
 //! run fails if any was not, so no figure can come from a path other than the one it is named after.
 
-#[path = "../bench/tokens.rs"]
-mod tokens;
+#[path = "../bench/fixture.rs"]
+mod fixture;
 
 use std::cell::Cell;
 use std::collections::HashMap;
@@ -22,15 +22,14 @@ use anyhow::{Context as _, bail};
 use axum::Router;
 use axum::routing::get;
 use criterion::Criterion;
+use fixture::{claims, config_yaml, mint_tokens};
 use serde_json::Value;
-use tokens::{AUDIENCE, claims, mint_tokens};
 use tokio::runtime::Runtime;
 use verdict::api::AppState;
 use verdict::clock::SystemClock;
 use verdict::config::{Config, PolicyOrigin};
 use verdict::decision::DecisionInput;
 use verdict::demo::signing::{self, SigningKey};
-use verdict::policy::PolicyFile;
 
 /// Distinct tokens minted for `decide/new_token`, cycled through in order.
 const NEW_TOKEN_COUNT: usize = 20_000;
@@ -107,32 +106,12 @@ impl Fixture {
 
 /// The service's state for a configuration trusting `issuer`, with its keys loaded.
 async fn engine_state(issuer: &str, max_tokens: usize) -> anyhow::Result<AppState> {
-    let yaml = format!(
-        r#"
-listen: 127.0.0.1:0
-callers:
-  api_keys:
-    keys: ["bench-caller-key-0123456789"]
-issuers:
-  - name: bench
-    issuer: "{issuer}"
-    audiences: ["{AUDIENCE}"]
-    jwks_uri: "{issuer}/jwks.json"
-    algorithms: [RS256]
-    claims: {{ tenant: tenant }}
-headers:
-  x-user-id: sub
-  x-tenant: tenant
-cache:
-  max_tokens: {max_tokens}
-  decision_ttl: 60s
-"#
-    );
+    let yaml = config_yaml(SocketAddr::from(([127, 0, 0, 1], 0)), issuer, max_tokens)?;
     let config = Config::parse(
         &yaml,
         Path::new("."),
         &HashMap::new(),
-        PolicyOrigin::Embedded(example_policies()?),
+        PolicyOrigin::Configured,
     )
     .map_err(|errors| anyhow::anyhow!("the benchmark configuration is invalid:\n{errors}"))?;
     let state = verdict::app::state(config, Arc::new(SystemClock))?;
@@ -262,31 +241,6 @@ fn decide_input(token: &str) -> DecisionInput {
         message_id: "rrt-bench-0001".into(),
         ..DecisionInput::default()
     }
-}
-
-/// The `*.cedar` files of `examples/policies`.
-fn example_policies() -> anyhow::Result<Vec<PolicyFile>> {
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(&directory)
-        .with_context(|| format!("reading `{}`", directory.display()))?
-    {
-        let path = entry?.path();
-        if path
-            .extension()
-            .is_some_and(|extension| extension == "cedar")
-        {
-            files.push(PolicyFile {
-                name: path
-                    .file_name()
-                    .map(|name| name.to_string_lossy().into_owned())
-                    .unwrap_or_default(),
-                text: std::fs::read_to_string(&path)
-                    .with_context(|| format!("reading `{}`", path.display()))?,
-            });
-        }
-    }
-    Ok(files)
 }
 
 fn unix_now() -> anyhow::Result<u64> {

@@ -5,8 +5,8 @@
 //! tokens are distinct (`sub` and `jti`), valid for six hours, with scope `orders:read`, which the
 //! example policies allow for `GET /orders/...`.
 
-#[path = "../bench/tokens.rs"]
-mod tokens;
+#[path = "../bench/fixture.rs"]
+mod fixture;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -16,11 +16,8 @@ use anyhow::Context as _;
 use axum::Router;
 use axum::routing::get;
 use clap::Parser;
-use tokens::{AUDIENCE, mint_tokens};
+use fixture::{config_yaml, mint_tokens};
 use verdict::demo::signing::{self, SigningKey};
-
-/// The key Verdict accepts from its caller (the load generator) in the written configurations.
-const CALLER_KEY: &str = "bench-caller-key-0123456789";
 
 /// Serves a benchmark issuer's JWKS and writes its tokens and Verdict configurations.
 #[derive(Debug, Parser)]
@@ -79,11 +76,11 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     write_atomically(&arguments.tokens_out, &(tokens.join("\n") + "\n"))?;
     if let (Some(path), Some(listen)) = (&arguments.uncached_config_out, arguments.uncached_listen)
     {
-        write_atomically(path, &config_yaml(listen, &issuer, 1)?)?;
+        write_atomically(path, &config_header(config_yaml(listen, &issuer, 1)?))?;
     }
     write_atomically(
         &arguments.config_out,
-        &config_yaml(arguments.verdict_listen, &issuer, 100_000)?,
+        &config_header(config_yaml(arguments.verdict_listen, &issuer, 100_000)?),
     )?;
     eprintln!(
         "bench fixture: issuer {issuer}, {} tokens in `{}`, configuration in `{}`",
@@ -98,39 +95,9 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         .context("serving the JWKS")
 }
 
-/// A Verdict configuration trusting `issuer`, with the repository's example policies.
-fn config_yaml(listen: SocketAddr, issuer: &str, max_tokens: usize) -> anyhow::Result<String> {
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
-    // JSON strings are YAML double-quoted scalars, so any path or URL is quoted correctly.
-    let quoted = |text: &str| serde_json::to_string(text);
-    Ok(format!(
-        r#"# Written by examples/bench_fixture.rs for bench/load.sh.
-listen: {listen}
-callers:
-  api_keys:
-    keys: [{caller_key}]
-issuers:
-  - name: bench
-    issuer: {issuer}
-    audiences: [{audience}]
-    jwks_uri: {jwks_uri}
-    algorithms: [RS256]
-    claims: {{ tenant: tenant }}
-policies:
-  path: {policies}
-headers:
-  x-user-id: sub
-  x-tenant: tenant
-cache:
-  max_tokens: {max_tokens}
-  decision_ttl: 60s
-"#,
-        caller_key = quoted(CALLER_KEY)?,
-        issuer = quoted(issuer)?,
-        audience = quoted(AUDIENCE)?,
-        jwks_uri = quoted(&format!("{issuer}/jwks.json"))?,
-        policies = quoted(&policies.to_string_lossy())?,
-    ))
+/// Marks a written configuration as this program's.
+fn config_header(yaml: String) -> String {
+    format!("# Written by examples/bench_fixture.rs for bench/load.sh.\n{yaml}")
 }
 
 /// Writes `text` beside `path`, then renames it into place.
