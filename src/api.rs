@@ -90,6 +90,8 @@ async fn decide(
         subject = %decision.subject,
         kid = %decision.trace.kid,
         cache_hit = decision.trace.token_cache_hit,
+        verify_us = decision.trace.verify_micros,
+        policy_us = decision.trace.policy_micros,
         "decision"
     );
     Json(DecideResponse::from(&decision)).into_response()

@@ -11,7 +11,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 use crate::api::{self, AppState, CallerAuth};
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decision::Engine;
 use crate::token::Verifier;
@@ -97,18 +97,9 @@ impl Application {
         }
     }
 
-    /// Builds with the system clock and no extra routes.
-    pub async fn build_default(config: Config) -> anyhow::Result<Self> {
-        Self::build(config, Arc::new(SystemClock), Router::new()).await
-    }
-
     /// The bound address (useful when the configuration asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
-    }
-
-    pub fn state(&self) -> &AppState {
-        &self.state
     }
 
     /// Serves until `shutdown` resolves, then lets in-flight requests finish.

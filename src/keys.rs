@@ -61,7 +61,6 @@ struct FetchState {
     last_attempt: Option<u64>,
     next_refresh_at: u64,
     consecutive_failures: u32,
-    fetches: u64,
 }
 
 /// The outcome of looking up a key.
@@ -122,11 +121,6 @@ impl IssuerKeys {
                 ..FetchState::default()
             }),
         }
-    }
-
-    /// The issuer's configured name.
-    pub fn name(&self) -> &str {
-        &self.name
     }
 
     /// Looks a key up without any I/O.
@@ -196,11 +190,6 @@ impl IssuerKeys {
         )
     }
 
-    /// How many fetches of the key set (successful or not) this issuer has made.
-    pub async fn fetch_count(&self) -> u64 {
-        self.fetch.lock().await.fetches
-    }
-
     /// What `/readyz` reports. Never waits on a fetch in progress.
     pub fn status(&self) -> KeyStatus {
         let snapshot = self.snapshot.load();
@@ -229,7 +218,6 @@ impl IssuerKeys {
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<usize, FetchError> {
         let now = self.clock.now();
         state.last_attempt = Some(now);
-        state.fetches += 1;
         match self.fetch_key_set(state).await {
             Ok((parsed, max_age)) => {
                 let count = parsed.keys.len();
