@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 use crate::api::{self, AppState, CallerAuth};
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::decision::Engine;
+use crate::decision::{Decider, Engine};
 use crate::token::Verifier;
 
 /// The HTTP client used for discovery and JWKS fetches.
@@ -35,14 +35,13 @@ pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
         &http,
         Arc::clone(&clock),
     );
-    let engine = Engine::new(
-        verifier,
+    let decider = Decider::new(
         config.policies,
         config.headers,
         config.realm,
         config.cache.decision_ttl,
-        clock,
     );
+    let engine = Engine::new(verifier, decider, clock);
     Ok(AppState::new(
         engine,
         CallerAuth::new(&config.callers),

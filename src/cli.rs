@@ -1,18 +1,21 @@
-//! The command line: `verdict serve`, `verdict check`, `verdict --version`.
+//! The command line: `verdict serve`, `verdict check`, `verdict test`, `verdict decide`,
+//! `verdict --version`.
 
 use std::io::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use axum::Router;
-use clap::{Parser, Subcommand};
+use clap::{ArgGroup, Parser, Subcommand};
 
+use crate::api::wire::DecideResponse;
 use crate::app::Application;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{Config, ProcessEnvironment};
+use crate::config::{ClaimNames, Config, ProcessEnvironment};
 use crate::demo::{DEMO_LISTEN, Demo};
+use crate::offline::{self, OfflineDecider, Scenario, suite};
 
 /// Verdict: an authorization decision service for API gateways.
 #[derive(Debug, Parser)]
@@ -38,6 +41,54 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Run the policy test files (`*.test.yaml`) under a directory; exit non-zero if any case fails.
+    Test {
+        /// A directory searched recursively, or one test file.
+        #[arg(default_value = ".")]
+        path: PathBuf,
+    },
+    /// Decide one request offline, from given claims (no signature), and print the decision and why.
+    #[command(group(ArgGroup::new("source").required(true).args(["config", "policies"])))]
+    Decide(Box<DecideArgs>),
+}
+
+#[derive(Debug, clap::Args)]
+struct DecideArgs {
+    /// Decide as this configuration would: its policies, headers, realm and issuers' claim names.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// With --config: read the claims as this issuer's (by name) rather than the one matching `iss`.
+    #[arg(long, requires = "config")]
+    issuer: Option<String>,
+    /// A policy directory (`*.cedar`), instead of a configuration.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// A Cedar schema to validate the policies against.
+    #[arg(long, requires = "policies")]
+    schema: Option<PathBuf>,
+    /// A JSON or YAML file with `token` (claims), `request` (the callout body) and optionally `time`;
+    /// `-` reads standard input.
+    #[arg(long, conflicts_with_all = ["token", "method", "path"])]
+    input: Option<PathBuf>,
+    /// The token's claims as a JSON object, e.g. '{"sub":"alice","scope":"orders:read"}'.
+    #[arg(long, required_unless_present = "input")]
+    token: Option<String>,
+    #[arg(long, required_unless_present = "input")]
+    method: Option<String>,
+    #[arg(long, required_unless_present = "input")]
+    path: Option<String>,
+    #[arg(long)]
+    host: Option<String>,
+    #[arg(long)]
+    query: Option<String>,
+    #[arg(long)]
+    client_ip: Option<String>,
+    /// A request header, `name: value`; repeatable.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// The decision time, RFC 3339 in UTC; now when absent.
+    #[arg(long)]
+    time: Option<String>,
 }
 
 /// Runs the command line and returns the process's exit code.
@@ -46,6 +97,14 @@ pub fn main() -> ExitCode {
     crate::telemetry::init();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Test { path } => test(&path),
+        Command::Decide(args) => match decide(*args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve {
             config,
             demo_listen,
@@ -90,6 +149,84 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn test(path: &Path) -> ExitCode {
+    let mut report = String::new();
+    let result = suite::run(path, &mut report);
+    let _ = std::io::stdout().write_all(report.as_bytes());
+    match result {
+        Ok(summary) if summary.succeeded() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn decide(args: DecideArgs) -> anyhow::Result<()> {
+    let decider = match (&args.config, &args.policies) {
+        (Some(path), _) => {
+            let config = Config::load(path, &ProcessEnvironment).map_err(|errors| {
+                anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display())
+            })?;
+            OfflineDecider::from_config(config, args.issuer.as_deref())
+                .map_err(anyhow::Error::msg)?
+        }
+        (None, Some(directory)) => OfflineDecider::new(
+            offline::load_policies(directory, args.schema.as_deref())
+                .map_err(anyhow::Error::msg)?,
+            ClaimNames::default(),
+        ),
+        (None, None) => anyhow::bail!("give --config or --policies"),
+    };
+    let scenario = scenario(args)?;
+    let decision = decider.decide(scenario).map_err(anyhow::Error::msg)?;
+    let json = serde_json::to_string_pretty(&DecideResponse::from(&decision))?;
+    let _ = writeln!(std::io::stdout(), "{json}");
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{}", suite::describe(&decision));
+    for error in &decision.trace.policy_errors {
+        let _ = writeln!(err, "policy error (the policy did not apply): {error}");
+    }
+    Ok(())
+}
+
+/// The scenario of `verdict decide`, from `--input` or from the flags.
+fn scenario(args: DecideArgs) -> anyhow::Result<Scenario> {
+    if let Some(path) = args.input {
+        let text = if path.as_os_str() == "-" {
+            std::io::read_to_string(std::io::stdin()).context("reading standard input")?
+        } else {
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("reading `{}`", path.display()))?
+        };
+        return serde_path_to_error::deserialize(serde_norway::Deserializer::from_str(&text))
+            .map_err(|error| anyhow::anyhow!("`{}`: {error}", path.display()));
+    }
+    let token: serde_json::Value = serde_json::from_str(args.token.as_deref().unwrap_or("{}"))
+        .context("--token must be a JSON object of claims")?;
+    let mut headers = serde_json::Map::new();
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .with_context(|| format!("--header `{header}` is not `name: value`"))?;
+        headers.insert(name.trim().to_owned(), value.trim().into());
+    }
+    let document = serde_json::json!({
+        "token": token,
+        "request": {
+            "method": args.method,
+            "path": args.path,
+            "host": args.host,
+            "query": args.query,
+            "client_ip": args.client_ip,
+            "headers": headers,
+        },
+        "time": args.time,
+    });
+    serde_path_to_error::deserialize(document).map_err(|error| anyhow::anyhow!("{error}"))
 }
 
 async fn serve(

@@ -95,8 +95,9 @@ pub enum KeySource {
     SharedSecretOnly,
 }
 
-/// Which claims carry the subject, scopes, client id, roles and tenant.
-#[derive(Debug, Clone)]
+/// Which claims carry the subject, scopes, client id, roles and tenant: an issuer's `claims:`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(from = "raw::Claims")]
 pub struct ClaimNames {
     pub subject: String,
     /// Tried in order; the first present claim is used.
@@ -104,6 +105,33 @@ pub struct ClaimNames {
     pub client_id: Vec<String>,
     pub roles: Vec<String>,
     pub tenant: Option<String>,
+}
+
+impl Default for ClaimNames {
+    fn default() -> Self {
+        Self::from(raw::Claims::default())
+    }
+}
+
+impl From<raw::Claims> for ClaimNames {
+    fn from(claims: raw::Claims) -> Self {
+        Self {
+            subject: claims.subject.unwrap_or_else(|| "sub".into()),
+            scope: claims.scope.map_or_else(
+                || vec!["scope".into(), "scp".into()],
+                raw::OneOrMany::into_vec,
+            ),
+            client_id: claims.client_id.map_or_else(
+                || vec!["client_id".into(), "azp".into(), "cid".into()],
+                raw::OneOrMany::into_vec,
+            ),
+            roles: claims.roles.map_or_else(
+                || vec!["roles".into(), "groups".into()],
+                raw::OneOrMany::into_vec,
+            ),
+            tenant: claims.tenant,
+        }
+    }
 }
 
 /// How an issuer's JWKS is kept fresh.
@@ -571,23 +599,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
             .map(|url| KeySource::Discovery(discovery_url(url))),
     };
 
-    let claims = raw.claims.unwrap_or_default();
-    let claims = ClaimNames {
-        subject: claims.subject.unwrap_or_else(|| "sub".into()),
-        scope: claims.scope.map_or_else(
-            || vec!["scope".into(), "scp".into()],
-            raw::OneOrMany::into_vec,
-        ),
-        client_id: claims.client_id.map_or_else(
-            || vec!["client_id".into(), "azp".into(), "cid".into()],
-            raw::OneOrMany::into_vec,
-        ),
-        roles: claims.roles.map_or_else(
-            || vec!["roles".into(), "groups".into()],
-            raw::OneOrMany::into_vec,
-        ),
-        tenant: claims.tenant,
-    };
+    let claims = ClaimNames::from(raw.claims.unwrap_or_default());
 
     let defaults = JwksRefresh::default();
     let refresh = raw.jwks_refresh.unwrap_or_default();

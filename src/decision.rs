@@ -5,6 +5,7 @@
 //! (DESIGN §2). Nothing on this path answers allow after an error.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
@@ -13,7 +14,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::clock::SharedClock;
-use crate::policy::{ApigeeContext, PolicyRequest, PolicySet, TokenFacts};
+use crate::policy::{ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts};
 use crate::token::{self, TokenError, Verified, VerifiedToken, Verifier};
 
 /// The `error` of a decision (DESIGN §2).
@@ -89,32 +90,19 @@ pub struct DecisionTrace {
     pub policy_errors: Vec<String>,
 }
 
-/// Verifies credentials and evaluates policies.
+/// Verifies credentials, then lets the [`Decider`] decide.
 #[derive(Debug)]
 pub struct Engine {
     verifier: Verifier,
-    policies: PolicySet,
-    headers: Vec<(HeaderName, String)>,
-    realm: String,
-    decision_ttl: Duration,
+    decider: Decider,
     clock: SharedClock,
 }
 
 impl Engine {
-    pub fn new(
-        verifier: Verifier,
-        policies: PolicySet,
-        headers: Vec<(HeaderName, String)>,
-        realm: String,
-        decision_ttl: Duration,
-        clock: SharedClock,
-    ) -> Self {
+    pub fn new(verifier: Verifier, decider: Decider, clock: SharedClock) -> Self {
         Self {
             verifier,
-            policies,
-            headers,
-            realm,
-            decision_ttl,
+            decider,
             clock,
         }
     }
@@ -124,20 +112,17 @@ impl Engine {
     }
 
     pub fn policies(&self) -> &PolicySet {
-        &self.policies
+        &self.decider.policies
     }
 
     /// Decides one request.
     pub async fn decide(&self, input: &DecisionInput) -> Decision {
+        let decider = &self.decider;
         let Some(token) = input.authorization.as_deref().and_then(token::bearer_token) else {
-            return self.deny(401, ErrorCode::None, "no bearer token");
+            return decider.deny(401, ErrorCode::None, "no bearer token");
         };
-        if !is_normal_path(&input.path) {
-            return self.deny(
-                400,
-                ErrorCode::InvalidRequest,
-                "the request path is not in normal form",
-            );
+        if let Some(deny) = decider.refuse_path(input) {
+            return deny;
         }
 
         let started = Instant::now();
@@ -146,14 +131,68 @@ impl Engine {
         let Verified { token, cache_hit } = match verified {
             Ok(verified) => verified,
             Err(error) => {
-                let mut decision = self.token_error(error);
+                let mut decision = decider.token_error(error);
                 decision.trace.verify_micros = verify_micros;
                 return decision;
             }
         };
-
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
-        let request = policy_request(&token, input, now);
+        let mut decision = decider.decide_verified(&token, input, now);
+        decision.trace.token_cache_hit = cache_hit;
+        decision.trace.verify_micros = verify_micros;
+        decision
+    }
+}
+
+/// Decides for a verified token: evaluates the policies and shapes the answer. Needs no issuer, so
+/// `verdict test` and `verdict decide` use it directly.
+#[derive(Debug)]
+pub struct Decider {
+    policies: PolicySet,
+    headers: Vec<(HeaderName, String)>,
+    realm: String,
+    decision_ttl: Duration,
+}
+
+impl Decider {
+    pub fn new(
+        policies: PolicySet,
+        headers: Vec<(HeaderName, String)>,
+        realm: String,
+        decision_ttl: Duration,
+    ) -> Self {
+        Self {
+            policies,
+            headers,
+            realm,
+            decision_ttl,
+        }
+    }
+
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// The deny for a request path that could pass for another route, checked before any credential
+    /// work.
+    pub fn refuse_path(&self, input: &DecisionInput) -> Option<Decision> {
+        (!is_normal_path(&input.path)).then(|| {
+            self.deny(
+                400,
+                ErrorCode::InvalidRequest,
+                "the request path is not in normal form",
+            )
+        })
+    }
+
+    /// Decides one request for `token`, verified beforehand, at `now` (seconds since the epoch).
+    pub fn decide_verified(
+        &self,
+        token: &VerifiedToken,
+        input: &DecisionInput,
+        now: i64,
+    ) -> Decision {
+        let request = policy_request(token, input, now);
         let started = Instant::now();
         let outcome = self.policies.evaluate(&request);
         let policy_micros = micros_since(started);
@@ -169,11 +208,7 @@ impl Engine {
             allow.cache_ttl = self.decision_ttl.as_secs().min(remaining);
             allow
         } else {
-            self.deny(
-                403,
-                ErrorCode::AccessDenied,
-                "access to this resource is denied by policy",
-            )
+            self.policy_deny(&outcome.reason)
         };
         decision.subject = token.subject.clone();
         decision.client_id = token.client_id.clone();
@@ -182,24 +217,53 @@ impl Engine {
         decision.policies = outcome.determining;
         decision.trace = DecisionTrace {
             kid: token.kid.clone(),
-            token_cache_hit: cache_hit,
-            verify_micros,
             policy_micros,
             policy_errors: outcome.errors,
+            ..DecisionTrace::default()
         };
         decision
     }
 
+    /// The deny a policy decided, as its annotations describe it.
+    fn policy_deny(&self, reason: &DenyReason) -> Decision {
+        let (status, error, default_description) = match reason.code {
+            DenyCode::AccessDenied => (
+                403,
+                ErrorCode::AccessDenied,
+                "access to this resource is denied by policy",
+            ),
+            DenyCode::InsufficientScope => (
+                403,
+                ErrorCode::InsufficientScope,
+                "the token lacks a scope this route requires",
+            ),
+            DenyCode::InvalidToken => (
+                401,
+                ErrorCode::InvalidToken,
+                "the token is not accepted for this route",
+            ),
+            DenyCode::InvalidRequest => (
+                400,
+                ErrorCode::InvalidRequest,
+                "the request is not accepted for this route",
+            ),
+        };
+        let description = reason.description.as_deref().unwrap_or(default_description);
+        let mut deny = self.deny(status, error, description);
+        if let Some(scope) = &reason.scope
+            && !deny.www_authenticate.is_empty()
+        {
+            let _ = write!(deny.www_authenticate, ", scope=\"{scope}\"");
+        }
+        deny
+    }
+
     /// A deny with its RFC 6750 challenge; with status 200, the base an allow is built on.
     fn deny(&self, status: u16, error: ErrorCode, description: &str) -> Decision {
-        let realm = &self.realm;
         let www_authenticate = match (status, error) {
-            (401, ErrorCode::None) => format!("Bearer realm=\"{realm}\""),
-            (400 | 401, _) => {
-                format!(
-                    "Bearer realm=\"{realm}\", error=\"{}\", error_description=\"{description}\"",
-                    error.as_str()
-                )
+            (401, ErrorCode::None) => format!("Bearer realm=\"{}\"", self.realm),
+            (400 | 401, _) | (403, ErrorCode::InsufficientScope) => {
+                self.challenge(error, description)
             }
             _ => String::new(),
         };
@@ -219,6 +283,15 @@ impl Engine {
             policies: Vec::new(),
             trace: DecisionTrace::default(),
         }
+    }
+
+    /// `Bearer realm=..., error=..., error_description=...` (RFC 6750 §3).
+    fn challenge(&self, error: ErrorCode, description: &str) -> String {
+        format!(
+            "Bearer realm=\"{}\", error=\"{}\", error_description=\"{description}\"",
+            self.realm,
+            error.as_str()
+        )
     }
 
     fn token_error(&self, error: TokenError) -> Decision {

@@ -8,6 +8,7 @@
 //! - [`token`]: bearer extraction and JWT verification, with the verified-token cache.
 //! - [`policy`]: Cedar policy sets and the entity model of one request.
 //! - [`decision`]: the engine joining verification and policy into a [`decision::Decision`].
+//! - [`offline`]: decisions from given claims, for `verdict test` and `verdict decide`.
 //! - [`api`]: the HTTP routes, wire types and caller authentication.
 //! - [`app`]: building, binding and running the service.
 //! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
@@ -22,6 +23,7 @@ pub mod decision;
 pub mod demo;
 pub mod digest;
 pub mod keys;
+pub mod offline;
 pub mod policy;
 pub mod telemetry;
 pub mod token;

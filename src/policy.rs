@@ -6,6 +6,7 @@
 //! `Action::"<METHOD>"`, resource `Route::"<path>"`, and a context record.
 
 mod entities;
+mod reasons;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -14,11 +15,12 @@ use std::path::Path;
 use std::str::FromStr;
 
 use cedar_policy::{
-    Authorizer, Decision, EntityTypeName, PolicyId, Schema, ValidationMode, Validator,
+    Authorizer, Decision, Effect, EntityTypeName, PolicyId, Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
 pub use entities::PreparedPrincipal;
+pub use reasons::{DenyCode, DenyReason};
 
 /// The annotation naming a policy in decisions and logs.
 const ID_ANNOTATION: &str = "id";
@@ -85,9 +87,20 @@ pub struct PolicySet {
     policies: cedar_policy::PolicySet,
     extensions: entities::ExtensionValues,
     authorizer: Authorizer,
+    /// The deny reasons of annotated forbids, with their position in the files (earlier wins).
+    forbid_reasons: HashMap<String, (usize, DenyReason)>,
+    /// Permits with `@scope`, in file order, each alone in a set to try it with its scopes added.
+    scope_permits: Vec<ScopePermit>,
     /// A short hash of every file's name and text.
     revision: String,
     policy_count: usize,
+}
+
+#[derive(Debug)]
+struct ScopePermit {
+    id: String,
+    reason: DenyReason,
+    alone: cedar_policy::PolicySet,
 }
 
 /// The kind of principal a credential becomes.
@@ -156,8 +169,11 @@ pub struct PolicyRequest<'a> {
 pub struct PolicyOutcome {
     pub allow: bool,
     /// The ids of the policies that determined the decision: the permits that applied on an allow, the
-    /// forbids that applied on a deny (empty when no permit applied).
+    /// forbids that applied on a deny, or the `@scope` permit that would have applied with its scopes
+    /// (empty when nothing explains the deny).
     pub determining: Vec<String>,
+    /// Why a deny is a deny (`access_denied` unless an annotation says more); unused on an allow.
+    pub reason: DenyReason,
     /// Policies that failed to evaluate (for example, reading an absent attribute); they count as not
     /// applying, which Cedar defines and which this service logs.
     pub errors: Vec<String>,
@@ -203,6 +219,8 @@ impl PolicySet {
         let mut policies = cedar_policy::PolicySet::new();
         // Which file each policy came from, to locate validation errors.
         let mut origin: HashMap<PolicyId, usize> = HashMap::new();
+        let mut forbid_reasons = HashMap::new();
+        let mut scope_permits = Vec::new();
         for (file_index, file) in files.iter().enumerate() {
             let parsed = match cedar_policy::PolicySet::from_str(&file.text) {
                 Ok(parsed) => parsed,
@@ -240,7 +258,31 @@ impl PolicySet {
                     problems.push(format!("`{}`: duplicate policy id `{id}`", file.name));
                     continue;
                 }
-                if let Err(error) = policies.add(policy.new_id(policy_id.clone())) {
+                let policy = policy.new_id(policy_id.clone());
+                match reasons::read(&policy) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) if policy.effect() == Effect::Forbid => {
+                        forbid_reasons.insert(id.clone(), (origin.len(), reason));
+                    }
+                    Ok(Some(reason)) => {
+                        let mut alone = cedar_policy::PolicySet::new();
+                        if let Err(error) = alone.add(policy.clone()) {
+                            problems.push(format!("`{}`: {error}", file.name));
+                        }
+                        scope_permits.push(ScopePermit {
+                            id: id.clone(),
+                            reason,
+                            alone,
+                        });
+                    }
+                    Err(problem) => {
+                        problems.push(format!(
+                            "{}: policy `{id}`: {problem}",
+                            policy_location(file, &id)
+                        ));
+                    }
+                }
+                if let Err(error) = policies.add(policy) {
                     problems.push(format!("`{}`: {error}", file.name));
                     continue;
                 }
@@ -285,6 +327,8 @@ impl PolicySet {
             policies,
             extensions: entities::ExtensionValues::new(),
             authorizer: Authorizer::new(),
+            forbid_reasons,
+            scope_permits,
             revision: crate::config::revision_of(&fingerprint),
         })
     }
@@ -312,6 +356,7 @@ impl PolicySet {
                 return PolicyOutcome {
                     allow: false,
                     determining: Vec::new(),
+                    reason: DenyReason::default(),
                     errors: vec![error],
                 };
             }
@@ -326,16 +371,72 @@ impl PolicySet {
             .map(|id| id.to_string())
             .collect();
         determining.sort();
-        let errors = response
+        let mut errors: Vec<String> = response
             .diagnostics()
             .errors()
             .map(ToString::to_string)
             .collect();
+        let mut reason = DenyReason::default();
+        if !allow {
+            if determining.is_empty() {
+                if let Some(permit) = self.permit_lacking_scope(request, &mut errors) {
+                    determining.push(permit.id.clone());
+                    reason = permit.reason.clone();
+                }
+            } else if let Some((_, forbid)) = determining
+                .iter()
+                .filter_map(|id| self.forbid_reasons.get(id))
+                .min_by_key(|(position, _)| *position)
+            {
+                reason = forbid.clone();
+            }
+        }
         PolicyOutcome {
             allow,
             determining,
+            reason,
             errors,
         }
+    }
+
+    /// The first `@scope` permit that would have applied had the token carried its scopes.
+    fn permit_lacking_scope(
+        &self,
+        request: &PolicyRequest<'_>,
+        errors: &mut Vec<String>,
+    ) -> Option<&ScopePermit> {
+        self.scope_permits.iter().find(|permit| {
+            match entities::build_with_scopes(request, &self.extensions, permit.reason.scopes()) {
+                Ok((cedar_request, entities)) => {
+                    self.authorizer
+                        .is_authorized(&cedar_request, &permit.alone, &entities)
+                        .decision()
+                        == Decision::Allow
+                }
+                Err(error) => {
+                    errors.push(error);
+                    false
+                }
+            }
+        })
+    }
+}
+
+/// `file:line` of the policy named `id`, or the file alone for a policy without `@id`.
+fn policy_location(file: &PolicyFile, id: &str) -> String {
+    let annotation = format!("@{ID_ANNOTATION}(\"{id}\")");
+    match file.text.find(&annotation) {
+        Some(offset) => {
+            let line = file
+                .text
+                .get(..offset)
+                .unwrap_or_default()
+                .matches('\n')
+                .count()
+                + 1;
+            format!("{}:{line}", file.name)
+        }
+        None => file.name.clone(),
     }
 }
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 pub use cache::TokenCache;
 
 use crate::clock::SharedClock;
-use crate::config::{IssuerConfig, KeySource};
+use crate::config::{ClaimNames, IssuerConfig, KeySource};
 use crate::keys::{IssuerKeys, KeyLookup};
 use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
 
@@ -115,8 +115,8 @@ pub struct VerifiedToken {
     pub scopes: Vec<String>,
     pub roles: Vec<String>,
     pub kid: String,
-    /// The algorithm the signature was verified with.
-    pub algorithm: Algorithm,
+    /// The algorithm the signature was verified with (`None` for claims taken on trust offline).
+    pub algorithm: Option<Algorithm>,
     pub typ: String,
     pub iat: Option<i64>,
     pub exp: i64,
@@ -254,7 +254,7 @@ impl Verifier {
             None => true,
             Some(keys) => {
                 // An HMAC token's key is the issuer's configured secret, not a member of its key set.
-                crate::config::is_hmac(token.algorithm)
+                token.algorithm.is_some_and(crate::config::is_hmac)
                     || matches!(keys.lookup(&token.kid), KeyLookup::Found(_))
             }
         }
@@ -423,7 +423,43 @@ impl Verifier {
             return Err(TokenError::WrongType);
         }
 
-        let claim_names = &config.claims;
+        VerifiedToken::from_claims(
+            claims,
+            &config.claims,
+            Provenance {
+                issuer_index,
+                issuer: &config.issuer,
+                kid,
+                algorithm: Some(algorithm),
+                typ,
+            },
+        )
+    }
+}
+
+/// What is known of a token besides its claims.
+#[derive(Debug, Clone, Copy)]
+pub struct Provenance<'a> {
+    /// Index of the issuer in the configuration.
+    pub issuer_index: usize,
+    pub issuer: &'a str,
+    pub kid: &'a str,
+    /// The algorithm the signature was verified with; `None` for claims taken on trust offline.
+    pub algorithm: Option<Algorithm>,
+    pub typ: &'a str,
+}
+
+impl VerifiedToken {
+    /// The principal that checked claims name, read with the issuer's claim names: the subject or
+    /// client, scopes, roles and tenant, and the Cedar entities for them. The caller has checked the
+    /// signature and the time and audience claims; `exp` must be present.
+    pub fn from_claims(
+        claims: Map<String, Value>,
+        claim_names: &ClaimNames,
+        provenance: Provenance<'_>,
+    ) -> Result<Self, TokenError> {
+        let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
+        let iat = numeric_date(&claims, "iat")?;
         let subject = optional_string(&claims, &claim_names.subject, "sub")?;
         let mut client_id = String::new();
         for name in &claim_names.client_id {
@@ -454,7 +490,7 @@ impl Verifier {
         let principal = PreparedPrincipal::new(&Principal {
             kind: principal_kind,
             id: &principal_id,
-            issuer: &config.issuer,
+            issuer: provenance.issuer,
             subject: &subject,
             client_id: &client_id,
             tenant: &tenant,
@@ -463,9 +499,9 @@ impl Verifier {
             claims: &claims,
         })
         .map_err(|_| TokenError::InvalidPayload)?;
-        Ok(VerifiedToken {
-            issuer_index,
-            issuer: config.issuer.clone(),
+        Ok(Self {
+            issuer_index: provenance.issuer_index,
+            issuer: provenance.issuer.to_owned(),
             principal_kind,
             principal_id,
             subject,
@@ -473,9 +509,9 @@ impl Verifier {
             tenant,
             scopes,
             roles,
-            kid: kid.to_owned(),
-            algorithm,
-            typ: typ.to_owned(),
+            kid: provenance.kid.to_owned(),
+            algorithm: provenance.algorithm,
+            typ: provenance.typ.to_owned(),
             iat,
             exp,
             claims,

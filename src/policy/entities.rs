@@ -49,6 +49,10 @@ pub struct PreparedPrincipal {
     uid: EntityUid,
     /// The principal first, then one entity per distinct role.
     entities: Vec<Entity>,
+    /// What the principal entity was built from, to rebuild it with more scopes (see
+    /// [`Self::with_scopes`]).
+    attributes: HashMap<String, RestrictedExpression>,
+    scopes: Vec<String>,
 }
 
 impl PreparedPrincipal {
@@ -78,18 +82,10 @@ impl PreparedPrincipal {
             ("subject".to_owned(), string(principal.subject)),
             ("client_id".to_owned(), string(principal.client_id)),
             ("tenant".to_owned(), string(principal.tenant)),
-            (
-                "scopes".to_owned(),
-                RestrictedExpression::new_set(principal.scopes.iter().map(|s| string(s))),
-            ),
             ("claims".to_owned(), claims),
         ]);
-        let entity = Entity::new(
-            principal_uid.clone(),
-            attributes,
-            roles.iter().cloned().collect(),
-        )
-        .map_err(|error| format!("cannot build the principal: {error}"))?;
+        let scopes = principal.scopes.to_vec();
+        let entity = principal_entity(&principal_uid, &attributes, &scopes, &roles)?;
         let mut entities = Vec::with_capacity(1 + roles.len());
         entities.push(entity);
         entities.extend(
@@ -100,8 +96,42 @@ impl PreparedPrincipal {
         Ok(Self {
             uid: principal_uid,
             entities,
+            attributes,
+            scopes,
         })
     }
+
+    /// The same principal as if its token had also carried `extra` scopes.
+    fn with_scopes<'a>(&self, extra: impl Iterator<Item = &'a str>) -> Result<Self, String> {
+        let mut scopes = self.scopes.clone();
+        scopes.extend(extra.map(str::to_owned));
+        let roles: Vec<EntityUid> = self.entities.iter().skip(1).map(Entity::uid).collect();
+        let mut entities = self.entities.clone();
+        if let Some(principal) = entities.first_mut() {
+            *principal = principal_entity(&self.uid, &self.attributes, &scopes, &roles)?;
+        }
+        Ok(Self {
+            uid: self.uid.clone(),
+            entities,
+            attributes: self.attributes.clone(),
+            scopes,
+        })
+    }
+}
+
+fn principal_entity(
+    uid: &EntityUid,
+    attributes: &HashMap<String, RestrictedExpression>,
+    scopes: &[String],
+    roles: &[EntityUid],
+) -> Result<Entity, String> {
+    let mut attributes = attributes.clone();
+    attributes.insert(
+        "scopes".to_owned(),
+        RestrictedExpression::new_set(scopes.iter().map(|s| string(s))),
+    );
+    Entity::new(uid.clone(), attributes, roles.iter().cloned().collect())
+        .map_err(|error| format!("cannot build the principal: {error}"))
 }
 
 /// Cedar extension values kept ready: building `ip(...)` or `datetime(...)` makes Cedar parse the
@@ -147,6 +177,23 @@ pub(super) fn build(
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
 ) -> Result<(Request, Entities), String> {
+    build_for(request.principal, request, extensions)
+}
+
+/// The Cedar request and entities of one decision, as if the token had also carried `scopes`.
+pub(super) fn build_with_scopes<'a>(
+    request: &PolicyRequest<'_>,
+    extensions: &ExtensionValues,
+    scopes: impl Iterator<Item = &'a str>,
+) -> Result<(Request, Entities), String> {
+    build_for(&request.principal.with_scopes(scopes)?, request, extensions)
+}
+
+fn build_for(
+    principal: &PreparedPrincipal,
+    request: &PolicyRequest<'_>,
+    extensions: &ExtensionValues,
+) -> Result<(Request, Entities), String> {
     let apigee = request.apigee;
     let apigee_record = RestrictedExpression::new_record([
         ("proxy".to_owned(), string(&apigee.proxy)),
@@ -163,13 +210,13 @@ pub(super) fn build(
         HashMap::from([
             ("path".to_owned(), string(request.path)),
             ("host".to_owned(), string(request.host)),
+            ("segments".to_owned(), segments(request.path)?),
             ("apigee".to_owned(), apigee_record),
         ]),
         HashSet::new(),
     )
     .map_err(|error| format!("cannot build the route: {error}"))?;
 
-    let principal = request.principal;
     let entities = principal
         .entities
         .iter()
@@ -219,6 +266,19 @@ fn context(
         pairs.push(("client_ip".to_owned(), extensions.ip(address)));
     }
     Ok(pairs)
+}
+
+/// `resource.segments`: the path's segments keyed by position, `"0"` first, since Cedar has no lists and
+/// no way to split a string (`/tenants/acme` gives `{"0": "tenants", "1": "acme"}`).
+fn segments(path: &str) -> Result<RestrictedExpression, String> {
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let segments = path
+        .split('/')
+        .filter(|_| !path.is_empty())
+        .enumerate()
+        .map(|(index, segment)| (index.to_string(), string(segment)));
+    RestrictedExpression::new_record(segments)
+        .map_err(|error| format!("cannot build the path segments: {error}"))
 }
 
 fn string(value: &str) -> RestrictedExpression {
