@@ -87,7 +87,7 @@ impl Fixture {
             .map(|token| decide_input(token))
             .collect();
         // The first decision of the warm token verifies and caches it; every measured one then hits.
-        let first = warm.engine.decide(&warm_input).await;
+        let first = warm.current().engine.decide(&warm_input).await;
         if !first.allow {
             bail!(
                 "the benchmark token is denied: {} ({})",
@@ -115,7 +115,7 @@ async fn engine_state(issuer: &str, max_tokens: usize) -> anyhow::Result<AppStat
     )
     .map_err(|errors| anyhow::anyhow!("the benchmark configuration is invalid:\n{errors}"))?;
     let state = verdict::app::state(config, Arc::new(SystemClock))?;
-    for keys in state.engine.verifier().key_sets() {
+    for keys in state.current().engine.verifier().key_sets() {
         keys.refresh().await.context("loading the issuer's keys")?;
     }
     Ok(state)
@@ -131,7 +131,8 @@ fn bench_decide(
     let mut group = criterion.benchmark_group("decide");
 
     // The same token every time: the verified-token cache answers, the policy is still evaluated.
-    let warm_engine = &fixture.warm.engine;
+    let warm = fixture.warm.current();
+    let warm_engine = &warm.engine;
     let warm_wrong = Cell::new(0_u64);
     group.bench_function("warm_token", |bencher| {
         bencher.iter_custom(|iterations| {
@@ -150,7 +151,8 @@ fn bench_decide(
     });
 
     // A token the cache does not hold every time: the full RS256 verification, then the policy.
-    let cold_engine = &fixture.cold.engine;
+    let cold = fixture.cold.current();
+    let cold_engine = &cold.engine;
     let new_wrong = Cell::new(0_u64);
     let mut new_inputs = fixture.new_inputs.iter().cycle();
     group.bench_function("new_token", |bencher| {
@@ -185,7 +187,8 @@ fn bench_policy(
     runtime: &Runtime,
     fixture: &Fixture,
 ) -> anyhow::Result<u64> {
-    let engine = &fixture.warm.engine;
+    let warm = fixture.warm.current();
+    let engine = &warm.engine;
     let input = &fixture.warm_input;
     let bearer = input
         .authorization

@@ -7,44 +7,102 @@ mod caller;
 mod error;
 pub mod wire;
 
-use std::sync::Arc;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use arc_swap::ArcSwap;
 use axum::{Json, Router, middleware};
 use serde_json::json;
 
 pub use caller::CallerAuth;
 pub use error::ApiError;
 
+use crate::config::{PolicySource, ReloadConfig};
 use crate::decision::Engine;
+use crate::keys::KeyRefreshers;
+use crate::reload::ReloadHistory;
 use error::StrictJson;
 use wire::{DecideRequest, DecideResponse};
 
 /// The largest `/v1/decide` body accepted (DESIGN §2).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 
-/// What every handler shares.
+/// What every handler shares: the running [`Generation`], swapped whole by a reload, and the record of
+/// reloads.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
 
 #[derive(Debug)]
 pub struct Shared {
+    current: ArcSwap<Generation>,
+    pub reloads: ReloadHistory,
+    /// The refresh tasks of the running generation's key sets, while the service runs.
+    refreshers: Mutex<Option<KeyRefreshers>>,
+}
+
+/// Everything built from one configuration. A request holds the generation it started with until it
+/// ends, so a reload never changes the rules under a request in flight.
+#[derive(Debug)]
+pub struct Generation {
     pub engine: Engine,
     pub callers: CallerAuth,
     /// The configuration's revision, shown by `/readyz`.
     pub config_revision: String,
+    /// The configured listen address (a reload cannot move the listener).
+    pub listen: SocketAddr,
+    /// Where the policies came from, for the reloader to watch.
+    pub policy_source: Option<PolicySource>,
+    pub reload: ReloadConfig,
 }
 
 impl AppState {
-    pub fn new(engine: Engine, callers: CallerAuth, config_revision: String) -> Self {
+    pub fn new(generation: Generation) -> Self {
         Self(Arc::new(Shared {
-            engine,
-            callers,
-            config_revision,
+            current: ArcSwap::from_pointee(generation),
+            reloads: ReloadHistory::default(),
+            refreshers: Mutex::new(None),
         }))
+    }
+
+    /// The running generation.
+    pub fn current(&self) -> Arc<Generation> {
+        self.0.current.load_full()
+    }
+
+    /// Makes `generation` the running one, in one step, and moves key refreshing over to its key sets.
+    pub fn install(&self, generation: Generation) {
+        let generation = Arc::new(generation);
+        let mut refreshers = self.lock_refreshers();
+        self.0.current.store(Arc::clone(&generation));
+        if let Some(refreshers) = refreshers.as_mut() {
+            refreshers.keep(generation.engine.verifier().key_sets());
+        }
+    }
+
+    /// Starts refreshing the running generation's keys in the background; [`Self::stop_refreshing`]
+    /// ends it. Must be called within a Tokio runtime.
+    pub fn start_refreshing(&self) {
+        let mut refreshers = self.lock_refreshers();
+        refreshers
+            .get_or_insert_with(KeyRefreshers::default)
+            .keep(self.current().engine.verifier().key_sets());
+    }
+
+    pub fn stop_refreshing(&self) {
+        self.lock_refreshers().take();
+    }
+
+    fn lock_refreshers(&self) -> std::sync::MutexGuard<'_, Option<KeyRefreshers>> {
+        // The guarded value stays consistent even if a holder panicked: `keep` only adds or removes
+        // whole entries.
+        self.0
+            .refreshers
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -80,7 +138,7 @@ async fn decide(
         Ok(input) => input,
         Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
     };
-    let decision = state.engine.decide(&input).await;
+    let decision = state.current().engine.decide(&input).await;
     tracing::debug!(
         decision_id = %decision.decision_id,
         message_id = %input.message_id,
@@ -102,7 +160,8 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    let verifier = state.engine.verifier();
+    let generation = state.current();
+    let verifier = generation.engine.verifier();
     let issuers: Vec<_> = verifier
         .key_sets()
         .map(|keys| {
@@ -118,13 +177,14 @@ async fn readyz(State(state): State<AppState>) -> Response {
         })
         .collect();
     let ready = verifier.key_sets().all(|keys| keys.is_ready());
-    let policies = state.engine.policies();
+    let policies = generation.engine.policies();
     let body = json!({
         "ready": ready,
-        "config_revision": state.config_revision,
+        "config_revision": generation.config_revision,
         "policy_revision": policies.revision(),
         "policies": policies.len(),
         "issuers": issuers,
+        "reloads": state.reloads.to_json(),
     });
     let status = if ready {
         StatusCode::OK

@@ -8,9 +8,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
-use tokio::task::JoinSet;
 
-use crate::api::{self, AppState, CallerAuth};
+use crate::api::{self, AppState, CallerAuth, Generation};
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decision::{Decider, Engine};
@@ -27,26 +26,52 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// Builds the shared state from a configuration. Keys are not loaded yet.
 pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
-    let http = http_client()?;
-    let verifier = Verifier::new(
-        &config.issuers,
-        config.limits.max_token_bytes,
-        config.cache.max_tokens,
-        &http,
-        Arc::clone(&clock),
-    );
+    Ok(AppState::new(generation(config, None, &http_client()?, clock)))
+}
+
+/// Builds what serves requests from a configuration, taking over from `previous` what did not change:
+/// the whole verifier, with its token cache, when the issuer and limit settings are the same, or else
+/// the key sets of each issuer whose key settings are the same.
+pub fn generation(
+    config: Config,
+    previous: Option<&Generation>,
+    http: &reqwest::Client,
+    clock: SharedClock,
+) -> Generation {
+    let previous = previous.map(|generation| generation.engine.verifier());
+    let verifier = match previous {
+        Some(verifier)
+            if verifier.has_settings(
+                &config.issuers,
+                config.limits.max_token_bytes,
+                config.cache.max_tokens,
+            ) =>
+        {
+            Arc::clone(verifier)
+        }
+        _ => Arc::new(Verifier::replacing(
+            previous.map(|verifier| &**verifier),
+            &config.issuers,
+            config.limits.max_token_bytes,
+            config.cache.max_tokens,
+            http,
+            Arc::clone(&clock),
+        )),
+    };
     let decider = Decider::new(
         config.policies,
         config.headers,
         config.realm,
         config.cache.decision_ttl,
     );
-    let engine = Engine::new(verifier, decider, clock);
-    Ok(AppState::new(
-        engine,
-        CallerAuth::new(&config.callers),
-        config.revision,
-    ))
+    Generation {
+        engine: Engine::new(verifier, decider, clock),
+        callers: CallerAuth::new(&config.callers),
+        config_revision: config.revision,
+        listen: config.listen,
+        policy_source: config.policy_source,
+        reload: config.reload,
+    }
 }
 
 /// A bound, ready-to-run service.
@@ -96,6 +121,11 @@ impl Application {
         }
     }
 
+    /// The state the service runs on.
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
     /// The bound address (useful when the configuration asked for port 0).
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
@@ -106,14 +136,11 @@ impl Application {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        let mut refreshers = JoinSet::new();
-        for keys in self.state.engine.verifier().key_sets() {
-            refreshers.spawn(Arc::clone(keys).run_refresh());
-        }
+        self.state.start_refreshing();
         let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
             .await;
-        refreshers.abort_all();
+        self.state.stop_refreshing();
         served.context("serving HTTP")
     }
 }

@@ -16,6 +16,7 @@ use crate::clock::{Clock, SystemClock};
 use crate::config::{ClaimNames, Config, ProcessEnvironment};
 use crate::demo::{DEMO_LISTEN, Demo};
 use crate::offline::{self, OfflineDecider, Scenario, suite};
+use crate::reload::{self, Reloader};
 
 /// Verdict: an authorization decision service for API gateways.
 #[derive(Debug, Parser)]
@@ -234,15 +235,19 @@ async fn serve(
     demo_listen: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
-    let (application, demo) = match config_path {
+    let (application, demo, reloader) = match config_path {
         Some(path) => {
             let config = Config::load(&path, &ProcessEnvironment).map_err(|errors| {
                 anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display())
             })?;
-            (
-                Application::build(config, clock.clone(), Router::new()).await?,
-                None,
-            )
+            let application = Application::build(config, clock.clone(), Router::new()).await?;
+            let reloader = Reloader::new(
+                &path,
+                application.state().clone(),
+                clock.clone(),
+                Arc::new(ProcessEnvironment),
+            )?;
+            (application, None, Some(Arc::new(reloader)))
         }
         None => {
             let listener = tokio::net::TcpListener::bind(demo_listen)
@@ -256,6 +261,7 @@ async fn serve(
             (
                 Application::build_on(listener, config, clock.clone(), routes)?,
                 Some(issuer),
+                None,
             )
         }
     };
@@ -267,7 +273,13 @@ async fn serve(
         demo.print_instructions(&demo.sample_token(clock.now()), address)
             .context("printing the demo instructions")?;
     }
-    application.run_until_stopped(shutdown_signal()).await
+    let reloading = match reloader {
+        Some(reloader) => tokio::spawn(reloader.run()),
+        None => tokio::spawn(reload::ignore_hangups()),
+    };
+    let served = application.run_until_stopped(shutdown_signal()).await;
+    reloading.abort();
+    served
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

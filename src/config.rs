@@ -13,7 +13,7 @@ mod raw;
 use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -41,14 +41,40 @@ pub struct Config {
     pub callers: Callers,
     pub issuers: Vec<IssuerConfig>,
     pub policies: PolicySet,
+    /// Where the policies were read from; `None` when they were embedded.
+    pub policy_source: Option<PolicySource>,
     /// Upstream headers set from claims on an allow, in file order: (header, claim name).
     pub headers: Vec<(HeaderName, String)>,
     pub cache: CacheConfig,
     pub limits: Limits,
     /// The `realm` of every `WWW-Authenticate` challenge.
     pub realm: String,
+    pub reload: ReloadConfig,
     /// A short hash of the configuration text, reported by `/readyz`.
     pub revision: String,
+}
+
+/// The policy directory and schema file a configuration names, resolved against its directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySource {
+    pub directory: PathBuf,
+    pub schema: Option<PathBuf>,
+}
+
+/// Whether and how often to look for changed configuration and policy files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReloadConfig {
+    pub watch: bool,
+    pub interval: Duration,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            interval: Duration::from_secs(2),
+        }
+    }
 }
 
 /// Who may call the decision API (DESIGN §5).
@@ -84,6 +110,23 @@ pub struct IssuerConfig {
     pub jwks_refresh: JwksRefresh,
 }
 
+impl PartialEq for IssuerConfig {
+    fn eq(&self, other: &Self) -> bool {
+        let secret = |config: &Self| config.shared_secret.as_ref().map(|s| s.expose_secret().to_owned());
+        self.name == other.name
+            && self.issuer == other.issuer
+            && self.audiences == other.audiences
+            && self.keys == other.keys
+            && self.algorithms == other.algorithms
+            && self.leeway == other.leeway
+            && self.max_token_age == other.max_token_age
+            && self.required_typ == other.required_typ
+            && self.claims == other.claims
+            && secret(self) == secret(other)
+            && self.jwks_refresh == other.jwks_refresh
+    }
+}
+
 /// Where an issuer's verification keys come from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySource {
@@ -96,7 +139,7 @@ pub enum KeySource {
 }
 
 /// Which claims carry the subject, scopes, client id, roles and tenant: an issuer's `claims:`.
-#[derive(Debug, Clone, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(from = "raw::Claims")]
 pub struct ClaimNames {
     pub subject: String,
@@ -135,7 +178,7 @@ impl From<raw::Claims> for ClaimNames {
 }
 
 /// How an issuer's JWKS is kept fresh.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JwksRefresh {
     /// The refresh interval when the response carries no `Cache-Control: max-age`.
     pub default_interval: Duration,
@@ -164,7 +207,7 @@ impl Default for JwksRefresh {
 }
 
 /// The verified-token cache and the decision reuse the callout may do.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
     pub max_tokens: usize,
     /// The `cache_ttl` of an allow, capped by the token's `exp`; zero tells the proxy not to cache.
@@ -172,7 +215,7 @@ pub struct CacheConfig {
 }
 
 /// Size limits applied before any parsing.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub max_token_bytes: usize,
 }
@@ -366,6 +409,7 @@ fn validate(
         }
     }
 
+    let mut policy_source = None;
     let policies = match policy_origin {
         PolicyOrigin::Embedded(files) => PolicySet::compile(files)
             .map_err(|problems| {
@@ -385,15 +429,20 @@ fn validate(
             Some(value) => errors
                 .deserialize::<raw::Policies>("policies", value)
                 .and_then(|raw| {
-                    let directory = base_dir.join(raw.path);
-                    let schema = raw.schema.map(|schema| base_dir.join(schema));
-                    PolicySet::load_dir(&directory, schema.as_deref())
-                        .map_err(|problems| {
-                            problems
-                                .into_iter()
-                                .for_each(|problem| errors.push("policies", problem))
-                        })
-                        .ok()
+                    let source = PolicySource {
+                        directory: base_dir.join(raw.path),
+                        schema: raw.schema.map(|schema| base_dir.join(schema)),
+                    };
+                    let policies =
+                        PolicySet::load_dir(&source.directory, source.schema.as_deref())
+                            .map_err(|problems| {
+                                problems
+                                    .into_iter()
+                                    .for_each(|problem| errors.push("policies", problem))
+                            })
+                            .ok();
+                    policy_source = Some(source);
+                    policies
                 }),
         },
     };
@@ -425,6 +474,20 @@ fn validate(
             }
             Some(Limits { max_token_bytes })
         });
+    let reload = errors
+        .section::<raw::Reload>("reload", top.reload)
+        .and_then(|raw| {
+            let defaults = ReloadConfig::default();
+            let interval = raw.interval.map_or(defaults.interval, |interval| interval.0);
+            if interval < Duration::from_millis(100) {
+                errors.push("reload.interval", "must be at least 100ms");
+                return None;
+            }
+            Some(ReloadConfig {
+                watch: raw.watch.unwrap_or(defaults.watch),
+                interval,
+            })
+        });
     let realm = top.realm.unwrap_or_else(|| "api".to_owned());
     if realm.is_empty()
         || realm
@@ -442,10 +505,12 @@ fn validate(
         callers: callers?,
         issuers,
         policies: policies?,
+        policy_source,
         headers,
         cache: cache?,
         limits: limits?,
         realm,
+        reload: reload?,
         revision,
     })
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::http::HeaderName;
@@ -93,13 +94,13 @@ pub struct DecisionTrace {
 /// Verifies credentials, then lets the [`Decider`] decide.
 #[derive(Debug)]
 pub struct Engine {
-    verifier: Verifier,
+    verifier: Arc<Verifier>,
     decider: Decider,
     clock: SharedClock,
 }
 
 impl Engine {
-    pub fn new(verifier: Verifier, decider: Decider, clock: SharedClock) -> Self {
+    pub fn new(verifier: Arc<Verifier>, decider: Decider, clock: SharedClock) -> Self {
         Self {
             verifier,
             decider,
@@ -107,7 +108,7 @@ impl Engine {
         }
     }
 
-    pub fn verifier(&self) -> &Verifier {
+    pub fn verifier(&self) -> &Arc<Verifier> {
         &self.verifier
     }
 

@@ -325,3 +325,38 @@ impl IssuerKeys {
         }
     }
 }
+
+/// The background tasks that keep a changing collection of key sets fresh: one task per key set, started
+/// when the set joins and stopped when it leaves (a reload can do either).
+#[derive(Debug, Default)]
+pub struct KeyRefreshers {
+    tasks: Vec<(Arc<IssuerKeys>, tokio::task::AbortHandle)>,
+}
+
+impl KeyRefreshers {
+    /// Refreshes exactly `key_sets` from now on. Must be called within a Tokio runtime.
+    pub fn keep<'a>(&mut self, key_sets: impl Iterator<Item = &'a Arc<IssuerKeys>>) {
+        let wanted: Vec<&Arc<IssuerKeys>> = key_sets.collect();
+        self.tasks.retain(|(keys, task)| {
+            let still_wanted = wanted.iter().any(|wanted| Arc::ptr_eq(wanted, keys));
+            if !still_wanted {
+                task.abort();
+            }
+            still_wanted
+        });
+        for keys in wanted {
+            if !self.tasks.iter().any(|(running, _)| Arc::ptr_eq(running, keys)) {
+                let task = tokio::spawn(Arc::clone(keys).run_refresh());
+                self.tasks.push((Arc::clone(keys), task.abort_handle()));
+            }
+        }
+    }
+}
+
+impl Drop for KeyRefreshers {
+    fn drop(&mut self) {
+        for (_, task) in &self.tasks {
+            task.abort();
+        }
+    }
+}

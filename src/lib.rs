@@ -11,6 +11,7 @@
 //! - [`offline`]: decisions from given claims, for `verdict test` and `verdict decide`.
 //! - [`api`]: the HTTP routes, wire types and caller authentication.
 //! - [`app`]: building, binding and running the service.
+//! - [`reload`]: re-reading the configuration and policies on SIGHUP or file change, swapped in whole.
 //! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
 //! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logging, time and hashing.
 
@@ -25,5 +26,6 @@ pub mod digest;
 pub mod keys;
 pub mod offline;
 pub mod policy;
+pub mod reload;
 pub mod telemetry;
 pub mod token;

@@ -140,6 +140,7 @@ pub struct Verifier {
     // INVARIANT: issuers are chosen by exact `iss` match; keys are looked up by (issuer, kid).
     by_iss: HashMap<String, usize>,
     max_token_bytes: usize,
+    max_cached_tokens: usize,
     cache: TokenCache,
     clock: SharedClock,
 }
@@ -160,19 +161,54 @@ impl Verifier {
         http: &reqwest::Client,
         clock: SharedClock,
     ) -> Self {
+        Self::replacing(
+            None,
+            issuers,
+            max_token_bytes,
+            max_cached_tokens,
+            http,
+            clock,
+        )
+    }
+
+    /// A verifier for `issuers` that takes over the loaded key sets of `previous` for every issuer
+    /// whose name and key settings are unchanged, so a reload refetches nothing it need not. Its token
+    /// cache starts empty: a cached token was checked against the previous settings.
+    pub fn replacing(
+        previous: Option<&Self>,
+        issuers: &[IssuerConfig],
+        max_token_bytes: usize,
+        max_cached_tokens: usize,
+        http: &reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        let reusable = |config: &IssuerConfig| {
+            previous?
+                .issuers
+                .iter()
+                .find(|old| {
+                    old.config.name == config.name
+                        && old.config.issuer == config.issuer
+                        && old.config.keys == config.keys
+                        && old.config.jwks_refresh == config.jwks_refresh
+                })
+                .and_then(|old| old.keys.clone())
+        };
         let issuers: Vec<TrustedIssuer> = issuers
             .iter()
             .map(|config| TrustedIssuer {
                 keys: match config.keys {
                     KeySource::SharedSecretOnly => None,
-                    _ => Some(Arc::new(IssuerKeys::new(
-                        config.name.clone(),
-                        config.issuer.clone(),
-                        config.keys.clone(),
-                        config.jwks_refresh,
-                        http.clone(),
-                        Arc::clone(&clock),
-                    ))),
+                    _ => Some(reusable(config).unwrap_or_else(|| {
+                        Arc::new(IssuerKeys::new(
+                            config.name.clone(),
+                            config.issuer.clone(),
+                            config.keys.clone(),
+                            config.jwks_refresh,
+                            http.clone(),
+                            Arc::clone(&clock),
+                        ))
+                    })),
                 },
                 hmac_key: config
                     .shared_secret
@@ -190,9 +226,28 @@ impl Verifier {
             issuers,
             by_iss,
             max_token_bytes,
+            max_cached_tokens,
             cache: TokenCache::new(max_cached_tokens),
             clock,
         }
+    }
+
+    /// Whether this verifier was built from exactly these settings, so a reload can keep it, and its
+    /// token cache, as it is.
+    pub fn has_settings(
+        &self,
+        issuers: &[IssuerConfig],
+        max_token_bytes: usize,
+        max_cached_tokens: usize,
+    ) -> bool {
+        self.max_token_bytes == max_token_bytes
+            && self.max_cached_tokens == max_cached_tokens
+            && self.issuers.len() == issuers.len()
+            && self
+                .issuers
+                .iter()
+                .zip(issuers)
+                .all(|(issuer, config)| issuer.config == *config)
     }
 
     /// Every issuer's key set, to load and refresh.

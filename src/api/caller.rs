@@ -66,7 +66,7 @@ pub async fn require_caller(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.callers.admits(&request) {
+    if state.current().callers.admits(&request) {
         next.run(request).await
     } else {
         ApiError::UnauthenticatedCaller.into_response()

@@ -20,6 +20,14 @@ pub(super) struct Top {
     pub cache: Option<Value>,
     pub limits: Option<Value>,
     pub realm: Option<String>,
+    pub reload: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Reload {
+    pub watch: Option<bool>,
+    pub interval: Option<HumanDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

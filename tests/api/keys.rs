@@ -24,7 +24,7 @@ fn allowed(decision: &Value) -> bool {
 }
 
 async fn refresh_if_due(app: &TestApp) {
-    for keys in app.state.engine.verifier().key_sets() {
+    for keys in app.state.current().engine.verifier().key_sets() {
         keys.refresh_if_due().await;
     }
 }
@@ -186,7 +186,7 @@ async fn failed_or_empty_fetches_never_evict_good_keys() {
         // Within the staleness budget (2h) across all cases, so only the failures are under test.
         app.advance(Duration::from_secs(600));
         now += 600;
-        for keys in app.state.engine.verifier().key_sets() {
+        for keys in app.state.current().engine.verifier().key_sets() {
             assert!(
                 keys.refresh().await.is_err(),
                 "{case}: the fetch must count as failed"
@@ -292,7 +292,7 @@ async fn discovery_finds_the_key_set_and_must_name_the_same_issuer() {
         &format!("issuer: \"{}/\"", server.issuer()),
     );
     let app = TestApp::start_without_keys(&slashed);
-    for keys in app.state.engine.verifier().key_sets() {
+    for keys in app.state.current().engine.verifier().key_sets() {
         let error = keys
             .refresh()
             .await
@@ -309,7 +309,7 @@ async fn verified_tokens_are_cached_but_policy_runs_on_every_request() {
     let server = KeyServer::start(&[key]).await;
     let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
     let token = token(key, &server.issuer(), T0, "alice");
-    let cache = || app.state.engine.verifier().cache().len();
+    let cache = || app.state.current().engine.verifier().cache().len();
 
     assert!(allowed(&app.decide_token(&token).await));
     assert_eq!(cache(), 1);
@@ -366,7 +366,7 @@ async fn the_token_cache_is_bounded() {
                 .await
         ));
     }
-    let cached = app.state.engine.verifier().cache().len();
+    let cached = app.state.current().engine.verifier().cache().len();
     assert!((1..=16).contains(&cached), "{cached} tokens cached");
 }
 
@@ -392,8 +392,8 @@ async fn hmac_tokens_with_a_kid_are_served_from_the_cache() {
         URL_SAFE_NO_PAD.encode(signature.as_ref())
     );
 
-    let first = app.state.engine.decide(&input(&token)).await;
-    let second = app.state.engine.decide(&input(&token)).await;
+    let first = app.state.current().engine.decide(&input(&token)).await;
+    let second = app.state.current().engine.decide(&input(&token)).await;
     assert!(first.allow && second.allow, "{first:?}");
     assert_eq!(
         (first.trace.token_cache_hit, second.trace.token_cache_hit),
