@@ -10,11 +10,11 @@ pub mod wire;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use arc_swap::ArcSwap;
 use axum::{Json, Router, middleware};
 use serde_json::json;
 

@@ -26,7 +26,12 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
 
 /// Builds the shared state from a configuration. Keys are not loaded yet.
 pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
-    Ok(AppState::new(generation(config, None, &http_client()?, clock)))
+    Ok(AppState::new(generation(
+        config,
+        None,
+        &http_client()?,
+        clock,
+    )))
 }
 
 /// Builds what serves requests from a configuration, taking over from `previous` what did not change:

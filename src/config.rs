@@ -112,7 +112,12 @@ pub struct IssuerConfig {
 
 impl PartialEq for IssuerConfig {
     fn eq(&self, other: &Self) -> bool {
-        let secret = |config: &Self| config.shared_secret.as_ref().map(|s| s.expose_secret().to_owned());
+        let secret = |config: &Self| {
+            config
+                .shared_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_owned())
+        };
         self.name == other.name
             && self.issuer == other.issuer
             && self.audiences == other.audiences
@@ -433,14 +438,13 @@ fn validate(
                         directory: base_dir.join(raw.path),
                         schema: raw.schema.map(|schema| base_dir.join(schema)),
                     };
-                    let policies =
-                        PolicySet::load_dir(&source.directory, source.schema.as_deref())
-                            .map_err(|problems| {
-                                problems
-                                    .into_iter()
-                                    .for_each(|problem| errors.push("policies", problem))
-                            })
-                            .ok();
+                    let policies = PolicySet::load_dir(&source.directory, source.schema.as_deref())
+                        .map_err(|problems| {
+                            problems
+                                .into_iter()
+                                .for_each(|problem| errors.push("policies", problem))
+                        })
+                        .ok();
                     policy_source = Some(source);
                     policies
                 }),
@@ -478,7 +482,9 @@ fn validate(
         .section::<raw::Reload>("reload", top.reload)
         .and_then(|raw| {
             let defaults = ReloadConfig::default();
-            let interval = raw.interval.map_or(defaults.interval, |interval| interval.0);
+            let interval = raw
+                .interval
+                .map_or(defaults.interval, |interval| interval.0);
             if interval < Duration::from_millis(100) {
                 errors.push("reload.interval", "must be at least 100ms");
                 return None;

@@ -30,6 +30,15 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [Self; 6] = [
+        Self::None,
+        Self::InvalidRequest,
+        Self::InvalidToken,
+        Self::InsufficientScope,
+        Self::AccessDenied,
+        Self::TemporarilyUnavailable,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::None => "",

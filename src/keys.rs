@@ -345,7 +345,11 @@ impl KeyRefreshers {
             still_wanted
         });
         for keys in wanted {
-            if !self.tasks.iter().any(|(running, _)| Arc::ptr_eq(running, keys)) {
+            if !self
+                .tasks
+                .iter()
+                .any(|(running, _)| Arc::ptr_eq(running, keys))
+            {
                 let task = tokio::spawn(Arc::clone(keys).run_refresh());
                 self.tasks.push((Arc::clone(keys), task.abort_handle()));
             }

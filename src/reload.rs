@@ -47,7 +47,8 @@ impl ReloadHistory {
 
     fn record_failure(&self, at: u64, error: String) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        self.last_failure.store(Some(Arc::new(Failure { at, error })));
+        self.last_failure
+            .store(Some(Arc::new(Failure { at, error })));
     }
 
     pub fn succeeded(&self) -> u64 {
@@ -64,9 +65,10 @@ impl ReloadHistory {
             0 => Value::Null,
             at => Value::from(rfc3339(at)),
         };
-        let last_failure = self.last_failure.load().as_deref().map_or(Value::Null, |failure| {
-            json!({ "at": rfc3339(failure.at), "error": failure.error })
-        });
+        let last_failure = self.last_failure.load().as_deref().map_or(
+            Value::Null,
+            |failure| json!({ "at": rfc3339(failure.at), "error": failure.error }),
+        );
         json!({
             "succeeded": self.succeeded(),
             "failed": self.failed(),
@@ -187,12 +189,8 @@ impl Reloader {
                 "`listen` changed; restart to move the listener"
             );
         }
-        let generation = crate::app::generation(
-            config,
-            Some(&current),
-            &self.http,
-            Arc::clone(&self.clock),
-        );
+        let generation =
+            crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock));
         // Keys of an issuer new to this generation load before it serves, as they do at start.
         let running: Vec<_> = current.engine.verifier().key_sets().cloned().collect();
         for keys in generation.engine.verifier().key_sets() {
@@ -269,7 +267,10 @@ fn fingerprint(config: &Path, policies: Option<&PolicySource>) -> String {
                 let mut files: Vec<PathBuf> = entries
                     .filter_map(Result::ok)
                     .map(|entry| entry.path())
-                    .filter(|path| path.extension().is_some_and(|extension| extension == "cedar"))
+                    .filter(|path| {
+                        path.extension()
+                            .is_some_and(|extension| extension == "cedar")
+                    })
                     .collect();
                 files.sort();
                 files.iter().for_each(|file| add(file));

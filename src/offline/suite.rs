@@ -138,6 +138,20 @@ fn run_file(path: &Path, out: &mut dyn fmt::Write) -> Result<(usize, usize), Str
     if file.cases.is_empty() {
         return Err("`cases` is empty".to_owned());
     }
+    for (index, case) in file.cases.iter().enumerate() {
+        if let Some(error) = &case.expect.error
+            && !ErrorCode::ALL.iter().any(|code| code.as_str() == error)
+        {
+            let known: Vec<String> = ErrorCode::ALL
+                .iter()
+                .map(|code| format!("`{}`", code.as_str()))
+                .collect();
+            return Err(format!(
+                "cases[{index}].expect.error: unknown error `{error}`; expected one of {}",
+                known.join(", ")
+            ));
+        }
+    }
     let decider = OfflineDecider::new(policies, file.claims);
 
     let (mut passed, mut failed) = (0, 0);

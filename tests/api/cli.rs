@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use crate::config::tempdir;
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key};
 
-fn verdict() -> Command {
+pub fn verdict() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_verdict"));
     command.env_remove("VERDICT_CONFIG").env("RUST_LOG", "info");
     command
@@ -86,7 +86,7 @@ fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> 
     receiver
 }
 
-fn output(command: &mut Command) -> (ExitStatus, String, String) {
+pub fn output(command: &mut Command) -> (ExitStatus, String, String) {
     let output = command.output().unwrap();
     (
         output.status,
@@ -313,4 +313,165 @@ async fn the_demo_prints_a_token_and_curl_commands_that_allow_and_deny() {
         (json!(false), json!(403)),
         "{denied}"
     );
+}
+
+async fn readyz(address: &str) -> Value {
+    let response = reqwest::get(format!("http://{address}/readyz"))
+        .await
+        .unwrap();
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+/// Polls `/readyz` until `done` holds; a bounded wait for the process to act, not a timing assertion.
+async fn wait_readyz(address: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    for _ in 0..600 {
+        let body = readyz(address).await;
+        if done(&body) {
+            return body;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} never happened: {}", readyz(address).await);
+}
+
+/// A configuration trusting `server` with its own policy directory holding `policy`, plus `extra`.
+fn write_reloadable_config(server: &KeyServer, policy: &str, extra: &str) -> std::path::PathBuf {
+    let directory = tempdir();
+    std::fs::create_dir_all(directory.join("policies")).unwrap();
+    std::fs::write(directory.join("policies/main.cedar"), policy).unwrap();
+    let path = directory.join("verdict.yaml");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ncallers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\npolicies: {{ path: policies }}\n{extra}",
+        server.issuer(),
+        server.jwks_uri(),
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn policy_named(id: &str) -> String {
+    format!("@id(\"{id}\") permit(principal, action, resource);\n")
+}
+
+async fn decided_by(address: &str, token: &str) -> Value {
+    let request =
+        json!({ "authorization": format!("Bearer {token}"), "method": "GET", "path": "/orders/7" });
+    let (status, decision) = post_decide(address, "", request).await;
+    assert_eq!(status, 200, "{decision}");
+    decision["policies"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_policies_and_a_bad_set_is_refused_while_serving_on() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let config = write_reloadable_config(
+        &server,
+        &policy_named("first"),
+        "reload: { watch: false }\n",
+    );
+    let serve = Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    let started = wait_ready(&address).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = key.sign(&claims(&server.issuer(), now));
+    assert_eq!(decided_by(&address, &token).await, json!(["first"]));
+
+    let policy_file = config.parent().unwrap().join("policies/main.cedar");
+    std::fs::write(&policy_file, policy_named("second")).unwrap();
+    let pid = serve.child.id().to_string();
+    let hangup = || {
+        assert!(
+            Command::new("kill")
+                .args(["-HUP", &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+    };
+    hangup();
+    let reloaded = wait_readyz(&address, "a reload on SIGHUP", |body| {
+        body["reloads"]["succeeded"] == 1
+    })
+    .await;
+    assert_ne!(reloaded["policy_revision"], started["policy_revision"]);
+    assert_eq!(decided_by(&address, &token).await, json!(["second"]));
+
+    std::fs::write(&policy_file, "permit(principal, action, resource").unwrap();
+    hangup();
+    let refused = wait_readyz(&address, "a refused reload", |body| {
+        body["reloads"]["failed"] == 1
+    })
+    .await;
+    assert_eq!(refused["policy_revision"], reloaded["policy_revision"]);
+    let error = refused["reloads"]["last_failure"]["error"]
+        .as_str()
+        .unwrap();
+    assert!(error.contains("main.cedar:1:"), "{error}");
+    Server::wait_for(&serve.stderr, "reload failed");
+    assert_eq!(decided_by(&address, &token).await, json!(["second"]));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_policy_file_is_picked_up_without_a_signal() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let config = write_reloadable_config(
+        &server,
+        &policy_named("first"),
+        "reload: { interval: 100ms }\n",
+    );
+    let serve = Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    wait_ready(&address).await;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = key.sign(&claims(&server.issuer(), now));
+    assert_eq!(decided_by(&address, &token).await, json!(["first"]));
+
+    std::fs::write(
+        config.parent().unwrap().join("policies/main.cedar"),
+        policy_named("watched"),
+    )
+    .unwrap();
+    wait_readyz(&address, "a reload on a file change", |body| {
+        body["reloads"]["succeeded"] == 1
+    })
+    .await;
+    assert_eq!(decided_by(&address, &token).await, json!(["watched"]));
+    Server::wait_for(&serve.stderr, "configuration reloaded");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_demo_survives_sighup() {
+    let serve = Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--demo-listen", "127.0.0.1:0"]);
+        command
+    });
+    let address = serve.address();
+    wait_ready(&address).await;
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    Server::wait_for(&serve.stderr, "nothing to reload");
+    wait_ready(&address).await;
 }

@@ -278,13 +278,13 @@ impl TestApp {
         Self::from_config(parse_config(yaml))
     }
 
-    fn from_config(config: Config) -> Self {
+    pub fn from_config(config: Config) -> Self {
         let clock = ManualClock::starting_at(T0);
         let state = verdict::app::state(config, clock.clone()).unwrap_or_else(|e| panic!("{e:#}"));
         Self { state, clock }
     }
 
-    async fn with_keys_loaded(self) -> Self {
+    pub async fn with_keys_loaded(self) -> Self {
         for keys in self.state.current().engine.verifier().key_sets() {
             keys.refresh()
                 .await

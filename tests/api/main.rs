@@ -14,3 +14,5 @@ mod config;
 mod helpers;
 mod keys;
 mod policy;
+mod reload;
+mod toolkit;

@@ -220,3 +220,89 @@ async fn an_allow_carries_the_principal_and_the_mapped_headers() {
         "{id}"
     );
 }
+
+const ANNOTATED: &str = r#"
+@id("read")
+@scope("orders:read")
+permit (principal, action == Action::"GET", resource) when { principal.scopes.contains("orders:read") };
+
+@id("write")
+@scope("orders:write orders:audit")
+permit (principal, action == Action::"POST", resource)
+when { principal.scopes.contains("orders:write") && principal.scopes.contains("orders:audit") };
+
+@id("fresh-token-for-refunds")
+@error("invalid_token")
+@description("refunds need a token issued in the last 5 minutes")
+forbid (principal, action, resource == Route::"/refunds")
+when { context.time.unix - context.token.iat > 300 };
+
+@id("no-acme-deletes")
+forbid (principal, action == Action::"DELETE", resource) when { principal.tenant == "acme" };
+"#;
+
+#[tokio::test]
+async fn annotations_decide_what_a_deny_reports() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let app = TestApp::start_with_policies(&config_yaml(&server, ""), ANNOTATED).await;
+    let realm = "Bearer realm=\"api\"";
+    let cases = [
+        (
+            "a permit that would apply with its scope: insufficient_scope naming it",
+            json!({ "scope": "orders:read" }),
+            "POST",
+            "/orders",
+            (403, "insufficient_scope", "write"),
+            format!(
+                "{realm}, error=\"insufficient_scope\", error_description=\"the token lacks a scope this route requires\", scope=\"orders:write orders:audit\""
+            ),
+        ),
+        (
+            "no scope at all: the first permit that would apply answers",
+            json!({ "scope": "" }),
+            "GET",
+            "/orders",
+            (403, "insufficient_scope", "read"),
+            format!(
+                "{realm}, error=\"insufficient_scope\", error_description=\"the token lacks a scope this route requires\", scope=\"orders:read\""
+            ),
+        ),
+        (
+            "an annotated forbid: its error, status and description",
+            json!({ "scope": "orders:read", "iat": T0 - 600 }),
+            "GET",
+            "/refunds",
+            (401, "invalid_token", "fresh-token-for-refunds"),
+            format!(
+                "{realm}, error=\"invalid_token\", error_description=\"refunds need a token issued in the last 5 minutes\""
+            ),
+        ),
+        (
+            "a plain forbid: access_denied without a challenge",
+            json!({ "scope": "orders:read" }),
+            "DELETE",
+            "/orders/1",
+            (403, "access_denied", "no-acme-deletes"),
+            String::new(),
+        ),
+    ];
+    for (name, overrides, method, path, (status, error, policy), challenge) in cases {
+        let mut token_claims = claims(&server.issuer(), T0);
+        for (claim, value) in overrides.as_object().unwrap() {
+            token_claims[claim] = value.clone();
+        }
+        let token = key.sign(&token_claims);
+        let decision = app
+            .decide(json!({ "authorization": format!("Bearer {token}"), "method": method, "path": path }))
+            .await;
+        assert_eq!(decision["allow"], false, "{name}: {decision}");
+        assert_eq!(decision["status"], status, "{name}: {decision}");
+        assert_eq!(decision["error"], error, "{name}: {decision}");
+        assert_eq!(decision["policies"], json!([policy]), "{name}: {decision}");
+        assert_eq!(
+            decision["www_authenticate"], challenge,
+            "{name}: {decision}"
+        );
+    }
+}
