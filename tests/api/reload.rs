@@ -197,8 +197,8 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
     )
     .unwrap();
 
-    type Breakage = Box<dyn Fn(&Reloadable)>;
-    let cases: Vec<(&str, Breakage, &str)> = vec![
+    type Breakage<'a> = Box<dyn Fn(&Reloadable) + 'a>;
+    let cases: Vec<(&str, Breakage<'_>, &str)> = vec![
         (
             "a syntax error",
             Box::new(|s: &Reloadable| {
