@@ -7,6 +7,7 @@
 
 mod entities;
 mod reasons;
+mod slices;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Write as _;
@@ -84,7 +85,8 @@ fn file_name(path: &Path) -> String {
 /// A compiled, validated policy set, ready to evaluate requests.
 #[derive(Debug)]
 pub struct PolicySet {
-    policies: cedar_policy::PolicySet,
+    /// The policies, cut by the method and first path segment they can apply to.
+    slices: slices::Slices,
     extensions: entities::ExtensionValues,
     authorizer: Authorizer,
     /// The deny reasons of annotated forbids, with their position in the files (earlier wins).
@@ -93,13 +95,15 @@ pub struct PolicySet {
     scope_permits: Vec<ScopePermit>,
     /// A short hash of every file's name and text.
     revision: String,
-    policy_count: usize,
+    /// Every policy's id, in file order.
+    ids: Vec<String>,
 }
 
 #[derive(Debug)]
 struct ScopePermit {
     id: String,
     reason: DenyReason,
+    reach: slices::Reach,
     alone: cedar_policy::PolicySet,
 }
 
@@ -221,6 +225,7 @@ impl PolicySet {
         let mut origin: HashMap<PolicyId, usize> = HashMap::new();
         let mut forbid_reasons = HashMap::new();
         let mut scope_permits = Vec::new();
+        let mut reaches = Vec::new();
         for (file_index, file) in files.iter().enumerate() {
             let parsed = match cedar_policy::PolicySet::from_str(&file.text) {
                 Ok(parsed) => parsed,
@@ -259,6 +264,7 @@ impl PolicySet {
                     continue;
                 }
                 let policy = policy.new_id(policy_id.clone());
+                let reach = slices::Reach::of(&policy);
                 match reasons::read(&policy) {
                     Ok(None) => {}
                     Ok(Some(reason)) if policy.effect() == Effect::Forbid => {
@@ -272,6 +278,7 @@ impl PolicySet {
                         scope_permits.push(ScopePermit {
                             id: id.clone(),
                             reason,
+                            reach: reach.clone(),
                             alone,
                         });
                     }
@@ -282,10 +289,11 @@ impl PolicySet {
                         ));
                     }
                 }
-                if let Err(error) = policies.add(policy) {
+                if let Err(error) = policies.add(policy.clone()) {
                     problems.push(format!("`{}`: {error}", file.name));
                     continue;
                 }
+                reaches.push((policy, reach));
                 origin.insert(policy_id, file_index);
             }
         }
@@ -322,9 +330,14 @@ impl PolicySet {
         if let Some(schema) = &schema {
             let _ = write!(fingerprint, "{}\0{}", schema.name, schema.text);
         }
+        let slices = slices::Slices::build(reaches.iter().map(|(policy, reach)| (policy, reach)))
+            .map_err(|error| vec![format!("cannot index the policies: {error}")])?;
         Ok(Self {
-            policy_count: origin.len(),
-            policies,
+            ids: reaches
+                .iter()
+                .map(|(policy, _)| policy.id().to_string())
+                .collect(),
+            slices,
             extensions: entities::ExtensionValues::new(),
             authorizer: Authorizer::new(),
             forbid_reasons,
@@ -338,14 +351,19 @@ impl PolicySet {
         &self.revision
     }
 
+    /// Every policy's id, in file order.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
     /// How many policies the set holds.
     pub fn len(&self) -> usize {
-        self.policy_count
+        self.ids.len()
     }
 
     /// Whether the set holds no policy (every request would be denied).
     pub fn is_empty(&self) -> bool {
-        self.policy_count == 0
+        self.ids.is_empty()
     }
 
     /// Decides one request. Any failure to build the request denies (fail closed).
@@ -361,21 +379,21 @@ impl PolicySet {
                 };
             }
         };
-        let response = self
-            .authorizer
-            .is_authorized(&cedar_request, &self.policies, &entities);
-        let allow = response.decision() == Decision::Allow;
-        let mut determining: Vec<String> = response
-            .diagnostics()
-            .reason()
-            .map(|id| id.to_string())
-            .collect();
+        let answer = self.slices.authorize(
+            &self.authorizer,
+            &cedar_request,
+            &entities,
+            request.method,
+            request.path,
+        );
+        let allow = answer.allow();
+        let mut determining = if allow {
+            answer.satisfied_permits
+        } else {
+            answer.satisfied_forbids
+        };
         determining.sort();
-        let mut errors: Vec<String> = response
-            .diagnostics()
-            .errors()
-            .map(ToString::to_string)
-            .collect();
+        let mut errors = answer.errors;
         let mut reason = DenyReason::default();
         if !allow {
             if determining.is_empty() {
@@ -405,7 +423,15 @@ impl PolicySet {
         request: &PolicyRequest<'_>,
         errors: &mut Vec<String>,
     ) -> Option<&ScopePermit> {
-        self.scope_permits.iter().find(|permit| {
+        let segment = request
+            .path
+            .strip_prefix('/')
+            .and_then(|path| path.split('/').next());
+        let in_reach = self
+            .scope_permits
+            .iter()
+            .filter(|permit| permit.reach.admits(request.method, segment));
+        in_reach.into_iter().find(|permit| {
             match entities::build_with_scopes(request, &self.extensions, permit.reason.scopes()) {
                 Ok((cedar_request, entities)) => {
                     self.authorizer
@@ -505,10 +531,7 @@ mod tests {
             "@id(\"first\") permit(principal, action, resource);\npermit(principal, action, resource);",
         )]);
         let set = set.ok();
-        let ids: Vec<String> = set
-            .iter()
-            .flat_map(|s| s.policies.policies().map(|p| p.id().to_string()))
-            .collect();
+        let ids: Vec<String> = set.iter().flat_map(|s| s.ids().iter().cloned()).collect();
         assert!(ids.contains(&"first".to_owned()), "{ids:?}");
         assert!(ids.contains(&"a.cedar#1".to_owned()), "{ids:?}");
     }
@@ -531,5 +554,105 @@ mod tests {
             problems,
             vec!["`b.cedar`: duplicate policy id `same`".to_owned()]
         );
+    }
+
+    /// Slicing must not change any decision: every request gets what evaluating all policies gives.
+    #[test]
+    fn slices_decide_as_the_whole_set_does() {
+        let text = r#"
+            @id("get-a") permit(principal, action == Action::"GET", resource) when { resource.path like "/a/*" };
+            @id("write-a") permit(principal, action in [Action::"POST", Action::"PUT"], resource)
+                when { principal.scopes.contains("w") && resource.path like "/a/*" };
+            @id("any-b") permit(principal, action, resource) when { resource.path like "/b/*" };
+            @id("route-eq") permit(principal, action, resource == Route::"/c/exact");
+            @id("prefix-no-segment") permit(principal, action == Action::"GET", resource) when { resource.path like "/a*" };
+            @id("everything-delete") permit(principal, action == Action::"DELETE", resource);
+            @id("forbid-admin") forbid(principal, action, resource) when { resource.path like "/a/admin*" };
+            @id("forbid-no-w") forbid(principal, action == Action::"PUT", resource) unless { principal.scopes.contains("w") };
+            @id("errors") permit(principal, action, resource) when { principal.claims.missing == 1 };
+        "#;
+        let set =
+            PolicySet::compile(vec![file("p.cedar", text)]).unwrap_or_else(|p| panic!("{p:?}"));
+        let mut whole = cedar_policy::PolicySet::new();
+        for policy in cedar_policy::PolicySet::from_str(text)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .policies()
+        {
+            let id = policy
+                .annotation(ID_ANNOTATION)
+                .unwrap_or_default()
+                .to_owned();
+            whole
+                .add(policy.new_id(PolicyId::new(id)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let claims = serde_json::Map::new();
+        let apigee = ApigeeContext::default();
+        let headers = BTreeMap::new();
+        let mut checked = 0;
+        for scopes in [vec![], vec!["w".to_owned()]] {
+            let principal = PreparedPrincipal::new(&Principal {
+                kind: PrincipalKind::User,
+                id: "alice",
+                issuer: "",
+                subject: "alice",
+                client_id: "",
+                tenant: "",
+                scopes: &scopes,
+                roles: &[],
+                claims: &claims,
+            })
+            .unwrap_or_else(|e| panic!("{e}"));
+            for method in ["GET", "POST", "PUT", "DELETE", "PURGE"] {
+                for path in [
+                    "/",
+                    "/a",
+                    "/a/x",
+                    "/ab/x",
+                    "/a/admin/y",
+                    "/b/y",
+                    "/c/exact",
+                    "/c/other",
+                ] {
+                    let request = PolicyRequest {
+                        principal: &principal,
+                        token: TokenFacts {
+                            kid: "",
+                            typ: "",
+                            iat: None,
+                            exp: 0,
+                        },
+                        method,
+                        path,
+                        host: "",
+                        query: "",
+                        apigee: &apigee,
+                        client_ip: None,
+                        headers: &headers,
+                        now: 0,
+                    };
+                    let sliced = set.evaluate(&request);
+                    let (cedar_request, entities) = entities::build(&request, &set.extensions)
+                        .unwrap_or_else(|e| panic!("{e}"));
+                    let expected =
+                        Authorizer::new().is_authorized(&cedar_request, &whole, &entities);
+                    let mut reasons: Vec<String> = expected
+                        .diagnostics()
+                        .reason()
+                        .map(ToString::to_string)
+                        .collect();
+                    reasons.sort();
+                    let case = format!("{method} {path} {scopes:?}");
+                    assert_eq!(
+                        sliced.allow,
+                        expected.decision() == Decision::Allow,
+                        "{case}"
+                    );
+                    assert_eq!(sliced.determining, reasons, "{case}");
+                    checked += 1;
+                }
+            }
+        }
+        assert_eq!(checked, 80);
     }
 }

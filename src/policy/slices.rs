@@ -1,0 +1,299 @@
+//! Policy slices: each request is evaluated against only the policies that could apply to its method and
+//! the first segment of its path, so a large policy set costs in proportion to what concerns a request.
+//!
+//! What a policy can apply to, its [`Reach`], is read at load from its action constraint (`action ==
+//! Action::"GET"`, `action in [...]`) and from a literal path prefix: `resource == Route::"/a/b"` in its
+//! head, or a `resource.path like "/a/..."` conjunct of a `when` clause. A policy left out of a request's
+//! slice could not have been satisfied by it, so the decision is the same as evaluating every policy.
+//! (Action entities carry no parents here, so `action in [...]` is membership in the list.)
+
+use std::collections::{BTreeSet, HashMap};
+
+use cedar_policy::{
+    ActionConstraint, Authorizer, Decision, Entities, EntityUid, Policy, PolicySet, Request,
+    ResourceConstraint, Response,
+};
+use serde_json::Value;
+
+/// The entity types whose ids a policy's head names: methods and routes.
+const ACTION_TYPE: &str = "Action";
+const ROUTE_TYPE: &str = "Route";
+
+/// The requests a policy can apply to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Reach {
+    /// The methods it names, or `None` for any.
+    methods: Option<BTreeSet<String>>,
+    /// The first path segment it requires, if it requires one.
+    segment: Option<String>,
+}
+
+impl Reach {
+    pub(super) fn of(policy: &Policy) -> Self {
+        let methods = match policy.action_constraint() {
+            ActionConstraint::Any => None,
+            ActionConstraint::Eq(action) => Some(action_ids([action].iter())),
+            ActionConstraint::In(actions) => Some(action_ids(actions.iter())),
+        };
+        let head_segment = match policy.resource_constraint() {
+            ResourceConstraint::Eq(route) if route.type_name().to_string() == ROUTE_TYPE => {
+                first_segment(route.id().unescaped()).map(str::to_owned)
+            }
+            _ => None,
+        };
+        let segment = head_segment.or_else(|| {
+            let est = policy.to_json().ok()?;
+            condition_segment(&est)
+        });
+        Self { methods, segment }
+    }
+
+    /// Whether a request with `method` whose path's first segment is `segment` may be in reach.
+    pub(super) fn admits(&self, method: &str, segment: Option<&str>) -> bool {
+        let method_ok = self
+            .methods
+            .as_ref()
+            .is_none_or(|methods| methods.contains(method));
+        let segment_ok = self
+            .segment
+            .as_deref()
+            .is_none_or(|required| segment == Some(required));
+        method_ok && segment_ok
+    }
+}
+
+fn action_ids<'a>(actions: impl Iterator<Item = &'a EntityUid>) -> BTreeSet<String> {
+    actions
+        .filter(|action| action.type_name().to_string() == ACTION_TYPE)
+        .map(|action| action.id().unescaped().to_owned())
+        .collect()
+}
+
+/// The first segment of a path, when the path is long enough to show all of it (`/a/...`).
+fn first_segment(path: &str) -> Option<&str> {
+    let (segment, _) = path.strip_prefix('/')?.split_once('/')?;
+    (!segment.is_empty()).then_some(segment)
+}
+
+/// The segment a `resource.path like "/segment/..."` conjunct of some `when` clause requires, read from
+/// the policy's JSON form.
+fn condition_segment(est: &Value) -> Option<String> {
+    est.get("conditions")?
+        .as_array()?
+        .iter()
+        .filter(|condition| condition.get("kind").and_then(Value::as_str) == Some("when"))
+        .filter_map(|condition| condition.get("body"))
+        .find_map(conjunct_segment)
+}
+
+fn conjunct_segment(expression: &Value) -> Option<String> {
+    if let Some(and) = expression.get("&&") {
+        return and
+            .get("left")
+            .and_then(conjunct_segment)
+            .or_else(|| and.get("right").and_then(conjunct_segment));
+    }
+    let like = expression.get("like")?;
+    let attribute = like.get("left")?.get(".")?;
+    let on_resource = attribute.get("left")?.get("Var")?.as_str() == Some("resource");
+    if !on_resource || attribute.get("attr")?.as_str() != Some("path") {
+        return None;
+    }
+    // The pattern is a list of `{"Literal": "c"}` (one character each) and `"Wildcard"` elements.
+    let prefix: String = like
+        .get("pattern")?
+        .as_array()?
+        .iter()
+        .map_while(|element| element.get("Literal").and_then(Value::as_str))
+        .collect();
+    first_segment(&prefix).map(str::to_owned)
+}
+
+/// A policy set cut into slices by method and first path segment.
+#[derive(Debug, Default)]
+pub(super) struct Slices {
+    by_method: HashMap<String, MethodSlices>,
+    /// For a method no policy names: the policies that name none.
+    other_methods: MethodSlices,
+}
+
+#[derive(Debug, Default)]
+struct MethodSlices {
+    /// Policies that require no path segment.
+    any_path: Option<PolicySet>,
+    by_segment: HashMap<String, PolicySet>,
+}
+
+impl MethodSlices {
+    fn add(&mut self, policy: &Policy, segment: Option<&String>) -> Result<(), String> {
+        let set = match segment {
+            None => self.any_path.get_or_insert_with(PolicySet::new),
+            Some(segment) => self.by_segment.entry(segment.clone()).or_default(),
+        };
+        set.add(policy.clone()).map_err(|error| error.to_string())
+    }
+}
+
+impl Slices {
+    pub(super) fn build<'a>(
+        policies: impl Iterator<Item = (&'a Policy, &'a Reach)> + Clone,
+    ) -> Result<Self, String> {
+        let mut slices = Self::default();
+        for (_, reach) in policies.clone() {
+            for method in reach.methods.iter().flatten() {
+                slices.by_method.entry(method.clone()).or_default();
+            }
+        }
+        for (policy, reach) in policies {
+            let segment = reach.segment.as_ref();
+            match &reach.methods {
+                Some(methods) => {
+                    for method in methods {
+                        if let Some(slice) = slices.by_method.get_mut(method) {
+                            slice.add(policy, segment)?;
+                        }
+                    }
+                }
+                None => {
+                    for slice in slices.by_method.values_mut() {
+                        slice.add(policy, segment)?;
+                    }
+                    slices.other_methods.add(policy, segment)?;
+                }
+            }
+        }
+        Ok(slices)
+    }
+
+    /// Authorizes `request` for `method` and `path` against the policies in reach, with the answer
+    /// evaluating every policy would give: allow when a permit and no forbid was satisfied, and the
+    /// satisfied forbids (on a deny) or permits (on an allow) as the reasons.
+    pub(super) fn authorize(
+        &self,
+        authorizer: &Authorizer,
+        request: &Request,
+        entities: &Entities,
+        method: &str,
+        path: &str,
+    ) -> Outcome {
+        let slices = self.by_method.get(method).unwrap_or(&self.other_methods);
+        let segment_slice = path
+            .strip_prefix('/')
+            .and_then(|path| path.split('/').next())
+            .and_then(|segment| slices.by_segment.get(segment));
+        let mut outcome = Outcome::default();
+        for set in [slices.any_path.as_ref(), segment_slice]
+            .into_iter()
+            .flatten()
+        {
+            outcome.merge(&authorizer.is_authorized(request, set, entities));
+        }
+        outcome
+    }
+}
+
+/// Cedar's answer over several slices.
+#[derive(Debug, Default)]
+pub(super) struct Outcome {
+    pub(super) satisfied_permits: Vec<String>,
+    pub(super) satisfied_forbids: Vec<String>,
+    pub(super) errors: Vec<String>,
+}
+
+impl Outcome {
+    fn merge(&mut self, response: &Response) {
+        // Cedar's reasons are the satisfied permits on an allow, and the satisfied forbids (or none) on
+        // a deny.
+        let reasons = response.diagnostics().reason().map(ToString::to_string);
+        match response.decision() {
+            Decision::Allow => self.satisfied_permits.extend(reasons),
+            Decision::Deny => self.satisfied_forbids.extend(reasons),
+        }
+        self.errors
+            .extend(response.diagnostics().errors().map(ToString::to_string));
+    }
+
+    pub(super) fn allow(&self) -> bool {
+        self.satisfied_forbids.is_empty() && !self.satisfied_permits.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    fn reach(text: &str) -> Reach {
+        Reach::of(&Policy::from_str(text).unwrap_or_else(|error| panic!("{error}")))
+    }
+
+    fn methods(names: &[&str]) -> Option<BTreeSet<String>> {
+        Some(names.iter().map(|name| (*name).to_owned()).collect())
+    }
+
+    #[test]
+    fn reach_comes_from_the_action_constraint_and_a_literal_path_prefix() {
+        let cases = [
+            ("permit(principal, action, resource);", None, None),
+            (
+                "permit(principal, action == Action::\"GET\", resource);",
+                methods(&["GET"]),
+                None,
+            ),
+            (
+                "permit(principal, action in [Action::\"POST\", Action::\"PUT\"], resource) when { resource.path like \"/orders/*\" };",
+                methods(&["POST", "PUT"]),
+                Some("orders"),
+            ),
+            (
+                "permit(principal, action, resource == Route::\"/reports/daily\");",
+                None,
+                Some("reports"),
+            ),
+            (
+                "forbid(principal, action, resource) when { principal.tenant == \"x\" && (resource.path like \"/t/*\" && true) };",
+                None,
+                Some("t"),
+            ),
+            // A prefix that does not close its first segment, or a segment only an `unless` names, or
+            // an `||`, requires nothing.
+            (
+                "permit(principal, action, resource) when { resource.path like \"/orders*\" };",
+                None,
+                None,
+            ),
+            (
+                "forbid(principal, action, resource) unless { resource.path like \"/a/*\" };",
+                None,
+                None,
+            ),
+            (
+                "permit(principal, action, resource) when { resource.path like \"/a/*\" || resource.path like \"/b/*\" };",
+                None,
+                None,
+            ),
+        ];
+        for (text, methods, segment) in cases {
+            assert_eq!(
+                reach(text),
+                Reach {
+                    methods,
+                    segment: segment.map(str::to_owned)
+                },
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_reach_admits_only_requests_it_could_apply_to() {
+        let reach = reach(
+            "permit(principal, action == Action::\"GET\", resource) when { resource.path like \"/a/*\" };",
+        );
+        assert!(reach.admits("GET", Some("a")));
+        assert!(!reach.admits("GET", Some("b")));
+        assert!(!reach.admits("POST", Some("a")));
+        assert!(!reach.admits("GET", None));
+    }
+}
