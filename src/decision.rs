@@ -179,10 +179,6 @@ impl Decider {
         }
     }
 
-    pub fn policies(&self) -> &PolicySet {
-        &self.policies
-    }
-
     /// The deny for a request path that could pass for another route, checked before any credential
     /// work.
     pub fn refuse_path(&self, input: &DecisionInput) -> Option<Decision> {

@@ -115,10 +115,6 @@ impl OfflineDecider {
         }
     }
 
-    pub fn policies(&self) -> &PolicySet {
-        self.decider.policies()
-    }
-
     /// Decides one scenario. An error is a scenario that cannot be a request: bad claims, a bad body
     /// or a bad time.
     pub fn decide(&self, scenario: Scenario) -> Result<Decision, String> {

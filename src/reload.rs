@@ -94,6 +94,7 @@ pub struct Reloader {
     watched: Mutex<Watched>,
 }
 
+/// The environment, whose `Debug` never prints the variables: they hold secrets.
 #[derive(Clone)]
 struct EnvironmentHandle(SharedEnvironment);
 
