@@ -9,6 +9,7 @@
 
 mod attacks;
 mod bodies;
+mod bundles;
 mod cli;
 mod config;
 mod helpers;
