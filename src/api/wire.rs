@@ -85,6 +85,10 @@ impl DecideRequest {
         };
         let mut headers = BTreeMap::new();
         for (name, value) in self.headers.unwrap_or_default() {
+            // An Apigee template renders a header the client did not send as "".
+            if value.is_empty() {
+                continue;
+            }
             let entry: &mut String = headers.entry(name.to_ascii_lowercase()).or_default();
             if !entry.is_empty() {
                 entry.push_str(", ");

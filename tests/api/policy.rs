@@ -151,6 +151,13 @@ async fn the_entity_model_reaches_the_policies() {
             policies: &["tenant-header-must-match"],
         },
         Case {
+            name: "an empty header value is a header the client did not send",
+            claims: with(json!({})),
+            request: json!({ "method": "GET", "path": "/orders/1", "headers": { "x-tenant": "" } }),
+            allow: true,
+            policies: &["users-read-with-scope"],
+        },
+        Case {
             name: "header names are matched case-insensitively",
             claims: with(json!({})),
             request: json!({ "method": "GET", "path": "/orders/1", "headers": { "X-TENANT": "acme" } }),
