@@ -108,6 +108,59 @@ pub struct IssuerConfig {
     pub claims: ClaimNames,
     pub shared_secret: Option<SecretString>,
     pub jwks_refresh: JwksRefresh,
+    /// How opaque tokens of this issuer are checked (RFC 7662), if it issues any.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// An issuer's token introspection endpoint (RFC 7662) and Verdict's credentials for it.
+#[derive(Debug, Clone)]
+pub struct IntrospectionConfig {
+    pub endpoint: IntrospectionEndpoint,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub auth_method: ClientAuthMethod,
+    /// The whole exchange, connection to last byte.
+    pub timeout: Duration,
+    /// The longest an active answer is reused (never past the token's `exp`).
+    pub cache_ttl: Duration,
+    /// How long an inactive answer is reused.
+    pub inactive_ttl: Duration,
+    /// Opaque tokens starting with this are introspected here.
+    pub token_prefix: Option<String>,
+    /// Opaque tokens no prefix claims are introspected here.
+    pub default: bool,
+    /// Refuse an active answer without `aud`; an `aud` that is present is always checked.
+    pub require_audience: bool,
+}
+
+/// Where the introspection endpoint is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IntrospectionEndpoint {
+    Url(Url),
+    /// `introspection_endpoint` of the issuer's discovery document at this URL.
+    Discovery(Url),
+}
+
+/// How Verdict authenticates to the introspection endpoint (RFC 6749 §2.3.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuthMethod {
+    ClientSecretBasic,
+    ClientSecretPost,
+}
+
+impl PartialEq for IntrospectionConfig {
+    fn eq(&self, other: &Self) -> bool {
+        self.endpoint == other.endpoint
+            && self.client_id == other.client_id
+            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
+            && self.auth_method == other.auth_method
+            && self.timeout == other.timeout
+            && self.cache_ttl == other.cache_ttl
+            && self.inactive_ttl == other.inactive_ttl
+            && self.token_prefix == other.token_prefix
+            && self.default == other.default
+            && self.require_audience == other.require_audience
+    }
 }
 
 impl PartialEq for IssuerConfig {
@@ -129,6 +182,7 @@ impl PartialEq for IssuerConfig {
             && self.claims == other.claims
             && secret(self) == secret(other)
             && self.jwks_refresh == other.jwks_refresh
+            && self.introspection == other.introspection
     }
 }
 
@@ -139,8 +193,8 @@ pub enum KeySource {
     Discovery(Url),
     /// A configured JWKS URL.
     JwksUri(Url),
-    /// No JWKS: the issuer signs with its `shared_secret` only.
-    SharedSecretOnly,
+    /// No JWKS: the issuer signs JWTs with its `shared_secret` only, or issues only opaque tokens.
+    NoJwks,
 }
 
 /// Which claims carry the subject, scopes, client id, roles and tenant: an issuer's `claims:`.
@@ -414,6 +468,34 @@ fn validate(
         }
     }
 
+    let introspecting: Vec<(usize, &IntrospectionConfig)> = issuers
+        .iter()
+        .enumerate()
+        .filter_map(|(index, issuer)| issuer.introspection.as_ref().map(|config| (index, config)))
+        .collect();
+    if introspecting
+        .iter()
+        .filter(|(_, config)| config.default)
+        .count()
+        > 1
+    {
+        errors.push(
+            "issuers",
+            "more than one issuer has `introspection.default: true`",
+        );
+    }
+    let mut prefixes = HashSet::new();
+    for (index, config) in &introspecting {
+        if let Some(prefix) = &config.token_prefix
+            && !prefixes.insert(prefix)
+        {
+            errors.push(
+                format!("issuers[{index}].introspection.token_prefix"),
+                format!("`{prefix}` is another issuer's prefix too"),
+            );
+        }
+    }
+
     let mut policy_source = None;
     let policies = match policy_origin {
         PolicyOrigin::Embedded(files) => PolicySet::compile(files)
@@ -633,6 +715,14 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         );
     }
 
+    let introspection = raw.introspection.and_then(|raw| {
+        validate_introspection(
+            raw,
+            issuer_url.as_ref(),
+            &format!("{path}.introspection"),
+            errors,
+        )
+    });
     let keys = match (raw.jwks_uri, raw.discovery) {
         (Some(_), Some(true)) => {
             errors.push(
@@ -655,12 +745,17 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
             }
         },
         (None, Some(false)) => {
-            if algorithms.iter().all(|algorithm| is_hmac(*algorithm)) && shared_secret.is_some() {
-                Some(KeySource::SharedSecretOnly)
+            let hmac_only =
+                algorithms.iter().all(|algorithm| is_hmac(*algorithm)) && shared_secret.is_some();
+            let introspection_only = introspection
+                .as_ref()
+                .is_some_and(|config| matches!(config.endpoint, IntrospectionEndpoint::Url(_)));
+            if hmac_only || introspection_only {
+                Some(KeySource::NoJwks)
             } else {
                 errors.push(
                     format!("{path}.discovery"),
-                    "with discovery off, give `jwks_uri`",
+                    "with discovery off, give `jwks_uri` (or `introspection.url` for an issuer of opaque tokens only)",
                 );
                 None
             }
@@ -723,6 +818,71 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         claims,
         shared_secret,
         jwks_refresh,
+        introspection,
+    })
+}
+
+fn validate_introspection(
+    raw: raw::Introspection,
+    issuer: Option<&Url>,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<IntrospectionConfig> {
+    let before = errors.0.len();
+    let endpoint = match raw.url {
+        Some(text) => match Url::parse(&text) {
+            Ok(url) => {
+                check_fetchable(&url, &text, &format!("{path}.url"), errors);
+                Some(IntrospectionEndpoint::Url(url))
+            }
+            Err(error) => {
+                errors.push(
+                    format!("{path}.url"),
+                    format!("`{text}` is not a URL: {error}"),
+                );
+                None
+            }
+        },
+        None => issuer.map(|issuer| IntrospectionEndpoint::Discovery(discovery_url(issuer))),
+    };
+    if raw.client_id.is_empty() {
+        errors.push(format!("{path}.client_id"), "must not be empty");
+    }
+    if raw.client_secret.is_empty() {
+        errors.push(format!("{path}.client_secret"), "must not be empty");
+    }
+    let auth_method = match raw.auth_method.as_deref() {
+        None | Some("client_secret_basic") => Some(ClientAuthMethod::ClientSecretBasic),
+        Some("client_secret_post") => Some(ClientAuthMethod::ClientSecretPost),
+        Some(other) => {
+            errors.push(
+                format!("{path}.auth_method"),
+                format!("`{other}` is not one of `client_secret_basic`, `client_secret_post`"),
+            );
+            None
+        }
+    };
+    let timeout = raw.timeout.map_or(Duration::from_secs(2), |d| d.0);
+    if timeout.is_zero() {
+        errors.push(format!("{path}.timeout"), "must be more than zero");
+    }
+    if raw.token_prefix.as_deref() == Some("") {
+        errors.push(format!("{path}.token_prefix"), "must not be empty");
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(IntrospectionConfig {
+        endpoint: endpoint?,
+        client_id: raw.client_id,
+        client_secret: SecretString::from(raw.client_secret),
+        auth_method: auth_method?,
+        timeout,
+        cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(300), |d| d.0),
+        inactive_ttl: raw.inactive_ttl.map_or(Duration::from_secs(30), |d| d.0),
+        token_prefix: raw.token_prefix,
+        default: raw.default.unwrap_or(false),
+        require_audience: raw.require_audience.unwrap_or(false),
     })
 }
 

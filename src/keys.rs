@@ -10,7 +10,7 @@
 //! INVARIANT: a failed fetch (transport error, non-2xx, garbage, or a set with no usable key) never
 //! replaces the snapshot; only a successful fetch with at least one usable key does.
 
-mod fetch;
+pub(crate) mod fetch;
 pub mod jwk;
 
 use std::collections::HashMap;
@@ -105,7 +105,7 @@ impl IssuerKeys {
     ) -> Self {
         let jwks_uri = match &source {
             KeySource::JwksUri(url) => Some(url.clone()),
-            KeySource::Discovery(_) | KeySource::SharedSecretOnly => None,
+            KeySource::Discovery(_) | KeySource::NoJwks => None,
         };
         Self {
             name,
@@ -270,7 +270,7 @@ impl IssuerKeys {
                 uri
             }
             (None, KeySource::JwksUri(uri)) => uri.clone(),
-            (None, KeySource::SharedSecretOnly) => {
+            (None, KeySource::NoJwks) => {
                 return Err(FetchError::Invalid {
                     url: String::new(),
                     reason: "the issuer has no key set".into(),

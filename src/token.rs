@@ -6,6 +6,7 @@
 //! and the key's own algorithm; the signature; then the typed claims. Only then is a token cached.
 
 mod cache;
+mod introspect;
 mod strict_json;
 
 use std::collections::HashMap;
@@ -18,6 +19,7 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 pub use cache::TokenCache;
+pub use introspect::Introspector;
 
 use crate::clock::SharedClock;
 use crate::config::{ClaimNames, IssuerConfig, KeySource};
@@ -91,12 +93,16 @@ pub enum TokenError {
     WrongType,
     #[error("the issuer's signing keys are not available")]
     KeysUnavailable,
+    #[error("the token is not active")]
+    Inactive,
+    #[error("the token could not be checked with its issuer")]
+    IntrospectionUnavailable,
 }
 
 impl TokenError {
     /// Whether the failure is ours (keys unavailable) rather than the token's: a 503, not a 401.
     pub fn is_temporary(self) -> bool {
-        matches!(self, Self::KeysUnavailable)
+        matches!(self, Self::KeysUnavailable | Self::IntrospectionUnavailable)
     }
 }
 
@@ -142,6 +148,8 @@ pub struct Verifier {
     max_token_bytes: usize,
     max_cached_tokens: usize,
     cache: TokenCache,
+    /// One per issuer with `introspection`, for opaque tokens.
+    introspectors: Vec<Arc<Introspector>>,
     clock: SharedClock,
 }
 
@@ -198,7 +206,7 @@ impl Verifier {
             .iter()
             .map(|config| TrustedIssuer {
                 keys: match config.keys {
-                    KeySource::SharedSecretOnly => None,
+                    KeySource::NoJwks => None,
                     _ => Some(reusable(config).unwrap_or_else(|| {
                         Arc::new(IssuerKeys::new(
                             config.name.clone(),
@@ -222,12 +230,28 @@ impl Verifier {
             .enumerate()
             .map(|(index, issuer)| (issuer.config.issuer.clone(), index))
             .collect();
+        let introspectors = issuers
+            .iter()
+            .enumerate()
+            .filter_map(|(index, issuer)| {
+                let config = issuer.config.introspection.as_ref()?;
+                Some(Arc::new(Introspector::new(
+                    index,
+                    &issuer.config,
+                    config,
+                    max_cached_tokens,
+                    http,
+                    Arc::clone(&clock),
+                )))
+            })
+            .collect();
         Self {
             issuers,
             by_iss,
             max_token_bytes,
             max_cached_tokens,
             cache: TokenCache::new(max_cached_tokens),
+            introspectors,
             clock,
         }
     }
@@ -271,6 +295,16 @@ impl Verifier {
         if token.len() > self.max_token_bytes {
             return Err(TokenError::TooLarge);
         }
+        let segments = token.split('.').count();
+        if segments != 3
+            && segments != 5
+            && let Some(introspector) = self.introspector_for(token)
+        {
+            if !is_b64token(token) {
+                return Err(TokenError::InvalidCharacters);
+            }
+            return introspector.verify(token).await;
+        }
         if !token
             .bytes()
             .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'_' | b'.'))
@@ -293,6 +327,36 @@ impl Verifier {
             token: verified,
             cache_hit: false,
         })
+    }
+
+    /// The introspector of an opaque token: the issuer whose `token_prefix` it has (the longest), else
+    /// the `default` one, else the only one.
+    fn introspector_for(&self, token: &str) -> Option<&Introspector> {
+        let by_prefix = self
+            .introspectors
+            .iter()
+            .filter(|introspector| {
+                introspector
+                    .config()
+                    .token_prefix
+                    .as_deref()
+                    .is_some_and(|prefix| token.starts_with(prefix))
+            })
+            .max_by_key(|introspector| {
+                introspector.config().token_prefix.as_ref().map(String::len)
+            });
+        let fallback = || {
+            self.introspectors
+                .iter()
+                .find(|introspector| introspector.config().default)
+                .or(match self.introspectors.as_slice() {
+                    [only] => Some(only),
+                    _ => None,
+                })
+        };
+        by_prefix
+            .or_else(fallback)
+            .map(|introspector| &**introspector)
     }
 
     /// A cached token stays good while unexpired and while its key is still in its issuer's fresh set.
@@ -573,6 +637,15 @@ impl VerifiedToken {
             principal,
         })
     }
+}
+
+/// RFC 6750 §2.1 `b64token`: the characters a bearer token may have.
+fn is_b64token(token: &str) -> bool {
+    let body = token.trim_end_matches('=');
+    !body.is_empty()
+        && body
+            .bytes()
+            .all(|byte| byte.is_ascii_alphanumeric() || b"-._~+/".contains(&byte))
 }
 
 /// Decodes a base64url segment (canonical, unpadded) holding a JSON object without duplicate keys.

@@ -60,6 +60,22 @@ pub(super) struct Issuer {
     pub claims: Option<Claims>,
     pub shared_secret: Option<String>,
     pub jwks_refresh: Option<JwksRefresh>,
+    pub introspection: Option<Introspection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Introspection {
+    pub url: Option<String>,
+    pub client_id: String,
+    pub client_secret: String,
+    pub auth_method: Option<String>,
+    pub timeout: Option<HumanDuration>,
+    pub cache_ttl: Option<HumanDuration>,
+    pub inactive_ttl: Option<HumanDuration>,
+    pub token_prefix: Option<String>,
+    pub default: Option<bool>,
+    pub require_audience: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use reqwest::Url;
-use reqwest::header::{ACCEPT, CACHE_CONTROL, HeaderMap};
+use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderMap};
 
 /// Discovery documents and key sets larger than this are refused.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
@@ -52,25 +52,78 @@ pub async fn get_json(
             status: status.as_u16(),
         });
     }
+    let max_age = max_age(response.headers());
+    let body = read_body(&mut response, url).await?;
+    Ok(Fetched { body, max_age })
+}
+
+/// POSTs a form with an `Accept: application/json`, as an OAuth client does (RFC 6749 §2.3.1 client
+/// authentication: `basic` as HTTP Basic, else whatever `form` carries), and reads a bounded 2xx body.
+pub async fn post_form(
+    client: &reqwest::Client,
+    url: &Url,
+    form: &[(&str, &str)],
+    basic: Option<(&str, &str)>,
+    timeout: Duration,
+) -> Result<Vec<u8>, FetchError> {
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(form)
+        .finish();
+    let mut request = client
+        .post(url.clone())
+        .header(ACCEPT, "application/json")
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .body(body)
+        .timeout(timeout);
+    if let Some((user, password)) = basic {
+        // RFC 6749 §2.3.1: both parts form-urlencoded before Basic encoding.
+        let encode =
+            |text: &str| url::form_urlencoded::byte_serialize(text.as_bytes()).collect::<String>();
+        request = request.basic_auth(encode(user), Some(encode(password)));
+    }
+    let mut response = request
+        .send()
+        .await
+        .map_err(|error| FetchError::Transport {
+            url: url.to_string(),
+            reason: describe(&error),
+        })?;
+    let status = response.status();
+    if !status.is_success() {
+        return Err(FetchError::Status {
+            url: url.to_string(),
+            status: status.as_u16(),
+        });
+    }
+    read_body(&mut response, url).await
+}
+
+/// The body, refused past [`MAX_DOCUMENT_BYTES`] without reading further.
+async fn read_body(response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, FetchError> {
+    let too_large = || FetchError::TooLarge {
+        url: url.to_string(),
+    };
     if response
         .content_length()
         .is_some_and(|length| length > MAX_DOCUMENT_BYTES as u64)
     {
-        return Err(FetchError::TooLarge {
-            url: url.to_string(),
-        });
+        return Err(too_large());
     }
-    let max_age = max_age(response.headers());
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(transport)? {
+    while let Some(chunk) = response
+        .chunk()
+        .await
+        .map_err(|error| FetchError::Transport {
+            url: url.to_string(),
+            reason: describe(&error),
+        })?
+    {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(FetchError::TooLarge {
-                url: url.to_string(),
-            });
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
-    Ok(Fetched { body, max_age })
+    Ok(body)
 }
 
 /// `max-age` of a `Cache-Control` header; `no-store` and `no-cache` count as zero.

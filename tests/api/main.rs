@@ -13,6 +13,7 @@ mod bundles;
 mod cli;
 mod config;
 mod helpers;
+mod introspection;
 mod keys;
 mod policy;
 mod reload;

@@ -1,0 +1,271 @@
+//! Opaque tokens, checked by the issuer's introspection endpoint (RFC 7662).
+//!
+//! Only a JSON `true` in `active` counts; `iss`, `aud` and `exp` of the answer are checked as a JWT's
+//! are, and the answer's claims become the principal the same way. Answers are cached under the token's
+//! SHA-256: active ones until the token's `exp` or the configured cap, inactive ones briefly, failures
+//! never. Concurrent requests for one token share one introspection. An endpoint that fails, answers
+//! something other than 200 with a JSON object, or is slower than the timeout is a 503 decision.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use reqwest::Url;
+use secrecy::ExposeSecret;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use tokio::sync::OnceCell;
+
+use super::cache::TokenHash;
+use super::{Provenance, TokenCache, TokenError, Verified, VerifiedToken, numeric_date};
+use crate::clock::SharedClock;
+use crate::config::{ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig};
+use crate::keys::fetch::{self, FetchError};
+
+/// What introspection said about one token, as cached.
+#[derive(Debug, Clone)]
+enum Answer {
+    Active {
+        token: Arc<VerifiedToken>,
+        /// Seconds since the epoch after which the answer is asked again.
+        until: i64,
+    },
+    Inactive {
+        until: i64,
+    },
+}
+
+/// One in-flight introspection, shared by every request for the same token.
+type Pending = Arc<OnceCell<Result<Answer, TokenError>>>;
+
+/// Introspects the opaque tokens of one issuer.
+#[derive(Debug)]
+pub struct Introspector {
+    issuer_index: usize,
+    issuer: IssuerConfig,
+    config: IntrospectionConfig,
+    http: reqwest::Client,
+    clock: SharedClock,
+    endpoint: OnceCell<Url>,
+    answers: quick_cache::sync::Cache<TokenHash, Answer>,
+    pending: Mutex<HashMap<TokenHash, Pending>>,
+}
+
+#[derive(Deserialize)]
+struct Discovery {
+    issuer: String,
+    introspection_endpoint: Option<String>,
+}
+
+impl Introspector {
+    pub fn new(
+        issuer_index: usize,
+        issuer: &IssuerConfig,
+        config: &IntrospectionConfig,
+        capacity: usize,
+        http: &reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        Self {
+            issuer_index,
+            issuer: issuer.clone(),
+            config: config.clone(),
+            http: http.clone(),
+            clock,
+            endpoint: OnceCell::new(),
+            answers: quick_cache::sync::Cache::new(capacity.max(1)),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &IntrospectionConfig {
+        &self.config
+    }
+
+    /// Checks an opaque token, from the cache when an answer for it is still fresh.
+    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        let hash = TokenCache::hash(token);
+        let now = self.now();
+        if let Some(answer) = self.answers.get(&hash) {
+            match answer {
+                Answer::Active { token, until } if now < until && now < token.exp => {
+                    return Ok(Verified {
+                        token,
+                        cache_hit: true,
+                    });
+                }
+                Answer::Inactive { until } if now < until => return Err(TokenError::Inactive),
+                _ => {
+                    self.answers.remove(&hash);
+                }
+            }
+        }
+
+        let pending = {
+            let mut pending = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Arc::clone(pending.entry(hash).or_default())
+        };
+        let answer = pending
+            .get_or_init(|| async {
+                let answer = self.introspect(token).await;
+                // Cached before the pending entry goes, so no request falls between the two.
+                if let Ok(answer) = &answer {
+                    self.answers.insert(hash, answer.clone());
+                }
+                answer
+            })
+            .await
+            .clone();
+        {
+            let mut map = self
+                .pending
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if map
+                .get(&hash)
+                .is_some_and(|current| Arc::ptr_eq(current, &pending))
+            {
+                map.remove(&hash);
+            }
+        }
+        match answer? {
+            Answer::Active { token, .. } => Ok(Verified {
+                token,
+                cache_hit: false,
+            }),
+            Answer::Inactive { .. } => Err(TokenError::Inactive),
+        }
+    }
+
+    /// One exchange with the endpoint, and the checks on its answer.
+    async fn introspect(&self, token: &str) -> Result<Answer, TokenError> {
+        let unavailable = |error: FetchError| {
+            tracing::warn!(issuer = %self.issuer.name, %error, "introspection failed");
+            TokenError::IntrospectionUnavailable
+        };
+        let endpoint = self
+            .endpoint
+            .get_or_try_init(|| self.resolve_endpoint())
+            .await
+            .map_err(unavailable)?;
+        let secret = self.config.client_secret.expose_secret();
+        let mut form = vec![("token", token), ("token_type_hint", "access_token")];
+        let basic = match self.config.auth_method {
+            ClientAuthMethod::ClientSecretBasic => Some((self.config.client_id.as_str(), secret)),
+            ClientAuthMethod::ClientSecretPost => {
+                form.push(("client_id", &self.config.client_id));
+                form.push(("client_secret", secret));
+                None
+            }
+        };
+        let body = fetch::post_form(&self.http, endpoint, &form, basic, self.config.timeout)
+            .await
+            .map_err(unavailable)?;
+        let answer: Map<String, Value> = serde_json::from_slice(&body).map_err(|error| {
+            unavailable(FetchError::Invalid {
+                url: endpoint.to_string(),
+                reason: format!("not a JSON object: {error}"),
+            })
+        })?;
+        self.check(answer)
+    }
+
+    fn check(&self, mut answer: Map<String, Value>) -> Result<Answer, TokenError> {
+        let now = self.now();
+        // RFC 7662 §2.2: `active` is a boolean; anything but `true` is an inactive token.
+        if answer.get("active") != Some(&Value::Bool(true)) {
+            let ttl = i64::try_from(self.config.inactive_ttl.as_secs()).unwrap_or(i64::MAX);
+            return Ok(Answer::Inactive {
+                until: now.saturating_add(ttl),
+            });
+        }
+        let leeway = i64::try_from(self.issuer.leeway.as_secs()).unwrap_or(i64::MAX);
+        let cap = now.saturating_add(i64::try_from(self.config.cache_ttl.as_secs()).unwrap_or(0));
+        let exp = numeric_date(&answer, "exp")?;
+        if let Some(exp) = exp
+            && now >= exp.saturating_add(leeway)
+        {
+            return Err(TokenError::Expired);
+        }
+        if let Some(nbf) = numeric_date(&answer, "nbf")?
+            && nbf > now.saturating_add(leeway)
+        {
+            return Err(TokenError::NotYetValid);
+        }
+        match answer.get("iss") {
+            None => {}
+            Some(Value::String(iss)) if *iss == self.issuer.issuer => {}
+            Some(_) => return Err(TokenError::UnknownIssuer),
+        }
+        let audience_ok = match answer.get("aud") {
+            None => !self.config.require_audience,
+            Some(Value::String(aud)) => self.issuer.audiences.contains(aud),
+            Some(Value::Array(items)) => items.iter().any(|item| {
+                item.as_str()
+                    .is_some_and(|aud| self.issuer.audiences.iter().any(|known| known == aud))
+            }),
+            Some(_) => return Err(TokenError::InvalidClaim("aud")),
+        };
+        if !audience_ok {
+            return Err(TokenError::WrongAudience);
+        }
+        // Without an `exp` the answer holds for the cache cap, and the principal carries that as `exp`.
+        let until = exp.map_or(cap, |exp| exp.min(cap));
+        answer.entry("exp").or_insert_with(|| Value::from(cap));
+        answer.remove("active");
+        let token = VerifiedToken::from_claims(
+            answer,
+            &self.issuer.claims,
+            Provenance {
+                issuer_index: self.issuer_index,
+                issuer: &self.issuer.issuer,
+                kid: "",
+                algorithm: None,
+                typ: "",
+            },
+        )?;
+        Ok(Answer::Active {
+            token: Arc::new(token),
+            until,
+        })
+    }
+
+    async fn resolve_endpoint(&self) -> Result<Url, FetchError> {
+        let discovery_url = match &self.config.endpoint {
+            IntrospectionEndpoint::Url(url) => return Ok(url.clone()),
+            IntrospectionEndpoint::Discovery(url) => url,
+        };
+        let invalid = |reason: String| FetchError::Invalid {
+            url: discovery_url.to_string(),
+            reason,
+        };
+        let fetched = fetch::get_json(&self.http, discovery_url, self.config.timeout).await?;
+        let document: Discovery = serde_json::from_slice(&fetched.body)
+            .map_err(|error| invalid(format!("not a discovery document: {error}")))?;
+        if document.issuer != self.issuer.issuer {
+            return Err(invalid(format!(
+                "it names issuer `{}`, expected `{}`",
+                document.issuer, self.issuer.issuer
+            )));
+        }
+        let endpoint = document
+            .introspection_endpoint
+            .ok_or_else(|| invalid("it names no `introspection_endpoint`".to_owned()))?;
+        let url = Url::parse(&endpoint)
+            .map_err(|error| invalid(format!("bad `introspection_endpoint`: {error}")))?;
+        let secure =
+            url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(&url));
+        if !secure {
+            return Err(invalid(format!(
+                "`introspection_endpoint` `{url}` is not https"
+            )));
+        }
+        Ok(url)
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.clock.now()).unwrap_or(i64::MAX)
+    }
+}
