@@ -1,4 +1,5 @@
-//! Bearer tokens: extraction from the `Authorization` header and JWT verification (DESIGN §3).
+//! Bearer tokens: extraction from the `Authorization` header, JWT verification (DESIGN §3), and opaque
+//! tokens handed to their issuer's [`Introspector`].
 //!
 //! [`Verifier::verify`] checks, in order: size and charset before any decoding; exactly three segments
 //! (five is JWE, refused by name); a strict header (no duplicate keys, no `crit`; `jku`, `x5u`, `jwk`

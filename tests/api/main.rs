@@ -15,6 +15,7 @@ mod config;
 mod helpers;
 mod introspection;
 mod keys;
+mod oidc;
 mod policy;
 mod reload;
 mod toolkit;
