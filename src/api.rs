@@ -57,6 +57,8 @@ pub struct Generation {
     /// Where the policies came from, for the reloader to watch.
     pub policy_source: Option<PolicySource>,
     pub reload: ReloadConfig,
+    /// Other files the configuration read (an API key file), for the reloader to watch.
+    pub referenced_files: Vec<std::path::PathBuf>,
 }
 
 impl AppState {

@@ -10,6 +10,7 @@ use axum::Router;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, CallerAuth, Generation};
+use crate::apikeys::ApiKeyStore;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decision::{Decider, Engine};
@@ -31,7 +32,7 @@ pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
         None,
         &http_client()?,
         clock,
-    )))
+    )?))
 }
 
 /// Builds what serves requests from a configuration, taking over from `previous` what did not change:
@@ -42,7 +43,7 @@ pub fn generation(
     previous: Option<&Generation>,
     http: &reqwest::Client,
     clock: SharedClock,
-) -> Generation {
+) -> anyhow::Result<Generation> {
     let previous = previous.map(|generation| generation.engine.verifier());
     let verifier = match previous {
         Some(verifier)
@@ -69,14 +70,16 @@ pub fn generation(
         config.realm,
         config.cache.decision_ttl,
     );
-    Generation {
-        engine: Engine::new(verifier, decider, clock),
+    let api_keys = ApiKeyStore::new(&config.api_keys).map_err(anyhow::Error::msg)?;
+    Ok(Generation {
+        engine: Engine::new(verifier, api_keys, decider, clock),
         callers: CallerAuth::new(&config.callers),
         config_revision: config.revision,
         listen: config.listen,
         policy_source: config.policy_source,
         reload: config.reload,
-    }
+        referenced_files: config.referenced_files,
+    })
 }
 
 /// A bound, ready-to-run service.

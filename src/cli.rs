@@ -1,6 +1,7 @@
 //! The command line: `verdict serve`, `verdict check`, `verdict test`, `verdict decide`,
 //! `verdict --version`.
 
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -51,6 +52,36 @@ enum Command {
     /// Decide one request offline, from given claims (no signature), and print the decision and why.
     #[command(group(ArgGroup::new("source").required(true).args(["config", "policies"])))]
     Decide(Box<DecideArgs>),
+    /// End-user API keys.
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ApikeyCommand {
+    /// Print a fresh key, and the `api_keys` entry (holding only its hash) to paste into the
+    /// configuration.
+    New {
+        /// The key's id: the principal is `ApiKey::"<id>"`.
+        #[arg(long)]
+        id: String,
+        /// `principal.subject`; the id when absent.
+        #[arg(long)]
+        subject: Option<String>,
+        /// A scope of the key; repeatable.
+        #[arg(long = "scope")]
+        scopes: Vec<String>,
+        /// A role of the key (a `Role` parent of the principal); repeatable.
+        #[arg(long = "role")]
+        roles: Vec<String>,
+        #[arg(long)]
+        tenant: Option<String>,
+        /// When the key stops working, RFC 3339 in UTC.
+        #[arg(long)]
+        expires: Option<String>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -99,6 +130,33 @@ pub fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Test { path } => test(&path),
+        Command::Apikey {
+            command:
+                ApikeyCommand::New {
+                    id,
+                    subject,
+                    scopes,
+                    roles,
+                    tenant,
+                    expires,
+                },
+        } => {
+            let entry = ApiKeyEntry {
+                id,
+                subject,
+                scopes,
+                roles,
+                tenant,
+                expires,
+            };
+            match new_api_key(&entry) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Decide(args) => match decide(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -150,6 +208,60 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The fields of `verdict apikey new`.
+struct ApiKeyEntry {
+    id: String,
+    subject: Option<String>,
+    scopes: Vec<String>,
+    roles: Vec<String>,
+    tenant: Option<String>,
+    expires: Option<String>,
+}
+
+fn new_api_key(entry: &ApiKeyEntry) -> Result<(), String> {
+    if entry.id.is_empty() {
+        return Err("--id must not be empty".to_owned());
+    }
+    if let Some(expires) = &entry.expires {
+        humantime::parse_rfc3339(expires).map_err(|error| {
+            format!("--expires `{expires}` is not an RFC 3339 UTC time such as 2027-01-01T00:00:00Z ({error})")
+        })?;
+    }
+    let (key, hash) = crate::apikeys::generate()?;
+    // JSON strings are YAML double-quoted scalars: the line pastes as YAML whatever the values hold.
+    let quote = |text: &str| serde_json::to_string(text).unwrap_or_default();
+    let list = |items: &[String]| {
+        items
+            .iter()
+            .map(|item| quote(item))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut line = format!("- {{ id: {}, hash: {}", quote(&entry.id), quote(&hash));
+    if let Some(subject) = &entry.subject {
+        let _ = write!(line, ", subject: {}", quote(subject));
+    }
+    let _ = write!(line, ", scopes: [{}]", list(&entry.scopes));
+    if !entry.roles.is_empty() {
+        let _ = write!(line, ", roles: [{}]", list(&entry.roles));
+    }
+    if let Some(tenant) = &entry.tenant {
+        let _ = write!(line, ", tenant: {}", quote(tenant));
+    }
+    if let Some(expires) = &entry.expires {
+        let _ = write!(line, ", expires: {}", quote(expires));
+    }
+    line.push_str(" }");
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{key}\n{line}");
+    let _ = writeln!(
+        std::io::stderr(),
+        "The first line is the key: give it to the client now, it is not stored anywhere.\n\
+         The second is its entry for `api_keys.keys` (or the `keys` of `api_keys.file`)."
+    );
+    Ok(())
 }
 
 fn test(path: &Path) -> ExitCode {

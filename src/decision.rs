@@ -14,6 +14,7 @@ use axum::http::HeaderName;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::apikeys::ApiKeyStore;
 use crate::clock::SharedClock;
 use crate::policy::{ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts};
 use crate::token::{self, TokenError, Verified, VerifiedToken, Verifier};
@@ -56,6 +57,8 @@ impl ErrorCode {
 pub struct DecisionInput {
     /// The client's `Authorization` header, verbatim.
     pub authorization: Option<String>,
+    /// The client's API key, used when there is no bearer token.
+    pub api_key: Option<String>,
     /// Upper-case HTTP method.
     pub method: String,
     pub path: String,
@@ -104,14 +107,21 @@ pub struct DecisionTrace {
 #[derive(Debug)]
 pub struct Engine {
     verifier: Arc<Verifier>,
+    api_keys: ApiKeyStore,
     decider: Decider,
     clock: SharedClock,
 }
 
 impl Engine {
-    pub fn new(verifier: Arc<Verifier>, decider: Decider, clock: SharedClock) -> Self {
+    pub fn new(
+        verifier: Arc<Verifier>,
+        api_keys: ApiKeyStore,
+        decider: Decider,
+        clock: SharedClock,
+    ) -> Self {
         Self {
             verifier,
+            api_keys,
             decider,
             clock,
         }
@@ -128,15 +138,25 @@ impl Engine {
     /// Decides one request.
     pub async fn decide(&self, input: &DecisionInput) -> Decision {
         let decider = &self.decider;
-        let Some(token) = input.authorization.as_deref().and_then(token::bearer_token) else {
+        let bearer = input.authorization.as_deref().and_then(token::bearer_token);
+        let api_key = input
+            .api_key
+            .as_deref()
+            .filter(|_| !self.api_keys.is_empty());
+        if bearer.is_none() && api_key.is_none() {
             return decider.deny(401, ErrorCode::None, "no bearer token");
-        };
+        }
         if let Some(deny) = decider.refuse_path(input) {
             return deny;
         }
 
         let started = Instant::now();
-        let verified = self.verifier.verify(token).await;
+        let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
+        let verified = match (bearer, api_key) {
+            (Some(token), _) => self.verifier.verify(token).await,
+            (None, Some(key)) => self.api_keys.verify(key, now),
+            (None, None) => Err(TokenError::Empty),
+        };
         let verify_micros = micros_since(started);
         let Verified { token, cache_hit } = match verified {
             Ok(verified) => verified,
@@ -146,7 +166,6 @@ impl Engine {
                 return decision;
             }
         };
-        let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
         let mut decision = decider.decide_verified(&token, input, now);
         decision.trace.token_cache_hit = cache_hit;
         decision.trace.verify_micros = verify_micros;

@@ -16,6 +16,7 @@
 //! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logging, time and hashing.
 
 pub mod api;
+pub mod apikeys;
 pub mod app;
 pub mod cli;
 pub mod clock;

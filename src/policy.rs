@@ -114,6 +114,8 @@ pub enum PrincipalKind {
     User,
     /// A client acting for itself, as in the client-credentials grant (`Client::"<client_id>"`).
     Client,
+    /// An end-user API key (`ApiKey::"<id>"`).
+    ApiKey,
 }
 
 /// Who is asking.

@@ -120,7 +120,12 @@ impl Reloader {
         clock: SharedClock,
         environment: SharedEnvironment,
     ) -> anyhow::Result<Self> {
-        let fingerprint = fingerprint(path, state.current().policy_source.as_ref());
+        let current = state.current();
+        let fingerprint = fingerprint(
+            path,
+            current.policy_source.as_ref(),
+            &current.referenced_files,
+        );
         Ok(Self {
             path: path.to_path_buf(),
             state,
@@ -191,7 +196,8 @@ impl Reloader {
             );
         }
         let generation =
-            crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock));
+            crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock))
+                .map_err(|error| format!("{error:#}"))?;
         // Keys of an issuer new to this generation load before it serves, as they do at start.
         let running: Vec<_> = current.engine.verifier().key_sets().cloned().collect();
         for keys in generation.engine.verifier().key_sets() {
@@ -241,16 +247,19 @@ impl Reloader {
     /// The fingerprint of the configuration file and of the running generation's policy files.
     async fn fingerprint(&self) -> String {
         let path = self.path.clone();
-        let policies = self.state.current().policy_source.clone();
-        tokio::task::spawn_blocking(move || fingerprint(&path, policies.as_ref()))
+        let current = self.state.current();
+        let policies = current.policy_source.clone();
+        let others = current.referenced_files.clone();
+        tokio::task::spawn_blocking(move || fingerprint(&path, policies.as_ref(), &others))
             .await
             .unwrap_or_default()
     }
 }
 
-/// A hash of the configuration file, every `*.cedar` file of the policy directory and the schema.
-/// Unreadable files count by their error, so a deletion is a change too.
-fn fingerprint(config: &Path, policies: Option<&PolicySource>) -> String {
+/// A hash of the configuration file, every `*.cedar` file of the policy directory, the schema and the
+/// other files the configuration read. Unreadable files count by their error, so a deletion is a change
+/// too.
+fn fingerprint(config: &Path, policies: Option<&PolicySource>, others: &[PathBuf]) -> String {
     let mut material = Vec::new();
     let mut add = |path: &Path| {
         material.extend_from_slice(path.as_os_str().as_encoded_bytes());
@@ -262,6 +271,7 @@ fn fingerprint(config: &Path, policies: Option<&PolicySource>) -> String {
         material.push(0);
     };
     add(config);
+    others.iter().for_each(|file| add(file));
     if let Some(source) = policies {
         match std::fs::read_dir(&source.directory) {
             Ok(entries) => {

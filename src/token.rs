@@ -98,6 +98,8 @@ pub enum TokenError {
     Inactive,
     #[error("the token could not be checked with its issuer")]
     IntrospectionUnavailable,
+    #[error("the API key is not valid")]
+    UnknownApiKey,
 }
 
 impl TokenError {
@@ -570,6 +572,32 @@ pub struct Provenance<'a> {
 }
 
 impl VerifiedToken {
+    /// The credential an API key stands for, valid until `exp`.
+    pub fn for_api_key(
+        key: &crate::config::ApiKeyConfig,
+        exp: i64,
+        principal: PreparedPrincipal,
+    ) -> Self {
+        Self {
+            issuer_index: usize::MAX,
+            issuer: String::new(),
+            principal_kind: PrincipalKind::ApiKey,
+            principal_id: key.id.clone(),
+            subject: key.subject.clone(),
+            client_id: String::new(),
+            tenant: key.tenant.clone(),
+            scopes: key.scopes.clone(),
+            roles: key.roles.clone(),
+            kid: String::new(),
+            algorithm: None,
+            typ: String::new(),
+            iat: None,
+            exp,
+            claims: Map::new(),
+            principal,
+        }
+    }
+
     /// The principal that checked claims name, read with the issuer's claim names: the subject or
     /// client, scopes, roles and tenant, and the Cedar entities for them. The caller has checked the
     /// signature and the time and audience claims; `exp` must be present.

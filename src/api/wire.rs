@@ -97,8 +97,10 @@ impl DecideRequest {
         }
         let apigee = self.apigee.unwrap_or_default();
         let authorization = self.authorization.filter(|value| !value.trim().is_empty());
+        let api_key = self.api_key.filter(|value| !value.is_empty());
         Ok(DecisionInput {
             authorization,
+            api_key,
             method: method.to_ascii_uppercase(),
             path: self.path,
             host: self.host.unwrap_or_default(),

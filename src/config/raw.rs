@@ -21,6 +21,37 @@ pub(super) struct Top {
     pub limits: Option<Value>,
     pub realm: Option<String>,
     pub reload: Option<Value>,
+    pub api_keys: Option<Value>,
+}
+
+/// Top-level `api_keys`: end-user keys inline, in a separate file, or both.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndUserKeys {
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub keys: Vec<EndUserKey>,
+}
+
+/// The separate API key file: `keys:` only.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndUserKeyFile {
+    pub keys: Vec<EndUserKey>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct EndUserKey {
+    pub id: String,
+    pub hash: String,
+    pub subject: Option<String>,
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    pub tenant: Option<String>,
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

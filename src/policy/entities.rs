@@ -20,6 +20,7 @@ const MAX_CLAIM_DEPTH: usize = 8;
 static TYPES: LazyLock<EntityTypes> = LazyLock::new(|| EntityTypes {
     user: type_name("User"),
     client: type_name("Client"),
+    api_key: type_name("ApiKey"),
     role: type_name("Role"),
     action: type_name("Action"),
     route: type_name("Route"),
@@ -32,6 +33,7 @@ const IP_CACHE_CAPACITY: usize = 4096;
 struct EntityTypes {
     user: EntityTypeName,
     client: EntityTypeName,
+    api_key: EntityTypeName,
     role: EntityTypeName,
     action: EntityTypeName,
     route: EntityTypeName,
@@ -60,6 +62,7 @@ impl PreparedPrincipal {
         let principal_type = match principal.kind {
             PrincipalKind::User => &TYPES.user,
             PrincipalKind::Client => &TYPES.client,
+            PrincipalKind::ApiKey => &TYPES.api_key,
         };
         let principal_uid = uid(principal_type, principal.id);
         let mut roles: Vec<EntityUid> = principal

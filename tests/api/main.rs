@@ -7,6 +7,7 @@
     reason = "tests fail by panicking; the no-panic lints guard the request path"
 )]
 
+mod apikeys;
 mod attacks;
 mod bodies;
 mod bundles;
