@@ -23,7 +23,7 @@ pub use error::ApiError;
 
 use crate::config::{PolicySource, ReloadConfig};
 use crate::decision::Engine;
-use crate::keys::KeyRefreshers;
+use crate::keys::{IssuerKeys, KeyRefreshers};
 use crate::reload::ReloadHistory;
 use error::StrictJson;
 use wire::{DecideRequest, DecideResponse};
@@ -61,6 +61,16 @@ pub struct Generation {
     pub referenced_files: Vec<std::path::PathBuf>,
 }
 
+impl Generation {
+    /// Every key set this generation needs loaded and fresh: the issuers' and the caller check's.
+    pub fn key_sets(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
+        self.engine
+            .verifier()
+            .key_sets()
+            .chain(self.callers.key_sets())
+    }
+}
+
 impl AppState {
     pub fn new(generation: Generation) -> Self {
         Self(Arc::new(Shared {
@@ -81,7 +91,7 @@ impl AppState {
         let mut refreshers = self.lock_refreshers();
         self.0.current.store(Arc::clone(&generation));
         if let Some(refreshers) = refreshers.as_mut() {
-            refreshers.keep(generation.engine.verifier().key_sets());
+            refreshers.keep(generation.key_sets());
         }
     }
 
@@ -91,7 +101,7 @@ impl AppState {
         let mut refreshers = self.lock_refreshers();
         refreshers
             .get_or_insert_with(KeyRefreshers::default)
-            .keep(self.current().engine.verifier().key_sets());
+            .keep(self.current().key_sets());
     }
 
     pub fn stop_refreshing(&self) {
@@ -163,8 +173,7 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn readyz(State(state): State<AppState>) -> Response {
     let generation = state.current();
-    let verifier = generation.engine.verifier();
-    let issuers: Vec<_> = verifier
+    let issuers: Vec<_> = generation
         .key_sets()
         .map(|keys| {
             let status = keys.status();
@@ -178,7 +187,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
             })
         })
         .collect();
-    let ready = verifier.key_sets().all(|keys| keys.is_ready());
+    let ready = generation.key_sets().all(|keys| keys.is_ready());
     let policies = generation.engine.policies();
     let body = json!({
         "ready": ready,

@@ -44,6 +44,7 @@ pub fn generation(
     http: &reqwest::Client,
     clock: SharedClock,
 ) -> anyhow::Result<Generation> {
+    let previous_callers = previous.map(|generation| &generation.callers);
     let previous = previous.map(|generation| generation.engine.verifier());
     let verifier = match previous {
         Some(verifier)
@@ -72,8 +73,8 @@ pub fn generation(
     );
     let api_keys = ApiKeyStore::new(&config.api_keys).map_err(anyhow::Error::msg)?;
     Ok(Generation {
-        engine: Engine::new(verifier, api_keys, decider, clock),
-        callers: CallerAuth::new(&config.callers),
+        engine: Engine::new(verifier, api_keys, decider, Arc::clone(&clock)),
+        callers: CallerAuth::new(&config.callers, previous_callers, http, clock),
         config_revision: config.revision,
         listen: config.listen,
         policy_source: config.policy_source,

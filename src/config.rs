@@ -99,6 +99,8 @@ impl Default for ReloadConfig {
 #[derive(Debug)]
 pub struct Callers {
     pub api_keys: Option<CallerApiKeys>,
+    /// Callers proving themselves with a Google-signed ID token (Apigee to Cloud Run).
+    pub google_id_token: Option<GoogleIdTokenCallers>,
     pub allow_unauthenticated: bool,
 }
 
@@ -107,6 +109,14 @@ pub struct Callers {
 pub struct CallerApiKeys {
     pub header: HeaderName,
     pub keys: Vec<SecretString>,
+}
+
+/// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
+/// `email` is one of `emails`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GoogleIdTokenCallers {
+    pub issuer: IssuerConfig,
+    pub emails: Vec<String>,
 }
 
 /// One trusted token issuer.
@@ -723,6 +733,65 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
+/// Google's ID token issuer and keys (OpenID Connect discovery at `https://accounts.google.com`).
+const GOOGLE_ISSUER: &str = "https://accounts.google.com";
+const GOOGLE_JWKS: &str = "https://www.googleapis.com/oauth2/v3/certs";
+
+fn validate_google_id_token(
+    raw: raw::GoogleIdToken,
+    errors: &mut Errors,
+) -> Option<GoogleIdTokenCallers> {
+    let path = "callers.google_id_token";
+    let before = errors.0.len();
+    if raw.audience.is_empty() {
+        errors.push(
+            format!("{path}.audience"),
+            "must not be empty (the service URL)",
+        );
+    }
+    if raw.emails.is_empty() || raw.emails.iter().any(String::is_empty) {
+        errors.push(
+            format!("{path}.emails"),
+            "list the service accounts allowed to call, e.g. apigee@project.iam.gserviceaccount.com",
+        );
+    }
+    let issuer = raw.issuer.unwrap_or_else(|| GOOGLE_ISSUER.to_owned());
+    let jwks = raw.jwks_uri.unwrap_or_else(|| GOOGLE_JWKS.to_owned());
+    let jwks_uri = match Url::parse(&jwks) {
+        Ok(url) => {
+            check_fetchable(&url, &jwks, &format!("{path}.jwks_uri"), errors);
+            Some(url)
+        }
+        Err(error) => {
+            errors.push(
+                format!("{path}.jwks_uri"),
+                format!("`{jwks}` is not a URL: {error}"),
+            );
+            None
+        }
+    };
+    if errors.0.len() > before {
+        return None;
+    }
+    Some(GoogleIdTokenCallers {
+        issuer: IssuerConfig {
+            name: "google_id_token caller".to_owned(),
+            issuer,
+            audiences: vec![raw.audience],
+            keys: KeySource::JwksUri(jwks_uri?),
+            algorithms: vec![Algorithm::RS256],
+            leeway: Duration::from_secs(30),
+            max_token_age: None,
+            required_typ: None,
+            claims: ClaimNames::default(),
+            shared_secret: None,
+            jwks_refresh: JwksRefresh::default(),
+            introspection: None,
+        },
+        emails: raw.emails,
+    })
+}
+
 fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
     let api_keys = match raw.api_keys {
         None => None,
@@ -758,7 +827,10 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
             })
         }
     };
-    if api_keys.is_none() && !raw.allow_unauthenticated {
+    let google_id_token = raw
+        .google_id_token
+        .and_then(|raw| validate_google_id_token(raw, errors));
+    if api_keys.is_none() && google_id_token.is_none() && !raw.allow_unauthenticated {
         errors.push(
             "callers",
             "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
@@ -766,6 +838,7 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
     }
     Some(Callers {
         api_keys,
+        google_id_token,
         allow_unauthenticated: raw.allow_unauthenticated,
     })
 }

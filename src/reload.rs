@@ -199,8 +199,8 @@ impl Reloader {
             crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock))
                 .map_err(|error| format!("{error:#}"))?;
         // Keys of an issuer new to this generation load before it serves, as they do at start.
-        let running: Vec<_> = current.engine.verifier().key_sets().cloned().collect();
-        for keys in generation.engine.verifier().key_sets() {
+        let running: Vec<_> = current.key_sets().cloned().collect();
+        for keys in generation.key_sets() {
             if running.iter().any(|old| Arc::ptr_eq(old, keys)) {
                 continue;
             }

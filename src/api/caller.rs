@@ -1,21 +1,40 @@
-//! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5).
+//! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5): a caller
+//! key header, or a Google-signed ID token in the callout's own `Authorization` header. Either one that
+//! is configured admits a caller.
+
+use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use axum::extract::{Request, State};
-use axum::http::HeaderName;
+use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 
 use super::AppState;
 use super::error::ApiError;
-use crate::config::Callers;
+use crate::clock::SharedClock;
+use crate::config::{Callers, GoogleIdTokenCallers};
 use crate::digest::sha256;
+use crate::keys::IssuerKeys;
+use crate::token::{self, Verifier};
+
+/// How many verified caller tokens are kept (a caller reuses one token for up to an hour).
+const CALLER_TOKEN_CACHE: usize = 64;
+/// The longest caller ID token read.
+const MAX_CALLER_TOKEN_BYTES: usize = 8 * 1024;
 
 /// How callers prove who they are.
 #[derive(Debug)]
 pub struct CallerAuth {
     api_key: Option<ApiKeyCheck>,
+    google: Option<GoogleCheck>,
+}
+
+#[derive(Debug)]
+struct GoogleCheck {
+    config: GoogleIdTokenCallers,
+    verifier: Arc<Verifier>,
 }
 
 #[derive(Debug)]
@@ -27,8 +46,18 @@ struct ApiKeyCheck {
 }
 
 impl CallerAuth {
-    pub fn new(callers: &Callers) -> Self {
-        if callers.allow_unauthenticated && callers.api_keys.is_none() {
+    /// The checks `callers` configures, taking over the Google key set of `previous` when its settings
+    /// are unchanged.
+    pub fn new(
+        callers: &Callers,
+        previous: Option<&Self>,
+        http: &reqwest::Client,
+        clock: SharedClock,
+    ) -> Self {
+        if callers.allow_unauthenticated
+            && callers.api_keys.is_none()
+            && callers.google_id_token.is_none()
+        {
             tracing::warn!(
                 "caller authentication is off (`allow_unauthenticated: true`): anyone who reaches this port gets decisions"
             );
@@ -41,22 +70,113 @@ impl CallerAuth {
                 .map(|key| sha256(key.expose_secret().as_bytes()))
                 .collect(),
         });
-        Self { api_key }
+        let google = callers.google_id_token.as_ref().map(|config| {
+            let issuers = std::slice::from_ref(&config.issuer);
+            let previous = previous
+                .and_then(|previous| previous.google.as_ref())
+                .map(|check| &check.verifier);
+            let verifier = match previous {
+                Some(verifier)
+                    if verifier.has_settings(
+                        issuers,
+                        MAX_CALLER_TOKEN_BYTES,
+                        CALLER_TOKEN_CACHE,
+                    ) =>
+                {
+                    Arc::clone(verifier)
+                }
+                _ => Arc::new(Verifier::replacing(
+                    previous.map(|verifier| &**verifier),
+                    issuers,
+                    MAX_CALLER_TOKEN_BYTES,
+                    CALLER_TOKEN_CACHE,
+                    http,
+                    clock,
+                )),
+            };
+            GoogleCheck {
+                config: config.clone(),
+                verifier,
+            }
+        });
+        Self { api_key, google }
+    }
+
+    /// The key sets caller authentication needs loaded and fresh.
+    pub fn key_sets(&self) -> impl Iterator<Item = &Arc<IssuerKeys>> {
+        self.google
+            .iter()
+            .flat_map(|check| check.verifier.key_sets())
     }
 
     /// Whether the request's headers authenticate its caller.
-    fn admits(&self, request: &Request) -> bool {
-        let Some(check) = &self.api_key else {
+    async fn admits(&self, headers: &HeaderMap) -> bool {
+        if self.api_key.is_none() && self.google.is_none() {
             return true;
-        };
-        let Some(presented) = request.headers().get(&check.header) else {
+        }
+        if let Some(check) = &self.api_key
+            && check.admits(headers)
+        {
+            return true;
+        }
+        match &self.google {
+            Some(check) => check.admits(headers).await,
+            None => false,
+        }
+    }
+}
+
+impl ApiKeyCheck {
+    fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(presented) = headers.get(&self.header) else {
             return false;
         };
         let presented = sha256(presented.as_bytes());
         // Every key is compared, whatever the outcome, so timing does not tell which key matched.
-        check.key_digests.iter().fold(false, |matched, key| {
+        self.key_digests.iter().fold(false, |matched, key| {
             verify_slices_are_equal(key, &presented).is_ok() | matched
         })
+    }
+}
+
+impl GoogleCheck {
+    /// A valid ID token for the configured audience whose verified `email` is on the list.
+    async fn admits(&self, headers: &HeaderMap) -> bool {
+        let Some(token) = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(token::bearer_token)
+        else {
+            return false;
+        };
+        let verified = match self.verifier.verify(token).await {
+            Ok(verified) => verified.token,
+            Err(error) => {
+                tracing::info!(%error, "refused a caller's ID token");
+                return false;
+            }
+        };
+        let email_verified =
+            verified.claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        let email = verified
+            .claims
+            .get("email")
+            .and_then(serde_json::Value::as_str);
+        match email {
+            Some(email)
+                if email_verified && self.config.emails.iter().any(|allowed| allowed == email) =>
+            {
+                true
+            }
+            _ => {
+                tracing::info!(
+                    email = email.unwrap_or_default(),
+                    email_verified,
+                    "refused a caller's ID token: its email is not allowed"
+                );
+                false
+            }
+        }
     }
 }
 
@@ -66,7 +186,8 @@ pub async fn require_caller(
     request: Request,
     next: Next,
 ) -> Response {
-    if state.current().callers.admits(&request) {
+    let admitted = state.current().callers.admits(request.headers()).await;
+    if admitted {
         next.run(request).await
     } else {
         ApiError::UnauthenticatedCaller.into_response()

@@ -24,6 +24,16 @@ pub(super) struct Top {
     pub api_keys: Option<Value>,
 }
 
+/// `callers.google_id_token`: Google-signed ID tokens, as Apigee's `GoogleIDToken` authentication sends.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct GoogleIdToken {
+    pub audience: String,
+    pub emails: Vec<String>,
+    pub issuer: Option<String>,
+    pub jwks_uri: Option<String>,
+}
+
 /// Top-level `api_keys`: end-user keys inline, in a separate file, or both.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -65,6 +75,7 @@ pub(super) struct Reload {
 #[serde(deny_unknown_fields)]
 pub(super) struct Callers {
     pub api_keys: Option<ApiKeys>,
+    pub google_id_token: Option<GoogleIdToken>,
     #[serde(default)]
     pub allow_unauthenticated: bool,
 }

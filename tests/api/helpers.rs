@@ -285,7 +285,7 @@ impl TestApp {
     }
 
     pub async fn with_keys_loaded(self) -> Self {
-        for keys in self.state.current().engine.verifier().key_sets() {
+        for keys in self.state.current().key_sets() {
             keys.refresh()
                 .await
                 .unwrap_or_else(|e| panic!("loading keys: {e}"));

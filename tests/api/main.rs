@@ -11,6 +11,7 @@ mod apikeys;
 mod attacks;
 mod bodies;
 mod bundles;
+mod callers;
 mod cli;
 mod config;
 mod helpers;
