@@ -8,7 +8,6 @@
 //! one permit allows; every other policy is evaluated and does not apply. A deny that asks for a scope
 //! (`@scope`, evaluated only on a deny) is measured too. Each measured outcome is checked.
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -16,7 +15,8 @@ use anyhow::{Context as _, bail};
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
 use verdict::config::ClaimNames;
-use verdict::policy::{ApigeeContext, DenyCode, PolicyFile, PolicyRequest, PolicySet, TokenFacts};
+use verdict::decision::{DecisionInput, policy_request};
+use verdict::policy::{DenyCode, PolicyFile, PolicySet};
 use verdict::token::{Provenance, VerifiedToken};
 
 /// The policy-set sizes measured.
@@ -30,8 +30,7 @@ fn main() -> anyhow::Result<()> {
     let mut criterion = Criterion::default().configure_from_args();
     let reader = token(&["svc0:read"])?;
     let no_scope = token(&[])?;
-    let headers = BTreeMap::new();
-    let apigee = ApigeeContext::default();
+    let input = input();
     let mut group = criterion.benchmark_group("policies");
     let mut wrong = 0_u64;
     for size in SIZES {
@@ -39,7 +38,8 @@ fn main() -> anyhow::Result<()> {
         if policies.len() != size {
             bail!("built {} policies, meant {size}", policies.len());
         }
-        let allowed = request(&reader, "GET", &headers, &apigee);
+        // The same mapping from token and input to a policy request that `Engine::decide` uses.
+        let allowed = policy_request(&reader, &input, NOW);
         group.bench_with_input(
             BenchmarkId::new("allow", size),
             &allowed,
@@ -51,7 +51,7 @@ fn main() -> anyhow::Result<()> {
                 });
             },
         );
-        let lacking = request(&no_scope, "GET", &headers, &apigee);
+        let lacking = policy_request(&no_scope, &input, NOW);
         group.bench_with_input(
             BenchmarkId::new("deny_insufficient_scope", size),
             &lacking,
@@ -145,27 +145,13 @@ fn verified(claims: serde_json::Value) -> anyhow::Result<VerifiedToken> {
     .context("building the principal")
 }
 
-fn request<'a>(
-    token: &'a VerifiedToken,
-    method: &'a str,
-    headers: &'a BTreeMap<String, String>,
-    apigee: &'a ApigeeContext,
-) -> PolicyRequest<'a> {
-    PolicyRequest {
-        principal: &token.principal,
-        token: TokenFacts {
-            kid: &token.kid,
-            typ: &token.typ,
-            iat: token.iat,
-            exp: token.exp,
-        },
-        method,
-        path: "/svc0/items/42",
-        host: "api.example.com",
-        query: "",
-        apigee,
+/// `GET /svc0/items/42` from 203.0.113.7, as the proxy describes it.
+fn input() -> DecisionInput {
+    DecisionInput {
+        method: "GET".into(),
+        path: "/svc0/items/42".into(),
+        host: "api.example.com".into(),
         client_ip: Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7))),
-        headers,
-        now: NOW,
+        ..DecisionInput::default()
     }
 }

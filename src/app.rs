@@ -46,25 +46,14 @@ pub fn generation(
 ) -> anyhow::Result<Generation> {
     let previous_callers = previous.map(|generation| &generation.callers);
     let previous = previous.map(|generation| generation.engine.verifier());
-    let verifier = match previous {
-        Some(verifier)
-            if verifier.has_settings(
-                &config.issuers,
-                config.limits.max_token_bytes,
-                config.cache.max_tokens,
-            ) =>
-        {
-            Arc::clone(verifier)
-        }
-        _ => Arc::new(Verifier::replacing(
-            previous.map(|verifier| &**verifier),
-            &config.issuers,
-            config.limits.max_token_bytes,
-            config.cache.max_tokens,
-            http,
-            Arc::clone(&clock),
-        )),
-    };
+    let verifier = Verifier::succeeding(
+        previous,
+        &config.issuers,
+        config.limits.max_token_bytes,
+        config.cache.max_tokens,
+        http,
+        Arc::clone(&clock),
+    );
     let decider = Decider::new(
         config.policies,
         config.headers,

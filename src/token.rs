@@ -164,28 +164,38 @@ pub struct Verified {
 }
 
 impl Verifier {
-    /// A verifier for `issuers`. Key sets start empty; [`Self::key_sets`] lists what to load.
-    pub fn new(
+    /// The verifier for these settings after `previous`: `previous` itself, with its token cache, when
+    /// it was built from exactly these settings; otherwise a new one (see [`Self::replacing`]).
+    pub fn succeeding(
+        previous: Option<&Arc<Self>>,
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
         max_cached_tokens: usize,
         http: &reqwest::Client,
         clock: SharedClock,
-    ) -> Self {
-        Self::replacing(
-            None,
-            issuers,
-            max_token_bytes,
-            max_cached_tokens,
-            http,
-            clock,
-        )
+    ) -> Arc<Self> {
+        match previous {
+            Some(verifier)
+                if verifier.has_settings(issuers, max_token_bytes, max_cached_tokens) =>
+            {
+                Arc::clone(verifier)
+            }
+            _ => Arc::new(Self::replacing(
+                previous.map(|verifier| &**verifier),
+                issuers,
+                max_token_bytes,
+                max_cached_tokens,
+                http,
+                clock,
+            )),
+        }
     }
 
-    /// A verifier for `issuers` that takes over the loaded key sets of `previous` for every issuer
-    /// whose name and key settings are unchanged, so a reload refetches nothing it need not. Its token
-    /// cache starts empty: a cached token was checked against the previous settings.
-    pub fn replacing(
+    /// A verifier for `issuers`. Key sets start empty ([`Self::key_sets`] lists what to load), except
+    /// that it takes over the loaded key sets of `previous` for every issuer whose name and key settings
+    /// are unchanged, so a reload refetches nothing it need not. Its token cache starts empty: a cached
+    /// token was checked against the previous settings.
+    fn replacing(
         previous: Option<&Self>,
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
@@ -261,7 +271,7 @@ impl Verifier {
 
     /// Whether this verifier was built from exactly these settings, so a reload can keep it, and its
     /// token cache, as it is.
-    pub fn has_settings(
+    fn has_settings(
         &self,
         issuers: &[IssuerConfig],
         max_token_bytes: usize,

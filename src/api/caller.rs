@@ -75,25 +75,14 @@ impl CallerAuth {
             let previous = previous
                 .and_then(|previous| previous.google.as_ref())
                 .map(|check| &check.verifier);
-            let verifier = match previous {
-                Some(verifier)
-                    if verifier.has_settings(
-                        issuers,
-                        MAX_CALLER_TOKEN_BYTES,
-                        CALLER_TOKEN_CACHE,
-                    ) =>
-                {
-                    Arc::clone(verifier)
-                }
-                _ => Arc::new(Verifier::replacing(
-                    previous.map(|verifier| &**verifier),
-                    issuers,
-                    MAX_CALLER_TOKEN_BYTES,
-                    CALLER_TOKEN_CACHE,
-                    http,
-                    clock,
-                )),
-            };
+            let verifier = Verifier::succeeding(
+                previous,
+                issuers,
+                MAX_CALLER_TOKEN_BYTES,
+                CALLER_TOKEN_CACHE,
+                http,
+                clock,
+            );
             GoogleCheck {
                 config: config.clone(),
                 verifier,

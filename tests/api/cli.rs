@@ -361,52 +361,74 @@ async fn decided_by(address: &str, token: &str) -> Value {
     decision["policies"].clone()
 }
 
+/// `verdict serve` on a configuration with its own policy directory (one policy, `first`) and the
+/// given `reload` section, ready, with a token its issuer signed now.
+struct ReloadableServer {
+    serve: Server,
+    address: String,
+    policy_file: std::path::PathBuf,
+    token: String,
+    started: Value,
+    _issuer: KeyServer,
+}
+
+impl ReloadableServer {
+    async fn start(reload: &str) -> Self {
+        let key = rsa_key("k1");
+        let issuer = KeyServer::start(&[key]).await;
+        let config = write_reloadable_config(&issuer, &policy_named("first"), reload);
+        let serve = Server::spawn({
+            let mut command = verdict();
+            command.args(["serve", "--config"]).arg(&config);
+            command
+        });
+        let address = serve.address();
+        let started = wait_ready(&address).await;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let token = key.sign(&claims(&issuer.issuer(), now));
+        assert_eq!(decided_by(&address, &token).await, json!(["first"]));
+        Self {
+            serve,
+            address,
+            policy_file: config.parent().unwrap().join("policies/main.cedar"),
+            token,
+            started,
+            _issuer: issuer,
+        }
+    }
+
+    async fn decided_by(&self) -> Value {
+        decided_by(&self.address, &self.token).await
+    }
+
+    fn hangup(&self) {
+        let pid = self.serve.child.id().to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_policies_and_a_bad_set_is_refused_while_serving_on() {
-    let key = rsa_key("k1");
-    let server = KeyServer::start(&[key]).await;
-    let config = write_reloadable_config(
-        &server,
-        &policy_named("first"),
-        "reload: { watch: false }\n",
-    );
-    let serve = Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
-    let address = serve.address();
-    let started = wait_ready(&address).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = key.sign(&claims(&server.issuer(), now));
-    assert_eq!(decided_by(&address, &token).await, json!(["first"]));
-
-    let policy_file = config.parent().unwrap().join("policies/main.cedar");
-    std::fs::write(&policy_file, policy_named("second")).unwrap();
-    let pid = serve.child.id().to_string();
-    let hangup = || {
-        assert!(
-            Command::new("kill")
-                .args(["-HUP", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-    };
-    hangup();
-    let reloaded = wait_readyz(&address, "a reload on SIGHUP", |body| {
+    let server = ReloadableServer::start("reload: { watch: false }\n").await;
+    std::fs::write(&server.policy_file, policy_named("second")).unwrap();
+    server.hangup();
+    let reloaded = wait_readyz(&server.address, "a reload on SIGHUP", |body| {
         body["reloads"]["succeeded"] == 1
     })
     .await;
-    assert_ne!(reloaded["policy_revision"], started["policy_revision"]);
-    assert_eq!(decided_by(&address, &token).await, json!(["second"]));
+    assert_ne!(
+        reloaded["policy_revision"],
+        server.started["policy_revision"]
+    );
+    assert_eq!(server.decided_by().await, json!(["second"]));
 
-    std::fs::write(&policy_file, "permit(principal, action, resource").unwrap();
-    hangup();
-    let refused = wait_readyz(&address, "a refused reload", |body| {
+    std::fs::write(&server.policy_file, "permit(principal, action, resource").unwrap();
+    server.hangup();
+    let refused = wait_readyz(&server.address, "a refused reload", |body| {
         body["reloads"]["failed"] == 1
     })
     .await;
@@ -415,44 +437,20 @@ async fn sighup_reloads_the_policies_and_a_bad_set_is_refused_while_serving_on()
         .as_str()
         .unwrap();
     assert!(error.contains("main.cedar:1:"), "{error}");
-    Server::wait_for(&serve.stderr, "reload failed");
-    assert_eq!(decided_by(&address, &token).await, json!(["second"]));
+    Server::wait_for(&server.serve.stderr, "reload failed");
+    assert_eq!(server.decided_by().await, json!(["second"]));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_policy_file_is_picked_up_without_a_signal() {
-    let key = rsa_key("k1");
-    let server = KeyServer::start(&[key]).await;
-    let config = write_reloadable_config(
-        &server,
-        &policy_named("first"),
-        "reload: { interval: 100ms }\n",
-    );
-    let serve = Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
-    let address = serve.address();
-    wait_ready(&address).await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let token = key.sign(&claims(&server.issuer(), now));
-    assert_eq!(decided_by(&address, &token).await, json!(["first"]));
-
-    std::fs::write(
-        config.parent().unwrap().join("policies/main.cedar"),
-        policy_named("watched"),
-    )
-    .unwrap();
-    wait_readyz(&address, "a reload on a file change", |body| {
+    let server = ReloadableServer::start("reload: { interval: 100ms }\n").await;
+    std::fs::write(&server.policy_file, policy_named("watched")).unwrap();
+    wait_readyz(&server.address, "a reload on a file change", |body| {
         body["reloads"]["succeeded"] == 1
     })
     .await;
-    assert_eq!(decided_by(&address, &token).await, json!(["watched"]));
-    Server::wait_for(&serve.stderr, "configuration reloaded");
+    assert_eq!(server.decided_by().await, json!(["watched"]));
+    Server::wait_for(&server.serve.stderr, "configuration reloaded");
 }
 
 #[tokio::test(flavor = "multi_thread")]
