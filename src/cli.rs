@@ -63,25 +63,28 @@ enum Command {
 enum ApikeyCommand {
     /// Print a fresh key, and the `api_keys` entry (holding only its hash) to paste into the
     /// configuration.
-    New {
-        /// The key's id: the principal is `ApiKey::"<id>"`.
-        #[arg(long)]
-        id: String,
-        /// `principal.subject`; the id when absent.
-        #[arg(long)]
-        subject: Option<String>,
-        /// A scope of the key; repeatable.
-        #[arg(long = "scope")]
-        scopes: Vec<String>,
-        /// A role of the key (a `Role` parent of the principal); repeatable.
-        #[arg(long = "role")]
-        roles: Vec<String>,
-        #[arg(long)]
-        tenant: Option<String>,
-        /// When the key stops working, RFC 3339 in UTC.
-        #[arg(long)]
-        expires: Option<String>,
-    },
+    New(NewApiKey),
+}
+
+#[derive(Debug, clap::Args)]
+struct NewApiKey {
+    /// The key's id: the principal is `ApiKey::"<id>"`.
+    #[arg(long)]
+    id: String,
+    /// `principal.subject`; the id when absent.
+    #[arg(long)]
+    subject: Option<String>,
+    /// A scope of the key; repeatable.
+    #[arg(long = "scope")]
+    scopes: Vec<String>,
+    /// A role of the key (a `Role` parent of the principal); repeatable.
+    #[arg(long = "role")]
+    roles: Vec<String>,
+    #[arg(long)]
+    tenant: Option<String>,
+    /// When the key stops working, RFC 3339 in UTC.
+    #[arg(long)]
+    expires: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -131,32 +134,14 @@ pub fn main() -> ExitCode {
         Command::Check { config } => check(&config),
         Command::Test { path } => test(&path),
         Command::Apikey {
-            command:
-                ApikeyCommand::New {
-                    id,
-                    subject,
-                    scopes,
-                    roles,
-                    tenant,
-                    expires,
-                },
-        } => {
-            let entry = ApiKeyEntry {
-                id,
-                subject,
-                scopes,
-                roles,
-                tenant,
-                expires,
-            };
-            match new_api_key(&entry) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(error) => {
-                    eprintln!("error: {error}");
-                    ExitCode::FAILURE
-                }
+            command: ApikeyCommand::New(entry),
+        } => match new_api_key(&entry) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Decide(args) => match decide(*args) {
             Ok(()) => ExitCode::SUCCESS,
             Err(error) => {
@@ -210,17 +195,7 @@ fn check(path: &std::path::Path) -> ExitCode {
     }
 }
 
-/// The fields of `verdict apikey new`.
-struct ApiKeyEntry {
-    id: String,
-    subject: Option<String>,
-    scopes: Vec<String>,
-    roles: Vec<String>,
-    tenant: Option<String>,
-    expires: Option<String>,
-}
-
-fn new_api_key(entry: &ApiKeyEntry) -> Result<(), String> {
+fn new_api_key(entry: &NewApiKey) -> Result<(), String> {
     if entry.id.is_empty() {
         return Err("--id must not be empty".to_owned());
     }
