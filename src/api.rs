@@ -57,8 +57,10 @@ pub struct Generation {
     /// Where the policies came from, for the reloader to watch.
     pub policy_source: Option<PolicySource>,
     pub reload: ReloadConfig,
-    /// Other files the configuration read (an API key file), for the reloader to watch.
+    /// Other files the configuration read (an API key file, TLS files), for the reloader to watch.
     pub referenced_files: Vec<std::path::PathBuf>,
+    /// The listener's TLS identity, when it serves HTTPS.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 impl Generation {

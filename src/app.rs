@@ -69,6 +69,7 @@ pub fn generation(
         policy_source: config.policy_source,
         reload: config.reload,
         referenced_files: config.referenced_files,
+        tls: config.tls,
     })
 }
 
@@ -135,9 +136,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         self.state.start_refreshing();
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = if self.state.current().tls.is_some() {
+            crate::tls::serve(self.listener, self.router, self.state.clone(), shutdown).await
+        } else {
+            axum::serve(self.listener, self.router)
+                .with_graceful_shutdown(shutdown)
+                .await
+        };
         self.state.stop_refreshing();
         served.context("serving HTTP")
     }

@@ -14,6 +14,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderName;
@@ -52,6 +53,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// End-user API keys.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// HTTPS on `listen`, with this identity.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     /// Files besides the policies that the configuration reads, for the reloader to watch.
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
@@ -609,6 +612,19 @@ fn validate(
         .section::<raw::EndUserKeys>("api_keys", top.api_keys)
         .map(|raw| validate_api_keys(raw, base_dir, &mut referenced_files, errors))
         .unwrap_or_default();
+    let tls = match top.tls {
+        None | Some(Value::Null) => None,
+        Some(value) => errors
+            .deserialize::<raw::Tls>("tls", value)
+            .and_then(|raw| {
+                let cert = base_dir.join(raw.cert);
+                let key = base_dir.join(raw.key);
+                referenced_files.extend([cert.clone(), key.clone()]);
+                crate::tls::server_config(&cert, &key)
+                    .map_err(|problem| errors.push("tls", problem))
+                    .ok()
+            }),
+    };
     let realm = top.realm.unwrap_or_else(|| "api".to_owned());
     if realm.is_empty()
         || realm
@@ -633,6 +649,7 @@ fn validate(
         realm,
         reload: reload?,
         api_keys,
+        tls,
         referenced_files,
         revision,
     })

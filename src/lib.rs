@@ -29,4 +29,5 @@ pub mod offline;
 pub mod policy;
 pub mod reload;
 pub mod telemetry;
+pub mod tls;
 pub mod token;

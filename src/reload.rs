@@ -188,6 +188,9 @@ impl Reloader {
                 message
             })?;
         let current = self.state.current();
+        if config.tls.is_some() != current.tls.is_some() {
+            tracing::warn!("`tls` was added or removed; restart to switch between HTTP and HTTPS");
+        }
         if config.listen != current.listen {
             tracing::warn!(
                 running = %current.listen,

@@ -22,6 +22,14 @@ pub(super) struct Top {
     pub realm: Option<String>,
     pub reload: Option<Value>,
     pub api_keys: Option<Value>,
+    pub tls: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// `callers.google_id_token`: Google-signed ID tokens, as Apigee's `GoogleIDToken` authentication sends.

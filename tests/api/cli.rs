@@ -19,14 +19,14 @@ pub fn verdict() -> Command {
 }
 
 /// A running `verdict serve`, killed when dropped, whose output lines arrive on channels.
-struct Server {
-    child: Child,
+pub struct Server {
+    pub child: Child,
     stdout: mpsc::Receiver<String>,
-    stderr: mpsc::Receiver<String>,
+    pub stderr: mpsc::Receiver<String>,
 }
 
 impl Server {
-    fn spawn(mut command: Command) -> Self {
+    pub fn spawn(mut command: Command) -> Self {
         let mut child = command
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -53,7 +53,7 @@ impl Server {
     }
 
     /// The address from the "verdict listening" log line.
-    fn address(&self) -> String {
+    pub fn address(&self) -> String {
         let line = Self::wait_for(&self.stderr, "verdict listening");
         line.split("address=")
             .nth(1)

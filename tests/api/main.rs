@@ -20,4 +20,5 @@ mod keys;
 mod oidc;
 mod policy;
 mod reload;
+mod tls;
 mod toolkit;

@@ -1,0 +1,162 @@
+//! HTTPS on Verdict's own listener (`tls:`), its certificate renewed by a reload.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::cli::{output, verdict};
+use crate::config::tempdir;
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, rsa_key};
+
+/// A self-signed certificate for 127.0.0.1 and its key, as PEM.
+fn identity(name: &str) -> (String, String) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    let cert = params.self_signed(&key).unwrap();
+    (cert.pem(), key.serialize_pem())
+}
+
+fn client_trusting(cert_pem: &str) -> reqwest::Client {
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(cert_pem.as_bytes()).unwrap()])
+        .build()
+        .unwrap()
+}
+
+fn write_config(directory: &Path, server: &KeyServer) -> std::path::PathBuf {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let path = directory.join("verdict.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: 127.0.0.1:0\ncallers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\npolicies: {{ path: {} }}\ntls: {{ cert: tls.crt, key: tls.key }}\nreload: {{ watch: false }}\n",
+            server.issuer(),
+            server.jwks_uri(),
+            policies.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+async fn readyz(client: &reqwest::Client, address: &str) -> Result<Value, reqwest::Error> {
+    let response = client
+        .get(format!("https://{address}/readyz"))
+        .send()
+        .await?;
+    Ok(serde_json::from_slice(&response.bytes().await?).unwrap_or(Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_api_is_served_over_https_and_a_reload_renews_the_certificate() {
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let directory = tempdir();
+    let (first_cert, first_key) = identity("verdict-1");
+    std::fs::write(directory.join("tls.crt"), &first_cert).unwrap();
+    std::fs::write(directory.join("tls.key"), &first_key).unwrap();
+    let config = write_config(&directory, &server);
+    let serve = crate::cli::Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    let first = client_trusting(&first_cert);
+    let mut ready = Value::Null;
+    for _ in 0..200 {
+        if let Ok(body) = readyz(&first, &address).await
+            && body["ready"] == true
+        {
+            ready = body;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready["ready"], true, "never ready over HTTPS");
+
+    let response = first
+        .post(format!("https://{address}/v1/decide"))
+        .header("x-verdict-key", CALLER_KEY)
+        .header("content-type", "application/json")
+        .body(json!({ "method": "GET", "path": "/orders/1" }).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let plain = reqwest::get(format!("http://{address}/readyz")).await;
+    assert!(
+        plain.is_err() || !plain.unwrap().status().is_success(),
+        "plain HTTP was served"
+    );
+
+    // A renewed certificate, then SIGHUP: new connections get it.
+    let (second_cert, second_key) = identity("verdict-2");
+    std::fs::write(directory.join("tls.crt"), &second_cert).unwrap();
+    std::fs::write(directory.join("tls.key"), &second_key).unwrap();
+    let pid = serve.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let second = client_trusting(&second_cert);
+    let mut renewed = false;
+    for _ in 0..200 {
+        if readyz(&second, &address).await.is_ok() {
+            renewed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(renewed, "the renewed certificate was never served");
+    // A new connection no longer gets the old certificate (an open one may finish on it).
+    let fresh_first = client_trusting(&first_cert);
+    assert!(
+        readyz(&fresh_first, &address).await.is_err(),
+        "the old certificate is still served"
+    );
+}
+
+#[test]
+fn bad_tls_files_are_configuration_errors() {
+    let server_issuer = "https://idp.example.com";
+    let directory = tempdir();
+    let (cert, _) = identity("a");
+    let (_, other_key) = identity("b");
+    std::fs::write(directory.join("tls.crt"), &cert).unwrap();
+    std::fs::write(directory.join("other.key"), &other_key).unwrap();
+    std::fs::write(directory.join("garbage.crt"), "not a certificate").unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    for (tls, expected) in [
+        ("{ cert: missing.crt, key: other.key }", "cannot read"),
+        (
+            "{ cert: garbage.crt, key: other.key }",
+            "holds no certificate",
+        ),
+        (
+            "{ cert: tls.crt, key: other.key }",
+            "do not make a server identity",
+        ),
+        ("{ cert: tls.crt }", "missing field `key`"),
+    ] {
+        let path = directory.join("verdict.yaml");
+        std::fs::write(
+            &path,
+            format!("callers: {{ allow_unauthenticated: true }}\nissuers:\n  - {{ name: a, issuer: \"{server_issuer}\", audiences: [x] }}\npolicies: {{ path: {} }}\ntls: {tls}\n", policies.display()),
+        )
+        .unwrap();
+        let (status, _, stderr) = output(verdict().args(["check", "--config"]).arg(&path));
+        assert!(!status.success(), "{tls}");
+        assert!(
+            stderr.contains("tls") && stderr.contains(expected),
+            "{tls}: {stderr}"
+        );
+    }
+}
