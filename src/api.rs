@@ -59,8 +59,8 @@ pub struct Generation {
     pub reload: ReloadConfig,
     /// Other files the configuration read (an API key file, TLS files), for the reloader to watch.
     pub referenced_files: Vec<std::path::PathBuf>,
-    /// The listener's TLS identity, when it serves HTTPS.
-    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// The listener's TLS settings, when it serves HTTPS.
+    pub tls: Option<Arc<crate::tls::TlsSettings>>,
 }
 
 impl Generation {

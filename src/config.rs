@@ -53,8 +53,8 @@ pub struct Config {
     pub reload: ReloadConfig,
     /// End-user API keys.
     pub api_keys: Vec<ApiKeyConfig>,
-    /// HTTPS on `listen`, with this identity.
-    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// HTTPS on `listen`: the identity, and the client certificates let in when `callers.mtls` is set.
+    pub tls: Option<Arc<crate::tls::TlsSettings>>,
     /// Files besides the policies that the configuration reads, for the reloader to watch.
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
@@ -104,6 +104,8 @@ pub struct Callers {
     pub api_keys: Option<CallerApiKeys>,
     /// Callers proving themselves with a Google-signed ID token (Apigee to Cloud Run).
     pub google_id_token: Option<GoogleIdTokenCallers>,
+    /// Callers proving themselves with a client certificate (mutual TLS on the listener).
+    pub mtls: Option<MtlsCallers>,
     pub allow_unauthenticated: bool,
 }
 
@@ -112,6 +114,13 @@ pub struct Callers {
 pub struct CallerApiKeys {
     pub header: HeaderName,
     pub keys: Vec<SecretString>,
+}
+
+/// Mutual TLS callers: certificates chained to `ca`; with `allowed_subjects`, only those matching one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MtlsCallers {
+    pub ca: PathBuf,
+    pub allowed_subjects: Vec<String>,
 }
 
 /// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
@@ -468,7 +477,7 @@ fn validate(
     };
     let callers = errors
         .section::<raw::Callers>("callers", top.callers)
-        .and_then(|raw| validate_callers(raw, errors));
+        .and_then(|raw| validate_callers(raw, base_dir, errors));
 
     let mut issuers = Vec::new();
     let raw_issuers = top.issuers.unwrap_or_default();
@@ -612,18 +621,26 @@ fn validate(
         .section::<raw::EndUserKeys>("api_keys", top.api_keys)
         .map(|raw| validate_api_keys(raw, base_dir, &mut referenced_files, errors))
         .unwrap_or_default();
+    let mtls = callers.as_ref().and_then(|callers| callers.mtls.as_ref());
     let tls = match top.tls {
-        None | Some(Value::Null) => None,
+        None | Some(Value::Null) => {
+            if mtls.is_some() {
+                errors.push("callers.mtls", "needs `tls`: mutual TLS is part of HTTPS");
+            }
+            None
+        }
         Some(value) => errors
             .deserialize::<raw::Tls>("tls", value)
             .and_then(|raw| {
                 let cert = base_dir.join(raw.cert);
                 let key = base_dir.join(raw.key);
                 referenced_files.extend([cert.clone(), key.clone()]);
-                crate::tls::server_config(&cert, &key)
+                referenced_files.extend(mtls.map(|mtls| mtls.ca.clone()));
+                crate::tls::TlsSettings::load(&cert, &key, mtls)
                     .map_err(|problem| errors.push("tls", problem))
                     .ok()
-            }),
+            })
+            .map(Arc::new),
     };
     let realm = top.realm.unwrap_or_else(|| "api".to_owned());
     if realm.is_empty()
@@ -809,7 +826,7 @@ fn validate_google_id_token(
     })
 }
 
-fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
+fn validate_callers(raw: raw::Callers, base_dir: &Path, errors: &mut Errors) -> Option<Callers> {
     let api_keys = match raw.api_keys {
         None => None,
         Some(api_keys) => {
@@ -847,7 +864,15 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
     let google_id_token = raw
         .google_id_token
         .and_then(|raw| validate_google_id_token(raw, errors));
-    if api_keys.is_none() && google_id_token.is_none() && !raw.allow_unauthenticated {
+    let mtls = raw.mtls.map(|raw| MtlsCallers {
+        ca: base_dir.join(raw.ca),
+        allowed_subjects: raw.allowed_subjects,
+    });
+    if api_keys.is_none()
+        && google_id_token.is_none()
+        && mtls.is_none()
+        && !raw.allow_unauthenticated
+    {
         errors.push(
             "callers",
             "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
@@ -856,6 +881,7 @@ fn validate_callers(raw: raw::Callers, errors: &mut Errors) -> Option<Callers> {
     Some(Callers {
         api_keys,
         google_id_token,
+        mtls,
         allow_unauthenticated: raw.allow_unauthenticated,
     })
 }

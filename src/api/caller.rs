@@ -1,6 +1,7 @@
 //! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5): a caller
-//! key header, or a Google-signed ID token in the callout's own `Authorization` header. Either one that
-//! is configured admits a caller.
+//! key header, a Google-signed ID token in the callout's own `Authorization` header, or a client
+//! certificate, which the TLS listener checks before any request (`crate::tls`). Any one that is
+//! configured admits a caller.
 
 use std::sync::Arc;
 
@@ -29,6 +30,8 @@ const MAX_CALLER_TOKEN_BYTES: usize = 8 * 1024;
 pub struct CallerAuth {
     api_key: Option<ApiKeyCheck>,
     google: Option<GoogleCheck>,
+    /// The listener requires a client certificate (`callers.mtls`): whoever reached a handler has one.
+    mutual_tls: bool,
 }
 
 #[derive(Debug)]
@@ -57,6 +60,7 @@ impl CallerAuth {
         if callers.allow_unauthenticated
             && callers.api_keys.is_none()
             && callers.google_id_token.is_none()
+            && callers.mtls.is_none()
         {
             tracing::warn!(
                 "caller authentication is off (`allow_unauthenticated: true`): anyone who reaches this port gets decisions"
@@ -88,7 +92,11 @@ impl CallerAuth {
                 verifier,
             }
         });
-        Self { api_key, google }
+        Self {
+            api_key,
+            google,
+            mutual_tls: callers.mtls.is_some(),
+        }
     }
 
     /// The key sets caller authentication needs loaded and fresh.
@@ -100,7 +108,7 @@ impl CallerAuth {
 
     /// Whether the request's headers authenticate its caller.
     async fn admits(&self, headers: &HeaderMap) -> bool {
-        if self.api_key.is_none() && self.google.is_none() {
+        if self.mutual_tls || (self.api_key.is_none() && self.google.is_none()) {
             return true;
         }
         if let Some(check) = &self.api_key

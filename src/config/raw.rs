@@ -32,6 +32,15 @@ pub(super) struct Tls {
     pub key: PathBuf,
 }
 
+/// `callers.mtls`: client certificates chained to `ca`, optionally only some.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Mtls {
+    pub ca: PathBuf,
+    #[serde(default)]
+    pub allowed_subjects: Vec<String>,
+}
+
 /// `callers.google_id_token`: Google-signed ID tokens, as Apigee's `GoogleIDToken` authentication sends.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,6 +93,7 @@ pub(super) struct Reload {
 pub(super) struct Callers {
     pub api_keys: Option<ApiKeys>,
     pub google_id_token: Option<GoogleIdToken>,
+    pub mtls: Option<Mtls>,
     #[serde(default)]
     pub allow_unauthenticated: bool,
 }

@@ -159,4 +159,131 @@ fn bad_tls_files_are_configuration_errors() {
             "{tls}: {stderr}"
         );
     }
+
+    let path = directory.join("verdict.yaml");
+    std::fs::write(
+        &path,
+        format!("callers: {{ mtls: {{ ca: tls.crt }} }}\nissuers:\n  - {{ name: a, issuer: \"{server_issuer}\", audiences: [x] }}\npolicies: {{ path: {} }}\n", policies.display()),
+    )
+    .unwrap();
+    let (status, _, stderr) = output(verdict().args(["check", "--config"]).arg(&path));
+    assert!(!status.success());
+    assert!(stderr.contains("callers.mtls: needs `tls`"), "{stderr}");
+}
+
+/// A CA, and certificates it (or another CA) signs for clients.
+struct Authority {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl Authority {
+    fn new(name: &str) -> Self {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let pem = params.self_signed(&key).unwrap().pem();
+        Self {
+            issuer: rcgen::Issuer::new(params, key),
+            pem,
+        }
+    }
+
+    /// A client certificate and key as one PEM, for `reqwest::Identity`.
+    fn client(&self, common_name: &str, expired: bool) -> String {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, common_name);
+        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        }
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        format!("{}{}", cert.pem(), key.serialize_pem())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_lets_in_only_allowed_certificates_of_the_ca() {
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let directory = tempdir();
+    let (server_cert, server_key) = identity("verdict");
+    let ca = Authority::new("apigee-ca");
+    let other_ca = Authority::new("other-ca");
+    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
+    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
+    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
+    let config = write_config(&directory, &server);
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
+        "callers: { mtls: { ca: ca.pem, allowed_subjects: [\"CN=apigee-prod\"] } }",
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let serve = crate::cli::Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    let client = |identity: Option<String>| {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
+        if let Some(pem) = identity {
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let decide = |client: reqwest::Client| {
+        let address = address.clone();
+        async move {
+            client
+                .post(format!("https://{address}/v1/decide"))
+                .header("content-type", "application/json")
+                .body(json!({ "method": "GET", "path": "/orders/1" }).to_string())
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    };
+
+    let apigee = client(Some(ca.client("apigee-prod", false)));
+    let mut status = Err(String::new());
+    for _ in 0..200 {
+        match decide(apigee.clone()).await {
+            Ok(code) => {
+                status = Ok(code);
+                break;
+            }
+            Err(error) => status = Err(error.to_string()),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        status,
+        Ok(200),
+        "the allowed client certificate was not let in"
+    );
+
+    for (name, identity) in [
+        ("no certificate", None),
+        ("another CA", Some(other_ca.client("apigee-prod", false))),
+        ("expired", Some(ca.client("apigee-prod", true))),
+        (
+            "a subject not on the list",
+            Some(ca.client("someone-else", false)),
+        ),
+    ] {
+        let outcome = decide(client(identity)).await;
+        assert!(outcome.is_err(), "{name}: {outcome:?}");
+    }
 }
