@@ -4,9 +4,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
 
+use anyhow::Context as _;
+use axum::Router;
+use axum::routing::get;
 use serde_json::{Value, json};
-use verdict::demo::signing::SigningKey;
+use verdict::demo::signing::{self, SigningKey};
 
 /// The audience of the benchmark tokens and configurations.
 pub const AUDIENCE: &str = "api://orders";
@@ -88,4 +92,24 @@ pub fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Ve
             .flatten()
             .collect()
     })
+}
+
+/// Serves `key`'s JWKS at `/jwks.json`; the issuer is `http://<address>`.
+pub fn jwks_router(key: &SigningKey) -> Router {
+    let jwks = signing::jwks(&[key]);
+    Router::new().route(
+        "/jwks.json",
+        get(move || {
+            let jwks = jwks.clone();
+            async move { axum::Json(jwks) }
+        }),
+    )
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> anyhow::Result<u64> {
+    Ok(SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .context("the clock is before 1970")?
+        .as_secs())
 }

@@ -16,20 +16,17 @@ use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 use anyhow::{Context as _, bail};
-use axum::Router;
-use axum::routing::get;
 use criterion::Criterion;
-use fixture::{claims, config_yaml, mint_tokens};
-use serde_json::Value;
+use fixture::{claims, config_yaml, jwks_router, mint_tokens, unix_now};
 use tokio::runtime::Runtime;
 use verdict::api::AppState;
 use verdict::clock::SystemClock;
 use verdict::config::{Config, PolicyOrigin};
 use verdict::decision::DecisionInput;
-use verdict::demo::signing::{self, SigningKey};
+use verdict::demo::signing::SigningKey;
 
 /// Distinct tokens minted for `decide/new_token`, cycled through in order.
 const NEW_TOKEN_COUNT: usize = 20_000;
@@ -220,14 +217,7 @@ async fn serve_jwks(key: &SigningKey) -> anyhow::Result<SocketAddr> {
         .await
         .context("binding the JWKS server")?;
     let address = listener.local_addr()?;
-    let jwks: Value = signing::jwks(&[key]);
-    let router = Router::new().route(
-        "/jwks.json",
-        get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    );
+    let router = jwks_router(key);
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(address)
 }
@@ -244,11 +234,4 @@ fn decide_input(token: &str) -> DecisionInput {
         message_id: "rrt-bench-0001".into(),
         ..DecisionInput::default()
     }
-}
-
-fn unix_now() -> anyhow::Result<u64> {
-    Ok(SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs())
 }

@@ -10,14 +10,11 @@ mod fixture;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::routing::get;
 use clap::Parser;
-use fixture::{config_yaml, mint_tokens};
-use verdict::demo::signing::{self, SigningKey};
+use fixture::{config_yaml, jwks_router, mint_tokens, unix_now};
+use verdict::demo::signing::SigningKey;
 
 /// Serves a benchmark issuer's JWKS and writes its tokens and Verdict configurations.
 #[derive(Debug, Parser)]
@@ -58,20 +55,10 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", arguments.jwks_listen))?;
     let issuer = format!("http://{}", listener.local_addr()?);
-    let jwks = signing::jwks(&[&key]);
-    let router = Router::new().route(
-        "/jwks.json",
-        get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    );
+    let router = jwks_router(&key);
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .context("the clock is before 1970")?
-        .as_secs();
+    let now = unix_now()?;
     let tokens = mint_tokens(&key, &issuer, now, arguments.count);
     write_atomically(&arguments.tokens_out, &(tokens.join("\n") + "\n"))?;
     if let (Some(path), Some(listen)) = (&arguments.uncached_config_out, arguments.uncached_listen)
