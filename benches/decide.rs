@@ -46,6 +46,9 @@ struct Fixture {
     cold: AppState,
     warm_input: DecisionInput,
     new_inputs: Vec<DecisionInput>,
+    /// An engine whose issuer also introspects opaque tokens, and an opaque token it has introspected.
+    opaque: AppState,
+    opaque_input: DecisionInput,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +79,12 @@ impl Fixture {
         let issuer = format!("http://{}", serve_jwks(&key).await?);
         let warm = engine_state(&issuer, WARM_CACHE_CAPACITY).await?;
         let cold = engine_state(&issuer, NEW_TOKEN_CACHE_CAPACITY).await?;
+        let introspection = serve_introspection(&issuer).await?;
+        let opaque = engine_state_with(&issuer, WARM_CACHE_CAPACITY, &format!(
+            "    introspection: {{ url: \"http://{introspection}/introspect\", client_id: bench, client_secret: bench-introspection-secret }}\n"
+        ))
+        .await?;
+        let opaque_input = decide_input("opaque-bench-token-0123456789abcdef");
 
         let now = unix_now()?;
         let warm_input = decide_input(&key.sign(&claims(&issuer, usize::MAX, now)));
@@ -84,26 +93,44 @@ impl Fixture {
             .map(|token| decide_input(token))
             .collect();
         // The first decision of the warm token verifies and caches it; every measured one then hits.
-        let first = warm.current().engine.decide(&warm_input).await;
-        if !first.allow {
-            bail!(
-                "the benchmark token is denied: {} ({})",
-                first.error_description,
-                first.status
-            );
+        // So does the first decision of the opaque token, with one introspection.
+        for (state, input) in [(&warm, &warm_input), (&opaque, &opaque_input)] {
+            let first = state.current().engine.decide(input).await;
+            if !first.allow {
+                bail!(
+                    "the benchmark token is denied: {} ({})",
+                    first.error_description,
+                    first.status
+                );
+            }
         }
         Ok(Self {
             warm,
             cold,
             warm_input,
             new_inputs,
+            opaque,
+            opaque_input,
         })
     }
 }
 
 /// The service's state for a configuration trusting `issuer`, with its keys loaded.
 async fn engine_state(issuer: &str, max_tokens: usize) -> anyhow::Result<AppState> {
-    let yaml = config_yaml(SocketAddr::from(([127, 0, 0, 1], 0)), issuer, max_tokens)?;
+    engine_state_with(issuer, max_tokens, "").await
+}
+
+/// [`engine_state`], with `issuer_extra` lines added to the issuer's entry.
+async fn engine_state_with(
+    issuer: &str,
+    max_tokens: usize,
+    issuer_extra: &str,
+) -> anyhow::Result<AppState> {
+    let yaml = config_yaml(SocketAddr::from(([127, 0, 0, 1], 0)), issuer, max_tokens)?.replacen(
+        "policies:",
+        &format!("{issuer_extra}policies:"),
+        1,
+    );
     let config = Config::parse(
         &yaml,
         Path::new("."),
@@ -170,10 +197,31 @@ fn bench_decide(
             })
         });
     });
+
+    // An opaque token whose introspection answer is cached: the answer lookup, then the policy.
+    let opaque = fixture.opaque.current();
+    let opaque_engine = &opaque.engine;
+    let opaque_wrong = Cell::new(0_u64);
+    group.bench_function("opaque_warm", |bencher| {
+        bencher.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    let decision = opaque_engine.decide(black_box(&fixture.opaque_input)).await;
+                    if !(decision.allow && decision.trace.token_cache_hit) {
+                        opaque_wrong.set(opaque_wrong.get() + 1);
+                    }
+                    black_box(decision);
+                }
+                started.elapsed()
+            })
+        });
+    });
     group.finish();
     vec![
         ("decide/warm_token", warm_wrong.get()),
         ("decide/new_token", new_wrong.get()),
+        ("decide/opaque_warm", opaque_wrong.get()),
     ]
 }
 
@@ -218,6 +266,27 @@ async fn serve_jwks(key: &SigningKey) -> anyhow::Result<SocketAddr> {
         .context("binding the JWKS server")?;
     let address = listener.local_addr()?;
     let router = jwks_router(key);
+    tokio::spawn(async move { axum::serve(listener, router).await });
+    Ok(address)
+}
+
+/// An introspection endpoint that answers every token as active for the benchmark's user, as `issuer`.
+async fn serve_introspection(issuer: &str) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the introspection endpoint")?;
+    let address = listener.local_addr()?;
+    let mut answer = claims(issuer, 0, unix_now()?);
+    if let Some(fields) = answer.as_object_mut() {
+        fields.insert("active".to_owned(), serde_json::Value::Bool(true));
+    }
+    let router = axum::Router::new().route(
+        "/introspect",
+        axum::routing::post(move || {
+            let answer = answer.clone();
+            async move { axum::Json(answer) }
+        }),
+    );
     tokio::spawn(async move { axum::serve(listener, router).await });
     Ok(address)
 }
