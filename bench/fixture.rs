@@ -8,7 +8,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use axum::Router;
-use axum::routing::get;
+use axum::routing::{get, post};
 use serde_json::{Value, json};
 use verdict::demo::signing::{self, SigningKey};
 
@@ -17,8 +17,9 @@ pub const AUDIENCE: &str = "api://orders";
 /// The caller key of the benchmark configurations (`bench/load.sh` sends it too).
 pub const CALLER_KEY: &str = "bench-caller-key-0123456789";
 
-/// A Verdict configuration trusting `issuer` (whose JWKS is `<issuer>/jwks.json`), with the repository's
-/// example policies and a token cache of `max_tokens`.
+/// A Verdict configuration trusting `issuer` (whose JWKS is `<issuer>/jwks.json` and introspection
+/// endpoint `<issuer>/introspect`), with the repository's example policies and a token cache of
+/// `max_tokens`.
 pub fn config_yaml(
     listen: SocketAddr,
     issuer: &str,
@@ -39,6 +40,7 @@ issuers:
     jwks_uri: {jwks_uri}
     algorithms: [RS256]
     claims: {{ tenant: tenant }}
+    introspection: {{ url: {introspect}, client_id: bench, client_secret: bench-introspection-secret }}
 policies:
   path: {policies}
 headers:
@@ -52,6 +54,7 @@ cache:
         issuer = quoted(issuer)?,
         audience = quoted(AUDIENCE)?,
         jwks_uri = quoted(&format!("{issuer}/jwks.json"))?,
+        introspect = quoted(&format!("{issuer}/introspect"))?,
         policies = quoted(&policies.to_string_lossy())?,
     ))
 }
@@ -94,16 +97,29 @@ pub fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Ve
     })
 }
 
-/// Serves `key`'s JWKS at `/jwks.json`; the issuer is `http://<address>`.
-pub fn jwks_router(key: &SigningKey) -> Router {
+/// The benchmark issuer `issuer` (`http://<address>`): `key`'s JWKS at `/jwks.json`, and an
+/// introspection endpoint at `/introspect` answering every opaque token as active for user 0.
+pub fn issuer_router(key: &SigningKey, issuer: &str, now: u64) -> Router {
     let jwks = signing::jwks(&[key]);
-    Router::new().route(
-        "/jwks.json",
-        get(move || {
-            let jwks = jwks.clone();
-            async move { axum::Json(jwks) }
-        }),
-    )
+    let mut active = claims(issuer, 0, now);
+    if let Some(fields) = active.as_object_mut() {
+        fields.insert("active".to_owned(), Value::Bool(true));
+    }
+    Router::new()
+        .route(
+            "/jwks.json",
+            get(move || {
+                let jwks = jwks.clone();
+                async move { axum::Json(jwks) }
+            }),
+        )
+        .route(
+            "/introspect",
+            post(move || {
+                let active = active.clone();
+                async move { axum::Json(active) }
+            }),
+        )
 }
 
 /// Seconds since the epoch.

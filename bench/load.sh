@@ -7,8 +7,10 @@
 # (bench/decide.lua). Prints requests/s and p50/p99 latency per target and Verdict's throughput as a
 # share of the ceiling's. Everything it starts is stopped on exit. See BENCHMARKS.md.
 #
-# Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUNDS UNCACHED=0|1,
-# CARGO_TARGET_DIR, and the ports CEILING_PORT VERDICT_PORT UNCACHED_PORT JWKS_PORT.
+# Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUNDS UNCACHED=0|1 OPAQUE=0|1,
+# CARGO_TARGET_DIR, and the ports CEILING_PORT VERDICT_PORT UNCACHED_PORT JWKS_PORT. With OPAQUE=1
+# (the default) Verdict is also loaded with rotating opaque tokens, answered from its introspection
+# cache after the first request for each (target `verdict-opaque`).
 
 set -euo pipefail
 
@@ -19,6 +21,7 @@ WARMUP="${WARMUP:-5s}"
 TOKENS="${TOKENS:-1000}"
 ROUNDS="${ROUNDS:-1}"
 UNCACHED="${UNCACHED:-1}"
+OPAQUE="${OPAQUE:-1}"
 CEILING_PORT="${CEILING_PORT:-18090}"
 VERDICT_PORT="${VERDICT_PORT:-18080}"
 UNCACHED_PORT="${UNCACHED_PORT:-18081}"
@@ -80,6 +83,10 @@ wait_for() {
     return 1
 }
 
+opaque_args=()
+if [ "$OPAQUE" = 1 ]; then
+    opaque_args=(--opaque-tokens-out "$work/opaque-tokens.txt")
+fi
 uncached_args=()
 if [ "$UNCACHED" = 1 ]; then
     uncached_args=(--uncached-config-out "$work/verdict-uncached.yaml"
@@ -88,33 +95,37 @@ fi
 "$fixture_bin" --jwks-listen "127.0.0.1:${JWKS_PORT}" --count "$TOKENS" \
     --tokens-out "$work/tokens.txt" \
     --verdict-listen "127.0.0.1:${VERDICT_PORT}" --config-out "$work/verdict.yaml" \
-    "${uncached_args[@]}" >"$work/fixture.log" 2>&1 &
+    "${uncached_args[@]}" "${opaque_args[@]}" >"$work/fixture.log" 2>&1 &
 pids+=($!)
 wait_for "the bench fixture's files" "$!" test -s "$work/verdict.yaml"
 
-# Each target: name, URL, pid.
+# Each target: name, URL, pid, tokens file.
 targets=()
 "$ceiling_bin" "127.0.0.1:${CEILING_PORT}" >"$work/ceiling.log" 2>&1 &
 pids+=($!)
-targets+=("ceiling http://127.0.0.1:${CEILING_PORT} $!")
+targets+=("ceiling http://127.0.0.1:${CEILING_PORT} $! $work/tokens.txt")
 "$verdict_bin" serve --config "$work/verdict.yaml" >"$work/verdict.log" 2>&1 &
 pids+=($!)
-targets+=("verdict http://127.0.0.1:${VERDICT_PORT} $!")
+targets+=("verdict http://127.0.0.1:${VERDICT_PORT} $! $work/tokens.txt")
+if [ "$OPAQUE" = 1 ]; then
+    wait_for "the opaque tokens" "" test -s "$work/opaque-tokens.txt"
+    targets+=("verdict-opaque http://127.0.0.1:${VERDICT_PORT} $! $work/opaque-tokens.txt")
+fi
 if [ "$UNCACHED" = 1 ]; then
     "$verdict_bin" serve --config "$work/verdict-uncached.yaml" >"$work/verdict-uncached.log" 2>&1 &
     pids+=($!)
-    targets+=("verdict-uncached http://127.0.0.1:${UNCACHED_PORT} $!")
+    targets+=("verdict-uncached http://127.0.0.1:${UNCACHED_PORT} $! $work/tokens.txt")
 fi
 for target in "${targets[@]}"; do
-    read -r name url pid <<<"$target"
+    read -r name url pid _ <<<"$target"
     wait_for "${name} /readyz" "$pid" curl -fsS "${url}/readyz"
 done
 
-# One decide request with the first token: every target must answer 200, Verdict an allow.
-first_token="$(head -n 1 "$work/tokens.txt")"
-sample_body="{\"authorization\":\"Bearer ${first_token}\",\"method\":\"GET\",\"path\":\"/orders/42\"}"
+# One decide request with each target's first token: every target must answer 200, Verdict an allow.
 for target in "${targets[@]}"; do
-    read -r name url _ <<<"$target"
+    read -r name url _ tokens <<<"$target"
+    first_token="$(head -n 1 "$tokens")"
+    sample_body="{\"authorization\":\"Bearer ${first_token}\",\"method\":\"GET\",\"path\":\"/orders/42\"}"
     answer="$(curl -fsS -H 'content-type: application/json' \
         -H 'x-verdict-key: bench-caller-key-0123456789' --data "$sample_body" "$url/v1/decide")"
     if ! grep -q '"allow":true' <<<"$answer"; then
@@ -136,11 +147,11 @@ declare -A rps
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 load() {
-    local round="$1" name="$2" url="$3" out="$work/wrk-$2-$1.txt"
+    local round="$1" name="$2" url="$3" tokens="$4" out="$work/wrk-$2-$1.txt"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s bench/decide.lua "$url" \
-        -- "$work/tokens.txt" >/dev/null
+        -- "$tokens" >/dev/null
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s bench/decide.lua "$url" \
-        -- "$work/tokens.txt" >"$out"
+        -- "$tokens" >"$out"
     local requests bytes errors
     requests="$(field requests "$out")"
     bytes="$(field bytes "$out")"
@@ -153,8 +164,8 @@ load() {
 
 for round in $(seq 1 "$ROUNDS"); do
     for target in "${targets[@]}"; do
-        read -r name url _ <<<"$target"
-        load "$round" "$name" "$url"
+        read -r name url _ tokens <<<"$target"
+        load "$round" "$name" "$url" "$tokens"
     done
 done
 
@@ -169,9 +180,10 @@ for round in $(seq 1 "$ROUNDS"); do
         reached=0
     fi
     echo "round ${round}: verdict/ceiling throughput = ${ratio} (goal >= ${GOAL}: ${verdict_word})"
-    if [ "$UNCACHED" = 1 ]; then
-        awk -v r="$round" -v v="${rps[$round,verdict-uncached]}" -v c="${rps[$round,ceiling]}" \
-            'BEGIN { printf "round %s: verdict-uncached/ceiling throughput = %.3f\n", r, v / c }'
-    fi
+    for other in verdict-opaque verdict-uncached; do
+        [ -n "${rps[$round,$other]:-}" ] || continue
+        awk -v r="$round" -v n="$other" -v v="${rps[$round,$other]}" -v c="${rps[$round,ceiling]}" \
+            'BEGIN { printf "round %s: %s/ceiling throughput = %.3f\n", r, n, v / c }'
+    done
 done
 [ "$reached" = 1 ] && echo "warm-path goal reached in every round" || echo "warm-path goal not reached"

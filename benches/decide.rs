@@ -20,7 +20,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use criterion::Criterion;
-use fixture::{claims, config_yaml, jwks_router, mint_tokens, unix_now};
+use fixture::{claims, config_yaml, issuer_router, mint_tokens, unix_now};
 use tokio::runtime::Runtime;
 use verdict::api::AppState;
 use verdict::clock::SystemClock;
@@ -46,8 +46,7 @@ struct Fixture {
     cold: AppState,
     warm_input: DecisionInput,
     new_inputs: Vec<DecisionInput>,
-    /// An engine whose issuer also introspects opaque tokens, and an opaque token it has introspected.
-    opaque: AppState,
+    /// An opaque token the warm engine has introspected.
     opaque_input: DecisionInput,
 }
 
@@ -76,14 +75,10 @@ fn main() -> anyhow::Result<()> {
 impl Fixture {
     async fn start() -> anyhow::Result<Self> {
         let key = SigningKey::generate_rs256("bench-rs256").context("generating the RS256 key")?;
-        let issuer = format!("http://{}", serve_jwks(&key).await?);
+        let issuer = serve_issuer(&key).await?;
         let warm = engine_state(&issuer, WARM_CACHE_CAPACITY).await?;
         let cold = engine_state(&issuer, NEW_TOKEN_CACHE_CAPACITY).await?;
-        let introspection = serve_introspection(&issuer).await?;
-        let opaque = engine_state_with(&issuer, WARM_CACHE_CAPACITY, &format!(
-            "    introspection: {{ url: \"http://{introspection}/introspect\", client_id: bench, client_secret: bench-introspection-secret }}\n"
-        ))
-        .await?;
+        // The issuer introspects opaque tokens too; the warm engine decides them.
         let opaque_input = decide_input("opaque-bench-token-0123456789abcdef");
 
         let now = unix_now()?;
@@ -94,8 +89,8 @@ impl Fixture {
             .collect();
         // The first decision of the warm token verifies and caches it; every measured one then hits.
         // So does the first decision of the opaque token, with one introspection.
-        for (state, input) in [(&warm, &warm_input), (&opaque, &opaque_input)] {
-            let first = state.current().engine.decide(input).await;
+        for input in [&warm_input, &opaque_input] {
+            let first = warm.current().engine.decide(input).await;
             if !first.allow {
                 bail!(
                     "the benchmark token is denied: {} ({})",
@@ -109,7 +104,6 @@ impl Fixture {
             cold,
             warm_input,
             new_inputs,
-            opaque,
             opaque_input,
         })
     }
@@ -117,20 +111,7 @@ impl Fixture {
 
 /// The service's state for a configuration trusting `issuer`, with its keys loaded.
 async fn engine_state(issuer: &str, max_tokens: usize) -> anyhow::Result<AppState> {
-    engine_state_with(issuer, max_tokens, "").await
-}
-
-/// [`engine_state`], with `issuer_extra` lines added to the issuer's entry.
-async fn engine_state_with(
-    issuer: &str,
-    max_tokens: usize,
-    issuer_extra: &str,
-) -> anyhow::Result<AppState> {
-    let yaml = config_yaml(SocketAddr::from(([127, 0, 0, 1], 0)), issuer, max_tokens)?.replacen(
-        "policies:",
-        &format!("{issuer_extra}policies:"),
-        1,
-    );
+    let yaml = config_yaml(SocketAddr::from(([127, 0, 0, 1], 0)), issuer, max_tokens)?;
     let config = Config::parse(
         &yaml,
         Path::new("."),
@@ -199,8 +180,7 @@ fn bench_decide(
     });
 
     // An opaque token whose introspection answer is cached: the answer lookup, then the policy.
-    let opaque = fixture.opaque.current();
-    let opaque_engine = &opaque.engine;
+    let opaque_engine = warm_engine;
     let opaque_wrong = Cell::new(0_u64);
     group.bench_function("opaque_warm", |bencher| {
         bencher.iter_custom(|iterations| {
@@ -259,36 +239,16 @@ fn bench_policy(
     Ok(wrong.get())
 }
 
-/// Serves `key`'s JWKS at `/jwks.json` on an ephemeral loopback port, for the life of the runtime.
-async fn serve_jwks(key: &SigningKey) -> anyhow::Result<SocketAddr> {
+/// Serves the benchmark issuer for `key` (JWKS and introspection) on an ephemeral loopback port, for
+/// the life of the runtime; returns the issuer.
+async fn serve_issuer(key: &SigningKey) -> anyhow::Result<String> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
-        .context("binding the JWKS server")?;
-    let address = listener.local_addr()?;
-    let router = jwks_router(key);
+        .context("binding the issuer")?;
+    let issuer = format!("http://{}", listener.local_addr()?);
+    let router = issuer_router(key, &issuer, unix_now()?);
     tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(address)
-}
-
-/// An introspection endpoint that answers every token as active for the benchmark's user, as `issuer`.
-async fn serve_introspection(issuer: &str) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding the introspection endpoint")?;
-    let address = listener.local_addr()?;
-    let mut answer = claims(issuer, 0, unix_now()?);
-    if let Some(fields) = answer.as_object_mut() {
-        fields.insert("active".to_owned(), serde_json::Value::Bool(true));
-    }
-    let router = axum::Router::new().route(
-        "/introspect",
-        axum::routing::post(move || {
-            let answer = answer.clone();
-            async move { axum::Json(answer) }
-        }),
-    );
-    tokio::spawn(async move { axum::serve(listener, router).await });
-    Ok(address)
+    Ok(issuer)
 }
 
 /// The decision input the Apigee bundle sends for `GET /orders/42` with `token`.

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use anyhow::{Context as _, bail};
 use criterion::Criterion;
-use fixture::{CALLER_KEY, config_yaml, jwks_router, mint_tokens, unix_now};
+use fixture::{CALLER_KEY, config_yaml, issuer_router, mint_tokens, unix_now};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio_rustls::TlsConnector;
@@ -98,10 +98,10 @@ fn main() -> anyhow::Result<()> {
     let key = SigningKey::generate_rs256("bench-rs256").context("generating the RS256 key")?;
     let issuer = runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let address = listener.local_addr()?;
-        let router = jwks_router(&key);
+        let issuer = format!("http://{}", listener.local_addr()?);
+        let router = issuer_router(&key, &issuer, unix_now()?);
         tokio::spawn(async move { axum::serve(listener, router).await });
-        anyhow::Ok(format!("http://{address}"))
+        anyhow::Ok(issuer)
     })?;
     let token = mint_tokens(&key, &issuer, unix_now()?, 1)
         .pop()

@@ -1,5 +1,6 @@
-//! The issuer side of `bench/load.sh`: generates an RS256 key, serves its JWKS on loopback, writes real
-//! tokens (one per line) and Verdict configurations trusting that issuer, then serves until killed.
+//! The issuer side of `bench/load.sh`: generates an RS256 key, serves its JWKS and an introspection
+//! endpoint on loopback, writes real tokens (one per line), optionally opaque ones, and Verdict
+//! configurations trusting that issuer, then serves until killed.
 //!
 //! The configurations are written last, each by a rename, so a script that sees one can use it. The
 //! tokens are distinct (`sub` and `jti`), valid for six hours, with scope `orders:read`, which the
@@ -13,7 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::Parser;
-use fixture::{config_yaml, jwks_router, mint_tokens, unix_now};
+use fixture::{config_yaml, issuer_router, mint_tokens, unix_now};
 use verdict::demo::signing::SigningKey;
 
 /// Serves a benchmark issuer's JWKS and writes its tokens and Verdict configurations.
@@ -28,6 +29,9 @@ struct Arguments {
     /// The tokens file, one token per line.
     #[arg(long)]
     tokens_out: PathBuf,
+    /// Optionally, as many opaque tokens, which the issuer's `/introspect` answers as active.
+    #[arg(long)]
+    opaque_tokens_out: Option<PathBuf>,
     /// The listen address written into the Verdict configuration.
     #[arg(long, default_value = "127.0.0.1:18080")]
     verdict_listen: SocketAddr,
@@ -55,12 +59,18 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", arguments.jwks_listen))?;
     let issuer = format!("http://{}", listener.local_addr()?);
-    let router = jwks_router(&key);
+    let now = unix_now()?;
+    let router = issuer_router(&key, &issuer, now);
     let server = tokio::spawn(async move { axum::serve(listener, router).await });
 
-    let now = unix_now()?;
     let tokens = mint_tokens(&key, &issuer, now, arguments.count);
     write_atomically(&arguments.tokens_out, &(tokens.join("\n") + "\n"))?;
+    if let Some(path) = &arguments.opaque_tokens_out {
+        let opaque: Vec<String> = (0..arguments.count)
+            .map(|number| format!("opaque-bench-{number:06}-0123456789abcdef"))
+            .collect();
+        write_atomically(path, &(opaque.join("\n") + "\n"))?;
+    }
     if let (Some(path), Some(listen)) = (&arguments.uncached_config_out, arguments.uncached_listen)
     {
         write_atomically(path, &config_header(config_yaml(listen, &issuer, 1)?))?;
