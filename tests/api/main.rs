@@ -20,5 +20,6 @@ mod keys;
 mod oidc;
 mod policy;
 mod reload;
+mod secrets;
 mod tls;
 mod toolkit;
