@@ -58,7 +58,9 @@ pub struct KeySnapshot {
 struct FetchState {
     /// The JWKS URL, configured or discovered.
     jwks_uri: Option<Url>,
-    last_attempt: Option<u64>,
+    /// When an unknown `kid` last caused a fetch: the cooldown counts from it, not from the scheduled
+    /// refreshes, so the first unknown `kid` after one is still fetched at once.
+    last_refetch: Option<u64>,
     next_refresh_at: u64,
     consecutive_failures: u32,
 }
@@ -154,11 +156,12 @@ impl IssuerKeys {
         let now = self.clock.now();
         let cooldown = self.refresh.unknown_kid_cooldown.as_secs();
         if state
-            .last_attempt
+            .last_refetch
             .is_some_and(|last| now < last.saturating_add(cooldown))
         {
             return second;
         }
+        state.last_refetch = Some(now);
         // The outcome is logged and kept for readiness; the lookup below reports what it left.
         let _ = self.fetch_locked(&mut state).await;
         self.lookup(kid)
@@ -217,7 +220,6 @@ impl IssuerKeys {
 
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<usize, FetchError> {
         let now = self.clock.now();
-        state.last_attempt = Some(now);
         match self.fetch_key_set(state).await {
             Ok((parsed, max_age)) => {
                 let count = parsed.keys.len();

@@ -111,19 +111,28 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
     let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
     assert_eq!(server.jwks_hits(), 1);
 
-    // Right after the load, the cooldown holds: an unknown kid fetches nothing.
+    // The cooldown counts from unknown-kid fetches, not from the load: the first unknown kid fetches.
     let decision = app
         .decide_token(&token(unpublished, &server.issuer(), T0, "u0"))
         .await;
     assert_eq!(decision["error"], json!("invalid_token"));
-    assert_eq!(
-        server.jwks_hits(),
-        1,
-        "within the cooldown of the initial load"
-    );
+    assert_eq!(server.jwks_hits(), 2, "the first unknown kid refetches");
+
+    // Within its cooldown, fifty concurrent requests with unknown kids fetch nothing more.
+    app.advance(Duration::from_secs(29));
+    let mut requests = JoinSet::new();
+    for index in 0..50 {
+        let app = app.clone();
+        let token = token(unpublished, &server.issuer(), T0 + 29, &format!("w{index}"));
+        requests.spawn(async move { app.decide_token(&token).await });
+    }
+    while let Some(decision) = requests.join_next().await {
+        assert_eq!(decision.unwrap()["error"], json!("invalid_token"));
+    }
+    assert_eq!(server.jwks_hits(), 2, "within the cooldown");
 
     // After the cooldown, fifty concurrent requests with unknown kids share one fetch.
-    app.advance(Duration::from_secs(31));
+    app.advance(Duration::from_secs(2));
     let mut requests = JoinSet::new();
     for index in 0..50 {
         let app = app.clone();
@@ -139,7 +148,7 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
     }
     assert_eq!(
         server.jwks_hits(),
-        2,
+        3,
         "one fetch for fifty concurrent unknown-kid requests"
     );
 
@@ -147,16 +156,16 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
     app.advance(Duration::from_secs(29));
     app.decide_token(&token(unpublished, &server.issuer(), T0 + 60, "u-late"))
         .await;
-    assert_eq!(server.jwks_hits(), 2);
+    assert_eq!(server.jwks_hits(), 3);
 
     // The issuer rotates in the new key; after the cooldown the first request for it fetches and succeeds.
     server.publish(&[known, unpublished], None);
-    app.advance(Duration::from_secs(1));
+    app.advance(Duration::from_secs(2));
     let decision = app
-        .decide_token(&token(unpublished, &server.issuer(), T0 + 61, "rotated"))
+        .decide_token(&token(unpublished, &server.issuer(), T0 + 62, "rotated"))
         .await;
     assert!(allowed(&decision), "{decision}");
-    assert_eq!(server.jwks_hits(), 3);
+    assert_eq!(server.jwks_hits(), 4);
 }
 
 #[tokio::test]

@@ -247,9 +247,9 @@ let handler = (req, res) => {
 };
 
 let issuer;
-let currentKey;
-let previousKey;
-let nextKey; // pre-generated, so the next rotation is quick
+let currentKey; // signs
+let upcomingKey; // published ahead of use, as real issuers do, and signs after the next rotation
+let previousKey; // still published after a rotation, for tokens it signed
 let rotating = Promise.resolve();
 
 function sendJson(res, status, body) {
@@ -259,14 +259,16 @@ function sendJson(res, status, body) {
 }
 
 async function rotate() {
-  const key = nextKey ? await nextKey : await newKey();
-  nextKey = newKey();
-  nextKey.catch(() => {});
-  const provider = buildProvider(issuer, [key, currentKey]);
+  const upcoming = await newKey();
+  // The first key signs; the others are only published.
+  const provider = buildProvider(issuer, [upcomingKey, upcoming, currentKey]);
   previousKey = currentKey;
-  currentKey = key;
+  currentKey = upcomingKey;
+  upcomingKey = upcoming;
   handler = provider.callback(); // atomic swap: later requests use the new provider
-  console.error(`rotated signing key: ${currentKey.kid} (previous ${previousKey.kid} still published)`);
+  console.error(
+    `rotated signing key: ${currentKey.kid} (previous ${previousKey.kid} and upcoming ${upcomingKey.kid} published)`,
+  );
   return currentKey.kid;
 }
 
@@ -303,12 +305,10 @@ await new Promise((resolve, reject) => {
 const { port } = server.address();
 issuer = `http://${HOST}:${port}`;
 
-// k1 signs from the start; k2 is generated in the background (off the
-// startup path) and held back for the first rotation.
+// k1 signs from the start; k2 is published from the start and signs after the first rotation.
 currentKey = newKeySync(); // k1
-nextKey = newKey(); // k2
-nextKey.catch(() => {});
-handler = buildProvider(issuer, [currentKey]).callback();
+upcomingKey = newKeySync(); // k2
+handler = buildProvider(issuer, [currentKey, upcomingKey]).callback();
 
 // ---------------------------------------------------------------------------
 // Shutdown.
