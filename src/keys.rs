@@ -4,8 +4,8 @@
 //! The hot path ([`IssuerKeys::lookup`]) reads an immutable [`KeySnapshot`] through an `ArcSwap`, without
 //! locks. Fetches are serialized by one async mutex per issuer; a request that finds an unknown `kid`
 //! takes that mutex, and when it gets it either sees keys another request just fetched or, if the last
-//! attempt is within the cooldown, gives up without fetching. So concurrent unknown-`kid` requests cost at
-//! most one fetch per cooldown.
+//! unknown-`kid` fetch is within the cooldown, gives up without fetching. So concurrent unknown-`kid`
+//! requests cost at most one fetch per cooldown; scheduled refreshes do not count against it.
 //!
 //! INVARIANT: a failed fetch (transport error, non-2xx, garbage, or a set with no usable key) never
 //! replaces the snapshot; only a successful fetch with at least one usable key does.
@@ -141,7 +141,7 @@ impl IssuerKeys {
     }
 
     /// Looks a key up, and if it is unknown (or the keys are stale or not loaded), refetches the key set
-    /// unless the last attempt was within the unknown-`kid` cooldown.
+    /// unless another such refetch happened within the unknown-`kid` cooldown.
     pub async fn lookup_or_refetch(&self, kid: &str) -> KeyLookup {
         let first = self.lookup(kid);
         if matches!(first, KeyLookup::Found(_)) {
