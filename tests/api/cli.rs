@@ -52,6 +52,13 @@ impl Server {
         }
     }
 
+    /// Sends the process SIGHUP.
+    pub fn hangup(&self) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
+        assert!(status.success());
+    }
+
     /// The address from the "verdict listening" log line.
     pub fn address(&self) -> String {
         let line = Self::wait_for(&self.stderr, "verdict listening");
@@ -403,19 +410,13 @@ impl ReloadableServer {
     async fn decided_by(&self) -> Value {
         decided_by(&self.address, &self.token).await
     }
-
-    fn hangup(&self) {
-        let pid = self.serve.child.id().to_string();
-        let status = Command::new("kill").args(["-HUP", &pid]).status().unwrap();
-        assert!(status.success());
-    }
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sighup_reloads_the_policies_and_a_bad_set_is_refused_while_serving_on() {
     let server = ReloadableServer::start("reload: { watch: false }\n").await;
     std::fs::write(&server.policy_file, policy_named("second")).unwrap();
-    server.hangup();
+    server.serve.hangup();
     let reloaded = wait_readyz(&server.address, "a reload on SIGHUP", |body| {
         body["reloads"]["succeeded"] == 1
     })
@@ -427,7 +428,7 @@ async fn sighup_reloads_the_policies_and_a_bad_set_is_refused_while_serving_on()
     assert_eq!(server.decided_by().await, json!(["second"]));
 
     std::fs::write(&server.policy_file, "permit(principal, action, resource").unwrap();
-    server.hangup();
+    server.serve.hangup();
     let refused = wait_readyz(&server.address, "a refused reload", |body| {
         body["reloads"]["failed"] == 1
     })
@@ -462,14 +463,7 @@ async fn the_demo_survives_sighup() {
     });
     let address = serve.address();
     wait_ready(&address).await;
-    let pid = serve.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    serve.hangup();
     Server::wait_for(&serve.stderr, "nothing to reload");
     wait_ready(&address).await;
 }

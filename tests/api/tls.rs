@@ -1,7 +1,6 @@
 //! HTTPS on Verdict's own listener (`tls:`), its certificate renewed by a reload.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -98,14 +97,7 @@ async fn the_api_is_served_over_https_and_a_reload_renews_the_certificate() {
     let (second_cert, second_key) = identity("verdict-2");
     std::fs::write(directory.join("tls.crt"), &second_cert).unwrap();
     std::fs::write(directory.join("tls.key"), &second_key).unwrap();
-    let pid = serve.child.id().to_string();
-    assert!(
-        Command::new("kill")
-            .args(["-HUP", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
+    serve.hangup();
     let second = client_trusting(&second_cert);
     let mut renewed = false;
     for _ in 0..200 {
