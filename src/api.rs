@@ -1,38 +1,41 @@
-//! The HTTP API: `POST /v1/decide`, `GET /healthz`, `GET /readyz`.
+//! The HTTP API: `POST /v1/decide`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
-//! [`router`] builds the axum `Router` apart from any socket, so tests drive it with `oneshot`. Caller
-//! authentication runs before the body is read; the body is capped at 64 KiB and parsed strictly.
+//! [`router`] builds the axum `Router` apart from any socket, so tests drive it with `oneshot`. A
+//! callout goes through its trace span, load shedding and deadline, and caller authentication before
+//! its body is read; the body is capped (64 KiB by default) and parsed strictly.
 
 mod caller;
 mod error;
+mod limits;
 pub mod wire;
 
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router, middleware};
+use axum::{Extension, Json, Router, middleware};
 use serde_json::json;
 
-pub use caller::CallerAuth;
+pub use caller::{Caller, CallerAuth};
 pub use error::ApiError;
+pub use limits::RequestLimits;
 
-use crate::config::{PolicySource, ReloadConfig};
+use crate::config::{PolicySource, ReloadConfig, ServiceSettings};
 use crate::decision::Engine;
+use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::keys::{IssuerKeys, KeyRefreshers};
+use crate::metrics::{self, Snapshot};
 use crate::reload::ReloadHistory;
+use crate::telemetry::TraceId;
 use error::StrictJson;
 use wire::{DecideRequest, DecideResponse};
 
-/// The largest `/v1/decide` body accepted (DESIGN §2).
-pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// What every handler shares: the running [`Generation`], swapped whole by a reload, and the record of
-/// reloads.
+/// What every handler shares: the running [`Generation`], swapped whole by a reload, the record of
+/// reloads, and what lasts as long as the process: the decision log and the request limits.
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
 
@@ -40,6 +43,8 @@ pub struct AppState(Arc<Shared>);
 pub struct Shared {
     current: ArcSwap<Generation>,
     pub reloads: ReloadHistory,
+    pub decision_log: DecisionLog,
+    pub limits: RequestLimits,
     /// The refresh tasks of the running generation's key sets, while the service runs.
     refreshers: Mutex<Option<KeyRefreshers>>,
 }
@@ -52,8 +57,9 @@ pub struct Generation {
     pub callers: CallerAuth,
     /// The configuration's revision, shown by `/readyz`.
     pub config_revision: String,
-    /// The configured listen address (a reload cannot move the listener).
-    pub listen: SocketAddr,
+    /// The process settings as configured; only those of the first generation are in force (a reload
+    /// cannot move a listener or change the limits).
+    pub service: ServiceSettings,
     /// Where the policies came from, for the reloader to watch.
     pub policy_source: Option<PolicySource>,
     pub reload: ReloadConfig,
@@ -74,10 +80,14 @@ impl Generation {
 }
 
 impl AppState {
-    pub fn new(generation: Generation) -> Self {
+    /// The state of a service starting on `generation`, recording decisions to `decision_log`.
+    pub fn new(generation: Generation, decision_log: DecisionLog) -> Self {
+        let limits = generation.service.limits;
         Self(Arc::new(Shared {
             current: ArcSwap::from_pointee(generation),
             reloads: ReloadHistory::default(),
+            decision_log,
+            limits: RequestLimits::new(limits.max_concurrent_requests, limits.request_timeout),
             refreshers: Mutex::new(None),
         }))
     }
@@ -128,17 +138,39 @@ impl std::ops::Deref for AppState {
     }
 }
 
-/// The service's routes.
+/// The service's routes; `/metrics` too unless the configuration gives it an `admin_listen` of its own.
 pub fn router(state: AppState) -> Router {
+    let generation = state.current();
     let decide = Router::new()
         .route("/v1/decide", post(decide))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(DefaultBodyLimit::max(
+            generation.service.limits.max_body_bytes,
+        ))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             caller::require_caller,
-        ));
-    Router::new()
+        ))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::within_limits,
+        ))
+        .route_layer(middleware::from_fn(crate::telemetry::callout_span));
+    let router = Router::new()
         .merge(decide)
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz));
+    let router = if generation.service.admin_listen.is_none() {
+        router.route("/metrics", get(metrics))
+    } else {
+        router
+    };
+    router.with_state(state)
+}
+
+/// The admin listener's routes: `/metrics`, `/healthz`, `/readyz`.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
@@ -146,13 +178,28 @@ pub fn router(state: AppState) -> Router {
 
 async fn decide(
     State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    trace_id: Option<Extension<TraceId>>,
     StrictJson(request): StrictJson<DecideRequest>,
 ) -> Response {
     let input = match request.into_input() {
         Ok(input) => input,
         Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
     };
+    let started = Instant::now();
     let decision = state.current().engine.decide(&input).await;
+    metrics::global().decided(
+        &decision,
+        &decision.trace.issuer_name,
+        started.elapsed().as_secs_f64(),
+    );
+    let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);
+    state.decision_log.record(&DecisionRecord::new(
+        &decision,
+        &input,
+        caller.as_str(),
+        trace_id,
+    ));
     tracing::debug!(
         decision_id = %decision.decision_id,
         message_id = %input.message_id,
@@ -167,6 +214,32 @@ async fn decide(
         "decision"
     );
     Json(DecideResponse::from(&decision)).into_response()
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    let generation = state.current();
+    let snapshot = Snapshot {
+        key_sets: generation
+            .key_sets()
+            .map(|keys| {
+                let status = keys.status();
+                (status.name, status.age_seconds, status.key_count)
+            })
+            .collect(),
+        cached_tokens: generation.engine.verifier().cache().len(),
+        requests_in_flight: state.limits.in_flight(),
+        reloads_succeeded: state.reloads.succeeded(),
+        reloads_failed: state.reloads.failed(),
+        policies: generation.engine.policies().len(),
+    };
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&snapshot),
+    )
+        .into_response()
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -1,5 +1,6 @@
-//! Assembling and running the service: build the engine from a validated [`Config`], bind, serve until
-//! a shutdown signal, with one background task per issuer keeping its keys fresh.
+//! Assembling and running the service: build the engine from a validated [`Config`], bind the API and
+//! admin listeners, serve until a shutdown signal and drain, with one background task per issuer
+//! keeping its keys fresh.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -14,6 +15,8 @@ use crate::apikeys::ApiKeyStore;
 use crate::clock::SharedClock;
 use crate::config::Config;
 use crate::decision::{Decider, Engine};
+use crate::decision_log::DecisionLog;
+use crate::server::{self, Transport};
 use crate::token::Verifier;
 
 /// The HTTP client used for discovery and JWKS fetches.
@@ -25,14 +28,12 @@ pub fn http_client() -> anyhow::Result<reqwest::Client> {
         .context("building the HTTP client")
 }
 
-/// Builds the shared state from a configuration. Keys are not loaded yet.
+/// Builds the shared state from a configuration, with no decision log. Keys are not loaded yet.
 pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
-    Ok(AppState::new(generation(
-        config,
-        None,
-        &http_client()?,
-        clock,
-    )?))
+    Ok(AppState::new(
+        generation(config, None, &http_client()?, clock)?,
+        DecisionLog::off(),
+    ))
 }
 
 /// Builds what serves requests from a configuration, taking over from `previous` what did not change:
@@ -65,7 +66,7 @@ pub fn generation(
         engine: Engine::new(verifier, api_keys, decider, Arc::clone(&clock)),
         callers: CallerAuth::new(&config.callers, previous_callers, http, clock),
         config_revision: config.revision,
-        listen: config.listen,
+        service: config.service,
         policy_source: config.policy_source,
         reload: config.reload,
         referenced_files: config.referenced_files,
@@ -77,47 +78,54 @@ pub fn generation(
 #[derive(Debug)]
 pub struct Application {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     router: Router,
     state: AppState,
 }
 
 impl Application {
-    /// Builds the service and binds its configured listen address; `extra_routes` are served beside the
-    /// API.
+    /// Builds the service, opens its decision log and binds its configured listen addresses;
+    /// `extra_routes` are served beside the API.
     pub async fn build(
         config: Config,
         clock: SharedClock,
         extra_routes: Router,
     ) -> anyhow::Result<Self> {
-        let listen = config.listen;
-        let state = state(config, clock)?;
+        let listen = config.service.listen;
         let listener = TcpListener::bind(listen)
             .await
             .with_context(|| format!("binding {listen}"))?;
-        Ok(Self::assemble(listener, state, extra_routes))
+        Self::build_on(listener, config, clock, extra_routes).await
     }
 
-    /// Builds the service on a listener bound beforehand (the demo binds first, to know its address).
-    pub fn build_on(
+    /// Builds the service on an API listener bound beforehand (the demo binds first, to know its
+    /// address).
+    pub async fn build_on(
         listener: TcpListener,
         config: Config,
         clock: SharedClock,
         extra_routes: Router,
     ) -> anyhow::Result<Self> {
-        Ok(Self::assemble(
-            listener,
-            state(config, clock)?,
-            extra_routes,
-        ))
-    }
-
-    fn assemble(listener: TcpListener, state: AppState, extra_routes: Router) -> Self {
+        let admin_listener = match config.service.admin_listen {
+            Some(address) => Some(
+                TcpListener::bind(address)
+                    .await
+                    .with_context(|| format!("binding the admin listener {address}"))?,
+            ),
+            None => None,
+        };
+        let decision_log = DecisionLog::open(&config.service.decision_log)?;
+        let state = AppState::new(
+            generation(config, None, &http_client()?, clock)?,
+            decision_log,
+        );
         let router = api::router(state.clone()).merge(extra_routes);
-        Self {
+        Ok(Self {
             listener,
+            admin_listener,
             router,
             state,
-        }
+        })
     }
 
     /// The state the service runs on.
@@ -130,20 +138,60 @@ impl Application {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then lets in-flight requests finish.
+    /// The admin listener's bound address, when there is one.
+    pub fn admin_addr(&self) -> Option<std::io::Result<SocketAddr>> {
+        self.admin_listener.as_ref().map(TcpListener::local_addr)
+    }
+
+    /// Serves until `shutdown` resolves, then lets requests in flight finish within the grace period
+    /// and writes out the decision log.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
-        self.state.start_refreshing();
-        let served = if self.state.current().tls.is_some() {
-            crate::tls::serve(self.listener, self.router, self.state.clone(), shutdown).await
-        } else {
-            axum::serve(self.listener, self.router)
-                .with_graceful_shutdown(shutdown)
-                .await
+        let generation = self.state.current();
+        let settings = generation.service.clone();
+        let transport = match &generation.tls {
+            Some(first) => Transport::Tls {
+                state: self.state.clone(),
+                first: Arc::clone(first),
+            },
+            None => Transport::Plain,
         };
+        drop(generation);
+        self.state.start_refreshing();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let admin = self.admin_listener.map(|listener| {
+            let mut stopped = stopped.clone();
+            tokio::spawn(server::serve(
+                listener,
+                api::admin_router(self.state.clone()),
+                Transport::Plain,
+                settings.limits,
+                settings.shutdown_grace,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
+        let signalled = async move {
+            shutdown.await;
+            let _ = stop.send(true);
+        };
+        let served = server::serve(
+            self.listener,
+            self.router,
+            transport,
+            settings.limits,
+            settings.shutdown_grace,
+            signalled,
+        )
+        .await;
+        if let Some(admin) = admin {
+            let _ = admin.await;
+        }
         self.state.stop_refreshing();
+        self.state.decision_log.close();
         served.context("serving HTTP")
     }
 }

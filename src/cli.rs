@@ -129,7 +129,10 @@ struct DecideArgs {
 /// Runs the command line and returns the process's exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    crate::telemetry::init();
+    // `serve` sets up logging once it has read its configuration, which may ask for JSON.
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::telemetry::init();
+    }
     match cli.command {
         Command::Check { config } => check(&config),
         Command::Test { path } => test(&path),
@@ -322,11 +325,24 @@ async fn serve(
     demo_listen: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let clock = Arc::new(SystemClock);
-    let (application, demo, reloader) = match config_path {
-        Some(path) => {
-            let config = Config::load(&path, &ProcessEnvironment).map_err(|errors| {
-                anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display())
-            })?;
+    let config = match &config_path {
+        Some(path) => Some(Config::load(path, &ProcessEnvironment).map_err(|errors| {
+            anyhow::anyhow!("invalid configuration `{}`:\n{errors}", path.display())
+        })?),
+        None => None,
+    };
+    let telemetry = match &config {
+        Some(config) => Some(crate::telemetry::init_with(
+            &config.service.log,
+            &config.service.tracing,
+        )?),
+        None => {
+            crate::telemetry::init();
+            None
+        }
+    };
+    let (application, demo, reloader) = match (config, config_path) {
+        (Some(config), Some(path)) => {
             let application = Application::build(config, clock.clone(), Router::new()).await?;
             let reloader = Reloader::new(
                 &path,
@@ -336,7 +352,7 @@ async fn serve(
             )?;
             (application, None, Some(Arc::new(reloader)))
         }
-        None => {
+        _ => {
             let listener = tokio::net::TcpListener::bind(demo_listen)
                 .await
                 .with_context(|| format!("binding {demo_listen}"))?;
@@ -346,7 +362,7 @@ async fn serve(
                 issuer,
             } = Demo::new(listener.local_addr()?)?;
             (
-                Application::build_on(listener, config, clock.clone(), routes)?,
+                Application::build_on(listener, config, clock.clone(), routes).await?,
                 Some(issuer),
                 None,
             )
@@ -355,7 +371,14 @@ async fn serve(
     let address = application
         .local_addr()
         .context("reading the bound address")?;
-    tracing::info!(%address, "verdict listening");
+    match application
+        .admin_addr()
+        .transpose()
+        .context("reading the admin address")?
+    {
+        Some(admin) => tracing::info!(%address, %admin, "verdict listening"),
+        None => tracing::info!(%address, "verdict listening"),
+    }
     if let Some(demo) = demo {
         demo.print_instructions(&demo.sample_token(clock.now()), address)
             .context("printing the demo instructions")?;
@@ -366,6 +389,12 @@ async fn serve(
     };
     let served = application.run_until_stopped(shutdown_signal()).await;
     reloading.abort();
+    if let Some(telemetry) = telemetry {
+        telemetry.shutdown().await;
+    }
+    if served.is_ok() {
+        tracing::info!("stopped");
+    }
     served
 }
 

@@ -9,10 +9,10 @@
 mod duration;
 mod env;
 mod raw;
+mod service;
 
 use std::collections::HashSet;
 use std::fmt;
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +25,12 @@ use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use env::{Environment, ProcessEnvironment};
+pub use service::{
+    DecisionLogTarget, LogFormat, LogSettings, ServerLimits, ServiceSettings, TracingSettings,
+};
 
 use crate::policy::{PolicyFile, PolicySet};
 
-/// The default listen address of the decision API.
-const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
 /// The default caller-key header (DESIGN §6).
 const DEFAULT_CALLER_KEY_HEADER: &str = "x-verdict-key";
 /// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
@@ -38,7 +39,8 @@ const MIN_SHARED_SECRET_BYTES: usize = 32;
 /// A validated configuration: everything the service needs, checked and compiled.
 #[derive(Debug)]
 pub struct Config {
-    pub listen: SocketAddr,
+    /// How the process runs: sockets, logs, traces, server limits, shutdown. Fixed until a restart.
+    pub service: ServiceSettings,
     pub callers: Callers,
     pub issuers: Vec<IssuerConfig>,
     pub policies: PolicySet,
@@ -460,21 +462,28 @@ fn validate(
     errors: &mut Errors,
     revision: String,
 ) -> Option<Config> {
-    let listen = match top
-        .listen
-        .as_deref()
-        .unwrap_or(DEFAULT_LISTEN)
-        .parse::<SocketAddr>()
-    {
-        Ok(listen) => Some(listen),
-        Err(error) => {
-            errors.push(
-                "listen",
-                format!("not a socket address ({error}); write it as `0.0.0.0:8080`"),
-            );
-            None
+    let raw_limits = errors.section::<raw::Limits>("limits", top.limits);
+    let limits = raw_limits.as_ref().and_then(|raw| {
+        let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
+        if !(256..=64 * 1024).contains(&max_token_bytes) {
+            errors.push("limits.max_token_bytes", "must be between 256 and 65536");
+            return None;
         }
-    };
+        Some(Limits { max_token_bytes })
+    });
+    let service = service::validate(
+        service::RawService {
+            listen: top.listen,
+            admin_listen: top.admin_listen,
+            decision_log: top.decision_log,
+            log: top.log,
+            tracing: top.tracing,
+            shutdown: top.shutdown,
+        },
+        raw_limits.as_ref(),
+        base_dir,
+        errors,
+    );
     let callers = errors
         .section::<raw::Callers>("callers", top.callers)
         .and_then(|raw| validate_callers(raw, base_dir, errors));
@@ -590,16 +599,6 @@ fn validate(
                 decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
             })
         });
-    let limits = errors
-        .section::<raw::Limits>("limits", top.limits)
-        .and_then(|raw| {
-            let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
-            if !(256..=64 * 1024).contains(&max_token_bytes) {
-                errors.push("limits.max_token_bytes", "must be between 256 and 65536");
-                return None;
-            }
-            Some(Limits { max_token_bytes })
-        });
     let reload = errors
         .section::<raw::Reload>("reload", top.reload)
         .and_then(|raw| {
@@ -655,7 +654,7 @@ fn validate(
     }
 
     Some(Config {
-        listen: listen?,
+        service: service?,
         callers: callers?,
         issuers,
         policies: policies?,

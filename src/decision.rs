@@ -95,6 +95,10 @@ pub struct Decision {
 /// What a decision's log line needs beyond the answer itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecisionTrace {
+    /// The configured name of the token's issuer; `api_key` for an API key; empty when unverified.
+    pub issuer_name: String,
+    /// A short hash of the credential, to correlate log lines without holding the credential.
+    pub credential_hash: String,
     pub kid: String,
     pub token_cache_hit: bool,
     pub verify_micros: u64,
@@ -150,6 +154,8 @@ impl Engine {
             return deny;
         }
 
+        let credential = bearer.or(api_key).unwrap_or_default();
+        let credential_hash = crate::digest::short_hex(credential.as_bytes(), 6);
         let started = Instant::now();
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
         let verified = match (bearer, api_key) {
@@ -163,10 +169,16 @@ impl Engine {
             Err(error) => {
                 let mut decision = decider.token_error(error);
                 decision.trace.verify_micros = verify_micros;
+                decision.trace.credential_hash = credential_hash;
                 return decision;
             }
         };
         let mut decision = decider.decide_verified(&token, input, now);
+        decision.trace.issuer_name = match bearer {
+            Some(_) => self.verifier.issuer_name(token.issuer_index).to_owned(),
+            None => "api_key".to_owned(),
+        };
+        decision.trace.credential_hash = credential_hash;
         decision.trace.token_cache_hit = cache_hit;
         decision.trace.verify_micros = verify_micros;
         decision

@@ -236,6 +236,7 @@ impl IssuerKeys {
                 state.next_refresh_at = now.saturating_add(interval.as_secs());
                 state.consecutive_failures = 0;
                 self.last_error.store(None);
+                crate::metrics::global().key_refresh(&self.name, true);
                 tracing::info!(issuer = %self.name, keys = count, next_refresh_seconds = interval.as_secs(), "loaded signing keys");
                 Ok(count)
             }
@@ -250,6 +251,7 @@ impl IssuerKeys {
                 );
                 state.next_refresh_at = now.saturating_add(backoff.as_secs());
                 self.last_error.store(Some(Arc::new(error.to_string())));
+                crate::metrics::global().key_refresh(&self.name, false);
                 // A discovered JWKS URL may have moved; discover again next time.
                 if matches!(self.source, KeySource::Discovery(_)) {
                     state.jwks_uri = None;

@@ -9,11 +9,13 @@
 //! - [`policy`]: Cedar policy sets and the entity model of one request.
 //! - [`decision`]: the engine joining verification and policy into a [`decision::Decision`].
 //! - [`offline`]: decisions from given claims, for `verdict test` and `verdict decide`.
-//! - [`api`]: the HTTP routes, wire types and caller authentication.
-//! - [`app`]: building, binding and running the service.
+//! - [`api`]: the HTTP routes, wire types, caller authentication, load shedding and deadline.
+//! - [`app`]: building, binding and running the service; [`server`]: the accept loop and draining.
+//! - [`decision_log`]: one JSON line per decision; [`metrics`]: Prometheus metrics.
 //! - [`reload`]: re-reading the configuration and policies on SIGHUP or file change, swapped in whole.
 //! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
-//! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logging, time and hashing.
+//! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logs and traces, time and
+//!   hashing.
 
 pub mod api;
 pub mod apikeys;
@@ -22,12 +24,15 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod decision;
+pub mod decision_log;
 pub mod demo;
 pub mod digest;
 pub mod keys;
+pub mod metrics;
 pub mod offline;
 pub mod policy;
 pub mod reload;
+pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

@@ -191,11 +191,9 @@ impl Reloader {
         if config.tls.is_some() != current.tls.is_some() {
             tracing::warn!("`tls` was added or removed; restart to switch between HTTP and HTTPS");
         }
-        if config.listen != current.listen {
+        if config.service != current.service {
             tracing::warn!(
-                running = %current.listen,
-                configured = %config.listen,
-                "`listen` changed; restart to move the listener"
+                "`listen`, `admin_listen`, `decision_log`, `log`, `tracing`, the server limits or `shutdown` changed; they take effect on restart"
             );
         }
         let generation =

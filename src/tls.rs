@@ -1,23 +1,20 @@
 //! HTTPS on Verdict's own listener (`tls:`): the certificate and key loaded into a rustls server
-//! configuration, and the accept loop that serves the API over it.
+//! configuration, and the handshake of each connection the accept loop (`crate::server`) takes.
 //!
 //! Each connection takes the server configuration of the generation running when it arrives, so a
 //! reload that brings a renewed certificate applies to new connections without a restart.
 
-use std::future::Future;
+use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
+use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::server::TlsStream;
 
 use crate::api::AppState;
 use crate::config::MtlsCallers;
@@ -108,76 +105,45 @@ fn server_config(
     Ok(Arc::new(config))
 }
 
-/// Serves `router` over TLS on `listener` until `shutdown` resolves, then lets open connections finish.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    state: AppState,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let Some(first) = state.current().tls.clone() else {
-        return Err(std::io::Error::other(
-            "serving HTTPS without a TLS configuration",
-        ));
+/// Completes the TLS handshake of a new connection with the running generation's identity (`first`
+/// if a reload dropped `tls:`), and checks the client certificate against `allowed_subjects`. `None`
+/// when the connection is refused; the reason is logged.
+pub async fn accept(
+    state: &AppState,
+    first: &Arc<TlsSettings>,
+    stream: TcpStream,
+    peer: SocketAddr,
+) -> Option<TlsStream<TcpStream>> {
+    let settings = state
+        .current()
+        .tls
+        .clone()
+        .unwrap_or_else(|| Arc::clone(first));
+    let acceptor = TlsAcceptor::from(Arc::clone(&settings.server));
+    let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            tracing::debug!(%peer, %error, "TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            return None;
+        }
     };
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accepting a connection failed");
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        // A reload that drops `tls:` cannot turn this listener into plain HTTP; keep the last identity.
-        let settings = state
-            .current()
-            .tls
-            .clone()
-            .unwrap_or_else(|| Arc::clone(&first));
-        let acceptor = TlsAcceptor::from(Arc::clone(&settings.server));
-        let service = TowerToHyperService::new(router.clone());
-        let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let stream =
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(stream)) => stream,
-                    Ok(Err(error)) => {
-                        tracing::debug!(%peer, %error, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => {
-                        tracing::debug!(%peer, "TLS handshake timed out");
-                        return;
-                    }
-                };
-            if !settings.allowed_clients.is_empty() {
-                let allowed = stream
-                    .get_ref()
-                    .1
-                    .peer_certificates()
-                    .and_then(<[_]>::first)
-                    .is_some_and(|certificate| {
-                        client_allowed(certificate, &settings.allowed_clients)
-                    });
-                if !allowed {
-                    tracing::info!(%peer, "refused a client certificate not in `callers.mtls.allowed_subjects`");
-                    return;
-                }
-            }
-            let connection = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            if let Err(error) = watcher.watch(connection).await {
-                tracing::debug!(%peer, %error, "connection ended with an error");
-            }
-        });
+    if !settings.allowed_clients.is_empty() {
+        let allowed = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(<[_]>::first)
+            .is_some_and(|certificate| client_allowed(certificate, &settings.allowed_clients));
+        if !allowed {
+            tracing::info!(%peer, "refused a client certificate not in `callers.mtls.allowed_subjects`");
+            return None;
+        }
     }
-    graceful.shutdown().await;
-    Ok(())
+    Some(stream)
 }
 
 /// Whether a verified client certificate matches one entry of `allowed`: `CN=<name>` against the

@@ -294,6 +294,13 @@ impl Verifier {
             .filter_map(|issuer| issuer.keys.as_ref())
     }
 
+    /// The configured name of the issuer at `index`; empty for an index out of range.
+    pub fn issuer_name(&self, index: usize) -> &str {
+        self.issuers
+            .get(index)
+            .map_or("", |issuer| issuer.config.name.as_str())
+    }
+
     /// The verified-token cache.
     pub fn cache(&self) -> &TokenCache {
         &self.cache
@@ -327,6 +334,7 @@ impl Verifier {
         let hash = TokenCache::hash(token);
         if let Some(cached) = self.cache.get(&hash) {
             if self.still_valid(&cached) {
+                crate::metrics::global().token_cache_lookup(true);
                 return Ok(Verified {
                     token: cached,
                     cache_hit: true,
@@ -334,6 +342,7 @@ impl Verifier {
             }
             self.cache.remove(&hash);
         }
+        crate::metrics::global().token_cache_lookup(false);
         let verified = Arc::new(self.verify_uncached(token).await?);
         self.cache.insert(hash, Arc::clone(&verified));
         Ok(Verified {

@@ -25,6 +25,21 @@ const CALLER_TOKEN_CACHE: usize = 64;
 /// The longest caller ID token read.
 const MAX_CALLER_TOKEN_BYTES: usize = 8 * 1024;
 
+/// Who made a callout, as the decision log names it: `api_key#N` (the Nth configured caller key),
+/// `google:<email>`, `mtls` or `anonymous`. Every request past [`require_caller`] carries one.
+#[derive(Debug, Clone)]
+pub struct Caller(Arc<str>);
+
+impl Caller {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn new(name: impl Into<Arc<str>>) -> Self {
+        Self(name.into())
+    }
+}
+
 /// How callers prove who they are.
 #[derive(Debug)]
 pub struct CallerAuth {
@@ -106,51 +121,56 @@ impl CallerAuth {
             .flat_map(|check| check.verifier.key_sets())
     }
 
-    /// Whether the request's headers authenticate its caller.
-    async fn admits(&self, headers: &HeaderMap) -> bool {
-        if self.mutual_tls || (self.api_key.is_none() && self.google.is_none()) {
-            return true;
+    /// The caller the request's headers authenticate, if any.
+    async fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
+        if self.mutual_tls {
+            return Some(Caller::new("mtls"));
         }
-        if let Some(check) = &self.api_key
-            && check.admits(headers)
+        if self.api_key.is_none() && self.google.is_none() {
+            return Some(Caller::new("anonymous"));
+        }
+        if let Some(caller) = self
+            .api_key
+            .as_ref()
+            .and_then(|check| check.admits(headers))
         {
-            return true;
+            return Some(caller);
         }
         match &self.google {
             Some(check) => check.admits(headers).await,
-            None => false,
+            None => None,
         }
     }
 }
 
 impl ApiKeyCheck {
-    fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(presented) = headers.get(&self.header) else {
-            return false;
-        };
-        let presented = sha256(presented.as_bytes());
+    fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
+        let presented = sha256(headers.get(&self.header)?.as_bytes());
         // Every key is compared, whatever the outcome, so timing does not tell which key matched.
-        self.key_digests.iter().fold(false, |matched, key| {
-            verify_slices_are_equal(key, &presented).is_ok() | matched
-        })
+        let matched = self
+            .key_digests
+            .iter()
+            .enumerate()
+            .fold(None, |matched, (index, key)| {
+                let equal = verify_slices_are_equal(key, &presented).is_ok();
+                if equal { Some(index) } else { matched }
+            });
+        matched.map(|index| Caller::new(format!("api_key#{}", index + 1)))
     }
 }
 
 impl GoogleCheck {
     /// A valid ID token for the configured audience whose verified `email` is on the list.
-    async fn admits(&self, headers: &HeaderMap) -> bool {
-        let Some(token) = headers
+    async fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
+        let token = headers
             .get(axum::http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(token::bearer_token)
-        else {
-            return false;
-        };
+            .and_then(token::bearer_token)?;
         let verified = match self.verifier.verify(token).await {
             Ok(verified) => verified.token,
             Err(error) => {
                 tracing::info!(%error, "refused a caller's ID token");
-                return false;
+                return None;
             }
         };
         let email_verified =
@@ -163,7 +183,7 @@ impl GoogleCheck {
             Some(email)
                 if email_verified && self.config.emails.iter().any(|allowed| allowed == email) =>
             {
-                true
+                Some(Caller::new(format!("google:{email}")))
             }
             _ => {
                 tracing::info!(
@@ -171,7 +191,7 @@ impl GoogleCheck {
                     email_verified,
                     "refused a caller's ID token: its email is not allowed"
                 );
-                false
+                None
             }
         }
     }
@@ -180,13 +200,14 @@ impl GoogleCheck {
 /// Middleware refusing unauthenticated callers with 401 before the body is read.
 pub async fn require_caller(
     State(state): State<AppState>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let admitted = state.current().callers.admits(request.headers()).await;
-    if admitted {
-        next.run(request).await
-    } else {
-        ApiError::UnauthenticatedCaller.into_response()
+    match state.current().callers.admits(request.headers()).await {
+        Some(caller) => {
+            request.extensions_mut().insert(caller);
+            next.run(request).await
+        }
+        None => ApiError::UnauthenticatedCaller.into_response(),
     }
 }

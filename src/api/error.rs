@@ -21,6 +21,12 @@ pub enum ApiError {
     TooLarge,
     #[error("the request body must be `application/json`")]
     UnsupportedMediaType,
+    /// More decisions are in progress than `limits.max_concurrent_requests` allows.
+    #[error("too many requests in progress; retry shortly")]
+    Overloaded,
+    /// The request was not answered within `limits.request_timeout`.
+    #[error("the decision took too long")]
+    TimedOut,
 }
 
 impl ApiError {
@@ -32,6 +38,29 @@ impl ApiError {
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
             }
+            Self::Overloaded | Self::TimedOut => {
+                (StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable")
+            }
+        }
+    }
+
+    /// Why the callout was refused, for `verdict_requests_rejected_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::BadRequest(_) => "bad_request",
+            Self::UnauthenticatedCaller => "unauthenticated_caller",
+            Self::TooLarge => "too_large",
+            Self::UnsupportedMediaType => "unsupported_media_type",
+            Self::Overloaded => "overloaded",
+            Self::TimedOut => "timeout",
+        }
+    }
+
+    /// Seconds after which a retry may succeed, for `Retry-After`.
+    fn retry_after(&self) -> Option<&'static str> {
+        match self {
+            Self::Overloaded | Self::TimedOut => Some("1"),
+            _ => None,
         }
     }
 }
@@ -39,15 +68,23 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, error) = self.status_and_code();
+        crate::metrics::global().rejected(self.reason());
         let description = self.to_string();
-        (
+        let mut response = (
             status,
             Json(ErrorBody {
                 error,
                 error_description: &description,
             }),
         )
-            .into_response()
+            .into_response();
+        if let Some(seconds) = self.retry_after() {
+            response.headers_mut().insert(
+                header::RETRY_AFTER,
+                header::HeaderValue::from_static(seconds),
+            );
+        }
+        response
     }
 }
 

@@ -13,6 +13,7 @@ use super::duration::HumanDuration;
 #[serde(deny_unknown_fields)]
 pub(super) struct Top {
     pub listen: Option<String>,
+    pub admin_listen: Option<String>,
     pub callers: Option<Value>,
     pub issuers: Option<Vec<Value>>,
     pub policies: Option<Value>,
@@ -23,6 +24,10 @@ pub(super) struct Top {
     pub reload: Option<Value>,
     pub api_keys: Option<Value>,
     pub tls: Option<Value>,
+    pub decision_log: Option<String>,
+    pub log: Option<Value>,
+    pub tracing: Option<Value>,
+    pub shutdown: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -194,4 +199,28 @@ pub(super) struct Cache {
 #[serde(deny_unknown_fields)]
 pub(super) struct Limits {
     pub max_token_bytes: Option<usize>,
+    pub max_body_bytes: Option<usize>,
+    pub max_header_bytes: Option<usize>,
+    pub request_timeout: Option<HumanDuration>,
+    pub max_concurrent_requests: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Log {
+    pub format: Option<String>,
+    pub level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Tracing {
+    pub otlp_endpoint: Option<String>,
+    pub service_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Shutdown {
+    pub grace_period: Option<HumanDuration>,
 }

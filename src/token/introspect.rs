@@ -109,7 +109,13 @@ impl Introspector {
         };
         let answer = pending
             .get_or_init(|| async {
+                let started = std::time::Instant::now();
                 let answer = self.introspect(token).await;
+                crate::metrics::global().introspected(
+                    &self.issuer.name,
+                    started.elapsed().as_secs_f64(),
+                    answer.is_err(),
+                );
                 // Cached before the pending entry goes, so no request falls between the two.
                 if let Ok(answer) = &answer {
                     self.answers.insert(hash, answer.clone());

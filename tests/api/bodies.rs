@@ -7,12 +7,14 @@
 use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use serde_json::{Value, json};
-use verdict::api::MAX_BODY_BYTES;
 
 use crate::helpers::{CALLER_KEY, KeyServer, T0, TestApp, claims, config_yaml, rsa_key};
 
 /// A service trusting one issuer, and a token from that issuer that the example policies allow for
 /// `GET /orders/...`.
+/// The default body limit, 64 KiB as DESIGN §2 gives it.
+const MAX_BODY_BYTES: usize = 64 * 1024;
+
 async fn start() -> (TestApp, String) {
     let key = rsa_key("bodies-rsa");
     let server = KeyServer::start(&[key]).await;

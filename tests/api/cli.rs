@@ -21,7 +21,7 @@ pub fn verdict() -> Command {
 /// A running `verdict serve`, killed when dropped, whose output lines arrive on channels.
 pub struct Server {
     pub child: Child,
-    stdout: mpsc::Receiver<String>,
+    pub stdout: mpsc::Receiver<String>,
     pub stderr: mpsc::Receiver<String>,
 }
 
@@ -42,7 +42,7 @@ impl Server {
     }
 
     /// Waits (bounded) for a line of `stream` containing `needle`, returning it.
-    fn wait_for(stream: &mpsc::Receiver<String>, needle: &str) -> String {
+    pub fn wait_for(stream: &mpsc::Receiver<String>, needle: &str) -> String {
         loop {
             match stream.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) if line.contains(needle) => return line,

@@ -247,3 +247,71 @@ fn a_schema_validates_the_policies_and_locates_the_problem() {
     std::fs::remove_file(directory.join("typo.cedar")).unwrap();
     assert!(load_policies(&directory, Some(&schema)).is_ok());
 }
+
+#[test]
+fn the_service_settings_have_defaults_and_their_errors_are_each_reported() {
+    let minimal = r#"
+callers: { allow_unauthenticated: true }
+issuers: [{ name: a, issuer: "https://idp.example.com", audiences: [x] }]
+"#;
+    let service = parse(minimal, &[]).unwrap().service;
+    assert_eq!(service.listen.to_string(), "0.0.0.0:8080");
+    assert_eq!(service.admin_listen, None);
+    assert_eq!(
+        service.decision_log,
+        verdict::config::DecisionLogTarget::Stdout
+    );
+    assert_eq!(service.log.format, verdict::config::LogFormat::Text);
+    assert_eq!(service.tracing.otlp_traces_url, None);
+    assert_eq!(service.limits.max_body_bytes, 64 * 1024);
+    assert_eq!(service.limits.max_header_bytes, 16 * 1024);
+    assert_eq!(service.limits.request_timeout.as_secs(), 5);
+    assert_eq!(service.limits.max_concurrent_requests, 1024);
+    assert_eq!(service.shutdown_grace.as_secs(), 8);
+
+    let configured = parse(
+        &format!(
+            "{minimal}admin_listen: 127.0.0.1:9090\ndecision_log: off\nlog: {{ format: json }}\ntracing: {{ otlp_endpoint: \"http://collector:4318/\" }}\n"
+        ),
+        &[],
+    )
+    .unwrap()
+    .service;
+    assert_eq!(
+        configured.tracing.otlp_traces_url.unwrap().as_str(),
+        "http://collector:4318/v1/traces"
+    );
+    assert_eq!(
+        configured.decision_log,
+        verdict::config::DecisionLogTarget::Off
+    );
+
+    let errors = errors(&format!(
+        r#"{minimal}admin_listen: nowhere
+decision_log: ""
+log: {{ format: xml, level: "verdict=loud" }}
+tracing: {{ otlp_endpoint: "ftp://collector" }}
+limits: {{ max_header_bytes: 100, max_body_bytes: 0, max_concurrent_requests: 0, request_timeout: 1ms }}
+shutdown: {{ grace_period: 1h }}
+"#
+    ));
+    let expected = [
+        "admin_listen: not a socket address",
+        "decision_log: write `stdout`, `off` or a file path",
+        "log.format: `xml` is not a log format",
+        "log.level: `verdict=loud` is not a log filter",
+        "tracing.otlp_endpoint: must be an http or https URL",
+        "limits.max_body_bytes: must be between",
+        "limits.max_header_bytes: must be between",
+        "limits.max_concurrent_requests: must be between",
+        "limits.request_timeout: must be between 10ms and 5m",
+        "shutdown.grace_period: must be at most 5m",
+    ];
+    for prefix in expected {
+        assert!(
+            errors.iter().any(|e| e.starts_with(prefix)),
+            "missing `{prefix}` in:\n{}",
+            errors.join("\n")
+        );
+    }
+}

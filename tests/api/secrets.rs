@@ -1,5 +1,5 @@
 //! No token, key or secret in any log line: a real `verdict serve` at debug level meets each kind of
-//! credential, good and bad, and its whole log is searched for them.
+//! credential, good and bad, and its whole log and decision log are searched for them.
 
 use std::time::Duration;
 
@@ -100,6 +100,17 @@ async fn no_credential_reaches_the_log() {
     while let Ok(line) = serve.stderr.recv_timeout(Duration::from_millis(500)) {
         log.push(line);
     }
+    // The decision log, on standard output by default.
+    let mut decisions = Vec::new();
+    while let Ok(line) = serve.stdout.recv_timeout(Duration::from_millis(500)) {
+        decisions.push(line);
+    }
+    assert_eq!(
+        decisions.len(),
+        bodies.len(),
+        "one decision record per authenticated callout: {decisions:?}"
+    );
+    log.extend(decisions);
     let log = log.join("\n");
     assert!(
         log.contains("decision"),

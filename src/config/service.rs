@@ -1,0 +1,297 @@
+//! How the process runs, as opposed to how it decides: its sockets, logs, traces, request limits and
+//! shutdown. These are read at start and kept until exit; a reload that changes them says that a restart
+//! is needed.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::{Errors, raw};
+
+/// The default listen address of the decision API.
+const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
+
+/// The process-wide settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceSettings {
+    /// The decision API's address.
+    pub listen: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` are also served; without it `/metrics` is on `listen`.
+    pub admin_listen: Option<SocketAddr>,
+    pub decision_log: DecisionLogTarget,
+    pub log: LogSettings,
+    pub tracing: TracingSettings,
+    pub limits: ServerLimits,
+    /// How long a shutdown waits for requests in flight before closing their connections.
+    pub shutdown_grace: Duration,
+}
+
+/// Where decision records go (`decision_log:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecisionLogTarget {
+    Stdout,
+    /// Appended to; the file is created if missing.
+    File(PathBuf),
+    Off,
+}
+
+/// `log:` — the process's own diagnostics, on standard error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `verdict=debug,info`), used when `RUST_LOG` is not set.
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per line with a `severity`, as Cloud Logging reads them.
+    Json,
+}
+
+/// `tracing:` — span export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracingSettings {
+    /// The collector's OTLP/HTTP traces URL (`<otlp_endpoint>/v1/traces`); no export without it.
+    pub otlp_traces_url: Option<Url>,
+    pub service_name: String,
+}
+
+/// Limits on what one request may cost the server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    pub max_body_bytes: usize,
+    /// The request line and headers together.
+    pub max_header_bytes: usize,
+    /// A request not answered by then gets 503.
+    pub request_timeout: Duration,
+    /// Decisions in progress at once; one more is refused at once with 503 and `Retry-After`.
+    pub max_concurrent_requests: usize,
+}
+
+impl Default for ServiceSettings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: None,
+            decision_log: DecisionLogTarget::Stdout,
+            log: LogSettings::default(),
+            tracing: TracingSettings {
+                otlp_traces_url: None,
+                service_name: "verdict".to_owned(),
+            },
+            limits: ServerLimits::default(),
+            shutdown_grace: Duration::from_secs(8),
+        }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 64 * 1024,
+            max_header_bytes: 16 * 1024,
+            request_timeout: Duration::from_secs(5),
+            max_concurrent_requests: 1024,
+        }
+    }
+}
+
+/// The sections of the file that make up [`ServiceSettings`], as written.
+pub(super) struct RawService {
+    pub listen: Option<String>,
+    pub admin_listen: Option<String>,
+    pub decision_log: Option<String>,
+    pub log: Option<serde_norway::Value>,
+    pub tracing: Option<serde_norway::Value>,
+    pub shutdown: Option<serde_norway::Value>,
+}
+
+/// Validates the service sections and the server half of `limits`; `None` when any is wrong.
+pub(super) fn validate(
+    raw: RawService,
+    limits: Option<&raw::Limits>,
+    base_dir: &Path,
+    errors: &mut Errors,
+) -> Option<ServiceSettings> {
+    let defaults = ServiceSettings::default();
+    let listen = socket_address(
+        "listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
+        errors,
+    );
+    let admin_listen = match raw.admin_listen.as_deref() {
+        None => Some(None),
+        Some(text) => socket_address("admin_listen", text, errors).map(Some),
+    };
+    if let (Some(listen), Some(Some(admin))) = (listen, admin_listen)
+        && listen == admin
+        && listen.port() != 0
+    {
+        errors.push("admin_listen", "must differ from `listen`");
+    }
+    let decision_log = match raw.decision_log.as_deref() {
+        None | Some("stdout") => Some(DecisionLogTarget::Stdout),
+        Some("off") => Some(DecisionLogTarget::Off),
+        Some("") => {
+            errors.push("decision_log", "write `stdout`, `off` or a file path");
+            None
+        }
+        Some(path) => Some(DecisionLogTarget::File(base_dir.join(path))),
+    };
+    let log = errors
+        .section::<raw::Log>("log", raw.log)
+        .and_then(|raw| validate_log(raw, errors));
+    let tracing = errors
+        .section::<raw::Tracing>("tracing", raw.tracing)
+        .and_then(|raw| validate_tracing(raw, errors));
+    let server_limits = limits.and_then(|raw| validate_limits(raw, errors));
+    let shutdown_grace = errors
+        .section::<raw::Shutdown>("shutdown", raw.shutdown)
+        .and_then(|raw| {
+            let grace = raw
+                .grace_period
+                .map_or(defaults.shutdown_grace, |grace| grace.0);
+            if grace > Duration::from_secs(300) {
+                errors.push("shutdown.grace_period", "must be at most 5m");
+                return None;
+            }
+            Some(grace)
+        });
+    Some(ServiceSettings {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        decision_log: decision_log?,
+        log: log?,
+        tracing: tracing?,
+        limits: server_limits?,
+        shutdown_grace: shutdown_grace?,
+    })
+}
+
+fn socket_address(path: &str, text: &str, errors: &mut Errors) -> Option<SocketAddr> {
+    text.parse()
+        .map_err(|error| {
+            errors.push(
+                path,
+                format!("not a socket address ({error}); write it as `0.0.0.0:8080`"),
+            );
+        })
+        .ok()
+}
+
+fn validate_log(raw: raw::Log, errors: &mut Errors) -> Option<LogSettings> {
+    let format = match raw.format.as_deref() {
+        None | Some("text") => Some(LogFormat::Text),
+        Some("json") => Some(LogFormat::Json),
+        Some(other) => {
+            errors.push(
+                "log.format",
+                format!("`{other}` is not a log format: write `text` or `json`"),
+            );
+            None
+        }
+    };
+    let level = raw.level.unwrap_or_else(|| LogSettings::default().level);
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&level) {
+        errors.push(
+            "log.level",
+            format!(
+                "`{level}` is not a log filter ({error}); write e.g. `info` or `verdict=debug,info`"
+            ),
+        );
+        return None;
+    }
+    Some(LogSettings {
+        format: format?,
+        level,
+    })
+}
+
+fn validate_tracing(raw: raw::Tracing, errors: &mut Errors) -> Option<TracingSettings> {
+    let service_name = raw
+        .service_name
+        .unwrap_or_else(|| ServiceSettings::default().tracing.service_name);
+    if service_name.is_empty() {
+        errors.push("tracing.service_name", "must not be empty");
+        return None;
+    }
+    let otlp_traces_url = match raw.otlp_endpoint {
+        None => None,
+        Some(endpoint) => match Url::parse(&endpoint) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {
+                let base = endpoint.trim_end_matches('/');
+                Some(Url::parse(&format!("{base}/v1/traces")).ok()?)
+            }
+            Ok(_) => {
+                errors.push(
+                    "tracing.otlp_endpoint",
+                    "must be an http or https URL such as `http://127.0.0.1:4318`",
+                );
+                return None;
+            }
+            Err(error) => {
+                errors.push("tracing.otlp_endpoint", format!("not a URL ({error})"));
+                return None;
+            }
+        },
+    };
+    Some(TracingSettings {
+        otlp_traces_url,
+        service_name,
+    })
+}
+
+fn validate_limits(raw: &raw::Limits, errors: &mut Errors) -> Option<ServerLimits> {
+    let defaults = ServerLimits::default();
+    let mut valid = true;
+    let mut within = |path: &str, value: usize, range: std::ops::RangeInclusive<usize>| {
+        if !range.contains(&value) {
+            errors.push(
+                path,
+                format!("must be between {} and {}", range.start(), range.end()),
+            );
+            valid = false;
+        }
+        value
+    };
+    let limits = ServerLimits {
+        max_body_bytes: within(
+            "limits.max_body_bytes",
+            raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
+            1024..=1024 * 1024,
+        ),
+        max_header_bytes: within(
+            "limits.max_header_bytes",
+            raw.max_header_bytes.unwrap_or(defaults.max_header_bytes),
+            8 * 1024..=1024 * 1024,
+        ),
+        request_timeout: raw
+            .request_timeout
+            .map_or(defaults.request_timeout, |timeout| timeout.0),
+        max_concurrent_requests: within(
+            "limits.max_concurrent_requests",
+            raw.max_concurrent_requests
+                .unwrap_or(defaults.max_concurrent_requests),
+            1..=1_000_000,
+        ),
+    };
+    if !(Duration::from_millis(10)..=Duration::from_secs(300)).contains(&limits.request_timeout) {
+        errors.push("limits.request_timeout", "must be between 10ms and 5m");
+        valid = false;
+    }
+    valid.then_some(limits)
+}

@@ -1,0 +1,236 @@
+//! The decision log (`decision_log:`): one JSON line per decision, to standard output or a file.
+//!
+//! Records are serialized on the request path and written by a thread of their own, so a slow disk or a
+//! blocked pipe never holds a decision up. When the writer falls [`BACKLOG`] records behind, new
+//! records are dropped, each one counted in `verdict_decision_log_dropped_total`, and a warning says
+//! how many, at most every [`WARNING_INTERVAL`]. A record names the credential only by a short hash;
+//! it never holds a token, a key or a secret.
+
+use std::fs::OpenOptions;
+use std::io::{BufWriter, Write};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+
+use crate::config::DecisionLogTarget;
+use crate::decision::{Decision, DecisionInput};
+
+/// Records the writer may fall behind by before new ones are dropped.
+const BACKLOG: usize = 16 * 1024;
+/// The shortest time between two warnings about dropped records.
+const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+
+/// The sink for decision records.
+#[derive(Debug)]
+pub struct DecisionLog {
+    sender: Option<SyncSender<Vec<u8>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    started: Instant,
+    /// Dropped records not yet reported by a warning.
+    unreported: AtomicU64,
+    /// When the last warning was given, in milliseconds since `started`.
+    last_warning_millis: AtomicU64,
+}
+
+/// One line of the decision log.
+#[derive(Debug, Serialize)]
+pub struct DecisionRecord<'a> {
+    pub time: String,
+    pub decision_id: String,
+    pub message_id: &'a str,
+    /// Who made the callout (see `api::Caller`).
+    pub caller: &'a str,
+    /// The configured issuer name (`api_key` for an API key) and the token's `iss`.
+    pub issuer_name: &'a str,
+    pub issuer: &'a str,
+    pub subject: &'a str,
+    pub client_id: &'a str,
+    pub kid: &'a str,
+    /// A short SHA-256 of the credential, to tell requests with the same token apart from others.
+    pub token_hash: &'a str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub allow: bool,
+    pub status: u16,
+    pub error: &'a str,
+    pub policies: &'a [String],
+    pub token_cache_hit: bool,
+    pub verify_us: u64,
+    pub policy_us: u64,
+    /// The W3C trace id of the callout, when it sent a `traceparent`.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub trace_id: &'a str,
+}
+
+impl<'a> DecisionRecord<'a> {
+    pub fn new(
+        decision: &'a Decision,
+        input: &'a DecisionInput,
+        caller: &'a str,
+        trace_id: &'a str,
+    ) -> Self {
+        Self {
+            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            decision_id: decision.decision_id.to_string(),
+            message_id: &input.message_id,
+            caller,
+            issuer_name: &decision.trace.issuer_name,
+            issuer: &decision.issuer,
+            subject: &decision.subject,
+            client_id: &decision.client_id,
+            kid: &decision.trace.kid,
+            token_hash: &decision.trace.credential_hash,
+            method: &input.method,
+            path: &input.path,
+            allow: decision.allow,
+            status: decision.status,
+            error: decision.error.as_str(),
+            policies: &decision.policies,
+            token_cache_hit: decision.trace.token_cache_hit,
+            verify_us: decision.trace.verify_micros,
+            policy_us: decision.trace.policy_micros,
+            trace_id,
+        }
+    }
+}
+
+impl DecisionLog {
+    /// A log that records nothing.
+    pub fn off() -> Self {
+        Self::with_sender(None, None)
+    }
+
+    /// Opens `target` and starts its writer thread.
+    pub fn open(target: &DecisionLogTarget) -> std::io::Result<Self> {
+        let sink: Box<dyn Write + Send> = match target {
+            DecisionLogTarget::Off => return Ok(Self::off()),
+            DecisionLogTarget::Stdout => Box::new(std::io::stdout()),
+            DecisionLogTarget::File(path) => Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|error| {
+                        std::io::Error::new(
+                            error.kind(),
+                            format!("opening the decision log `{}`: {error}", path.display()),
+                        )
+                    })?,
+            ),
+        };
+        let (sender, receiver) = mpsc::sync_channel(BACKLOG);
+        let writer = std::thread::Builder::new()
+            .name("decision-log".to_owned())
+            .spawn(move || write_records(&receiver, sink))?;
+        Ok(Self::with_sender(Some(sender), Some(writer)))
+    }
+
+    fn with_sender(sender: Option<SyncSender<Vec<u8>>>, writer: Option<JoinHandle<()>>) -> Self {
+        Self {
+            sender,
+            writer: Mutex::new(writer),
+            started: Instant::now(),
+            unreported: AtomicU64::new(0),
+            last_warning_millis: AtomicU64::new(0),
+        }
+    }
+
+    pub fn is_enabled(&self) -> bool {
+        self.sender.is_some()
+    }
+
+    /// Queues one record; never waits.
+    pub fn record(&self, record: &DecisionRecord<'_>) {
+        let Some(sender) = &self.sender else {
+            return;
+        };
+        let mut line = match serde_json::to_vec(record) {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::error!(%error, "a decision record could not be serialized");
+                return;
+            }
+        };
+        line.push(b'\n');
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
+            self.dropped();
+        }
+    }
+
+    fn dropped(&self) {
+        crate::metrics::global().decision_log_dropped();
+        let unreported = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let last = self.last_warning_millis.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= WARNING_INTERVAL.as_millis() as u64;
+        if due
+            && self
+                .last_warning_millis
+                .compare_exchange(last, now.max(1), Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let dropped = self.unreported.swap(0, Ordering::Relaxed).max(unreported);
+            tracing::warn!(
+                dropped,
+                "the decision log cannot keep up: records were dropped (see verdict_decision_log_dropped_total)"
+            );
+        }
+    }
+
+    /// Writes out what is queued and stops the writer. Records made afterwards are dropped.
+    pub fn close(&self) {
+        let writer = self
+            .writer
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(writer) = writer {
+            // The writer ends once every sender is gone; this one is the last but for clones in
+            // flight, so close by sending an empty record as the end mark.
+            if let Some(sender) = &self.sender {
+                let _ = sender.send(Vec::new());
+            }
+            let _ = writer.join();
+        }
+    }
+}
+
+/// The writer thread: writes records as they come, flushing whenever it has caught up. An empty record
+/// ends it.
+fn write_records(receiver: &Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
+    let mut sink = BufWriter::with_capacity(64 * 1024, sink);
+    let mut failing = false;
+    while let Ok(mut line) = receiver.recv() {
+        loop {
+            if line.is_empty() {
+                let _ = sink.flush();
+                return;
+            }
+            if let Err(error) = sink.write_all(&line) {
+                crate::metrics::global().decision_log_dropped();
+                report_write_error(&mut failing, &error);
+            }
+            match receiver.try_recv() {
+                Ok(next) => line = next,
+                Err(_) => break,
+            }
+        }
+        match sink.flush() {
+            Ok(()) => failing = false,
+            Err(error) => report_write_error(&mut failing, &error),
+        }
+    }
+    let _ = sink.flush();
+}
+
+/// Warns once when writing starts failing, not on every record.
+fn report_write_error(failing: &mut bool, error: &std::io::Error) {
+    if !*failing {
+        tracing::error!(%error, "writing the decision log failed; records are being lost");
+        *failing = true;
+    }
+}

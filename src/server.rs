@@ -1,0 +1,129 @@
+//! The accept loop: HTTP/1.1 over TCP or TLS, with a bounded request head and a graceful shutdown.
+//!
+//! The request line and headers together may take at most `limits.max_header_bytes` (more gets 431)
+//! and must arrive within `limits.request_timeout`. When `shutdown` resolves the listener closes at
+//! once; idle keep-alive connections close, requests in flight finish and their connections close
+//! after the response. Whatever is still running after the grace period is cut off.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tower::ServiceExt as _;
+
+use crate::api::AppState;
+use crate::config::ServerLimits;
+use crate::tls::TlsSettings;
+
+/// How connections on a listener are secured.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Plain,
+    /// TLS with the identity of the generation running when each connection arrives, or `first` if a
+    /// reload dropped `tls:` (a listener cannot turn into plain HTTP).
+    Tls {
+        state: AppState,
+        first: Arc<TlsSettings>,
+    },
+}
+
+/// The peer of the connection a request came on; every request carries one as an extension.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub SocketAddr);
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains for at most `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    transport: Transport,
+    limits: ServerLimits,
+    grace: Duration,
+    shutdown: impl Future<Output = ()> + Send,
+) -> std::io::Result<()> {
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.request_timeout)
+        .max_buf_size(limits.max_header_bytes);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of file descriptors, most likely: pause rather than spin.
+                    tracing::warn!(%error, "accepting a connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let router = router.clone();
+        let http = http.clone();
+        let watcher = graceful.watcher();
+        let transport = transport.clone();
+        tokio::spawn(async move {
+            let served = match transport {
+                Transport::Plain => serve_connection(stream, peer, router, &http, watcher).await,
+                Transport::Tls { state, first } => {
+                    match crate::tls::accept(&state, &first, stream, peer).await {
+                        Some(stream) => {
+                            serve_connection(stream, peer, router, &http, watcher).await
+                        }
+                        None => Ok(()),
+                    }
+                }
+            };
+            if let Err(error) = served {
+                tracing::debug!(%peer, %error, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let open = graceful.count();
+    if open > 0 {
+        tracing::info!(
+            connections = open,
+            grace_seconds = grace.as_secs_f64(),
+            "draining connections"
+        );
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            grace_seconds = grace.as_secs_f64(),
+            "requests were still in flight at the end of the grace period; closing them"
+        );
+    }
+    Ok(())
+}
+
+async fn serve_connection<I>(
+    io: I,
+    peer: SocketAddr,
+    router: Router,
+    http: &hyper::server::conn::http1::Builder,
+    watcher: Watcher,
+) -> hyper::Result<()>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let router = router.map_request(move |mut request: Request<Incoming>| {
+        request.extensions_mut().insert(Peer(peer));
+        request
+    });
+    let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
+    watcher.watch(connection).await
+}

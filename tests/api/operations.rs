@@ -1,0 +1,669 @@
+//! Running it in production (DESIGN §7): the decision log, Prometheus metrics, JSON logs and OTLP
+//! traces, graceful shutdown, and the request limits, on a real `verdict serve` or an in-process
+//! server.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use serde_json::{Value, json};
+
+use crate::cli::{Server, verdict};
+use crate::config::tempdir;
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key};
+
+/// The trace and parent span of the `traceparent` the tests send.
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
+
+fn traceparent() -> String {
+    format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// An introspection endpoint that answers every token as active for alice after `delay`, counting the
+/// requests it has begun.
+#[derive(Clone)]
+struct SlowIntrospection {
+    base: String,
+    begun: Arc<AtomicUsize>,
+}
+
+impl SlowIntrospection {
+    async fn start(delay: Duration) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let begun = Arc::new(AtomicUsize::new(0));
+        let answer = json!({ "active": true, "sub": "alice", "scope": "orders:read",
+                             "aud": AUDIENCE, "iss": base, "exp": now() + 600 });
+        let router = Router::new()
+            .route(
+                "/introspect",
+                post(move |State(begun): State<Arc<AtomicUsize>>| async move {
+                    begun.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    axum::Json(answer)
+                }),
+            )
+            .with_state(Arc::clone(&begun));
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Self { base, begun }
+    }
+
+    /// The issuer section trusting this endpoint for opaque tokens.
+    fn issuer_yaml(&self) -> String {
+        format!(
+            "  - name: slow\n    issuer: \"{base}\"\n    audiences: [\"{AUDIENCE}\"]\n    discovery: false\n    introspection: {{ url: \"{base}/introspect\", client_id: verdict, client_secret: introspection-secret, timeout: 60s }}\n",
+            base = self.base
+        )
+    }
+
+    /// Waits (bounded) until `count` introspections have begun.
+    async fn wait_begun(&self, count: usize) {
+        for _ in 0..600 {
+            if self.begun.load(Ordering::SeqCst) >= count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("{count} introspections never began");
+    }
+}
+
+/// A configuration trusting `jwks` (as issuer `t`) and `introspection` (as `slow`), with the example
+/// policies, the caller key, and `extra` at the top level. Written into a directory of its own.
+fn write_config(
+    jwks: &KeyServer,
+    introspection: Option<&SlowIntrospection>,
+    extra: &str,
+) -> PathBuf {
+    let path = tempdir().join("verdict.yaml");
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\ncallers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}\nissuers:\n  - {{ name: t, issuer: \"{}\", audiences: [\"{AUDIENCE}\"], jwks_uri: \"{}\" }}\n{}policies: {{ path: \"{}\" }}\n{extra}",
+        jwks.issuer(),
+        jwks.jwks_uri(),
+        introspection
+            .map(SlowIntrospection::issuer_yaml)
+            .unwrap_or_default(),
+        policies.display()
+    );
+    std::fs::write(&path, yaml).unwrap();
+    path
+}
+
+fn serve(config: &Path) -> Server {
+    Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(config);
+        command
+    })
+}
+
+fn decide_body(token: &str) -> Value {
+    json!({ "authorization": format!("Bearer {token}"), "method": "GET", "path": "/orders/1",
+            "message_id": "rrt-1" })
+}
+
+async fn send_decide(
+    address: &str,
+    body: &Value,
+    headers: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    let mut request = reqwest::Client::new()
+        .post(format!("http://{address}/v1/decide"))
+        .header("x-verdict-key", CALLER_KEY)
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await
+}
+
+async fn json_of(response: reqwest::Response) -> Value {
+    serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+}
+
+async fn wait_ready(address: &str) {
+    for _ in 0..600 {
+        if reqwest::get(format!("http://{address}/readyz"))
+            .await
+            .is_ok_and(|response| response.status() == 200)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{address} never became ready");
+}
+
+/// Sends SIGTERM and waits (bounded) for the process to exit.
+fn terminate(server: &mut Server) -> ExitStatus {
+    let pid = server.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_exit(server)
+}
+
+fn wait_exit(server: &mut Server) -> ExitStatus {
+    for _ in 0..600 {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("the server did not exit");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the_token() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(&jwks, None, "decision_log: decisions.log\n");
+    let mut server = serve(&config);
+    let address = server.address();
+    wait_ready(&address).await;
+    let good = key.sign(&claims(&jwks.issuer(), now()));
+    let expired = key.sign(&claims(&jwks.issuer(), now() - 3600));
+    let parent = traceparent();
+    let mut answers = Vec::new();
+    for token in [&good, &expired, &good] {
+        let response = send_decide(&address, &decide_body(token), &[("traceparent", &parent)])
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        answers.push(json_of(response).await);
+    }
+    assert!(terminate(&mut server).success());
+
+    let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
+    for token in [&good, &expired] {
+        assert!(
+            !log.contains(token.as_str()),
+            "a token reached the decision log"
+        );
+    }
+    let records: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3, "{log}");
+    let (allowed, denied, again) = (&records[0], &records[1], &records[2]);
+    for (record, answer) in records.iter().zip(&answers) {
+        assert_eq!(record["decision_id"], answer["decision_id"]);
+        assert_eq!(record["allow"], answer["allow"]);
+        assert_eq!(record["status"], answer["status"]);
+        assert_eq!(record["error"], answer["error"]);
+        assert_eq!(record["message_id"], "rrt-1");
+        assert_eq!(record["caller"], "api_key#1");
+        assert_eq!(record["method"], "GET");
+        assert_eq!(record["path"], "/orders/1");
+        assert_eq!(record["trace_id"], TRACE_ID);
+        assert!(record["verify_us"].is_u64() && record["policy_us"].is_u64());
+        assert!(record["time"].as_str().unwrap().ends_with('Z'));
+        let hash = record["token_hash"].as_str().unwrap();
+        assert!(hash.len() == 12 && hash.bytes().all(|byte| byte.is_ascii_hexdigit()));
+    }
+    assert_eq!(allowed["allow"], true);
+    assert_eq!(allowed["issuer_name"], "t");
+    assert_eq!(allowed["issuer"], jwks.issuer());
+    assert_eq!(allowed["subject"], "alice");
+    assert_eq!(allowed["kid"], "k1");
+    assert_eq!(allowed["token_cache_hit"], false);
+    assert!(!allowed["policies"].as_array().unwrap().is_empty());
+    assert_eq!(denied["allow"], false);
+    assert_eq!(denied["status"], 401);
+    assert_eq!(denied["error"], "invalid_token");
+    assert_ne!(denied["token_hash"], allowed["token_hash"]);
+    assert_eq!(again["token_cache_hit"], true);
+    assert_eq!(again["token_hash"], allowed["token_hash"]);
+}
+
+/// The `admin=` address of the "verdict listening" line.
+fn admin_address(server: &Server) -> (String, String) {
+    let line = Server::wait_for(&server.stderr, "verdict listening");
+    let field = |name: &str| {
+        line.split(&format!("{name}="))
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap()
+            .to_owned()
+    };
+    (field("address"), field("admin"))
+}
+
+/// Every sample of the exposition, by its name and labels.
+fn samples(text: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    let mut described = HashSet::new();
+    for line in text.lines() {
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let name = rest.split_whitespace().next().unwrap();
+            assert!(
+                described.insert(name.to_owned()),
+                "{name} is described twice"
+            );
+        } else if !line.starts_with('#') {
+            let (series, value) = line.rsplit_once(' ').unwrap();
+            samples.insert(series.to_owned(), value.parse().unwrap());
+        }
+    }
+    assert_eq!(text.lines().last(), Some("# EOF"));
+    samples
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_on_the_admin_listener_count_decisions_keys_caches_and_rejections() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(
+        &jwks,
+        None,
+        "admin_listen: 127.0.0.1:0\ndecision_log: off\n",
+    );
+    let server = serve(&config);
+    let (address, admin) = admin_address(&server);
+    wait_ready(&address).await;
+    let good = key.sign(&claims(&jwks.issuer(), now()));
+    let expired = key.sign(&claims(&jwks.issuer(), now() - 3600));
+    for token in [&good, &good, &expired] {
+        assert_eq!(
+            send_decide(&address, &decide_body(token), &[])
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+    let unauthenticated = reqwest::Client::new()
+        .post(format!("http://{address}/v1/decide"))
+        .header("content-type", "application/json")
+        .body(decide_body(&good).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthenticated.status(), 401);
+
+    let on_api = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        on_api.status(),
+        404,
+        "with admin_listen, /metrics is only there"
+    );
+    let response = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
+    let text = response.text().await.unwrap();
+    let samples = samples(&text);
+    let value = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    assert_eq!(
+        value(r#"verdict_decisions_total{outcome="allow",error="none",issuer="t"}"#),
+        2.0
+    );
+    assert_eq!(
+        value(r#"verdict_decisions_total{outcome="deny",error="invalid_token",issuer="none"}"#),
+        1.0
+    );
+    assert_eq!(value("verdict_decision_duration_seconds_count"), 3.0);
+    assert_eq!(
+        value(r#"verdict_requests_rejected_total{reason="unauthenticated_caller"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"verdict_jwks_refreshes_total{issuer="t",result="success"}"#),
+        1.0
+    );
+    assert!(value(r#"verdict_jwks_age_seconds{issuer="t"}"#) >= 0.0);
+    assert_eq!(value(r#"verdict_jwks_keys{issuer="t"}"#), 1.0);
+    assert_eq!(
+        value(r#"verdict_token_cache_lookups_total{result="hit"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(r#"verdict_token_cache_lookups_total{result="miss"}"#),
+        2.0
+    );
+    assert_eq!(value("verdict_token_cache_entries"), 1.0);
+    assert_eq!(value(r#"verdict_reloads_total{result="failure"}"#), 0.0);
+    assert_eq!(value("verdict_requests_in_flight"), 0.0);
+    assert_eq!(
+        value(&format!(
+            r#"verdict_build_info{{version="{}"}}"#,
+            env!("CARGO_PKG_VERSION")
+        )),
+        1.0
+    );
+    for unbounded in ["alice", "/orders", "rrt-1"] {
+        assert!(!text.contains(unbounded), "`{unbounded}` is a label value");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn json_logs_carry_a_severity_and_the_callouts_trace_id() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(
+        &jwks,
+        None,
+        "decision_log: off\nlog: { format: json, level: \"verdict=debug,info\" }\n",
+    );
+    let server = Server::spawn({
+        let mut command = verdict();
+        command
+            .args(["serve", "--config"])
+            .arg(&config)
+            .env_remove("RUST_LOG");
+        command
+    });
+    let listening: Value =
+        serde_json::from_str(&Server::wait_for(&server.stderr, "verdict listening")).unwrap();
+    assert_eq!(listening["severity"], "INFO");
+    let address = listening["address"].as_str().unwrap().to_owned();
+    wait_ready(&address).await;
+    let token = key.sign(&claims(&jwks.issuer(), now()));
+    send_decide(
+        &address,
+        &decide_body(&token),
+        &[("traceparent", &traceparent())],
+    )
+    .await
+    .unwrap();
+    let decision: Value =
+        serde_json::from_str(&Server::wait_for(&server.stderr, "\"decision\"")).unwrap();
+    assert_eq!(decision["severity"], "DEBUG");
+    assert_eq!(decision["message"], "decision");
+    assert_eq!(decision["trace_id"], TRACE_ID);
+    assert_eq!(decision["allow"], true);
+    assert!(decision["time"].is_string() && decision["target"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_are_exported_by_otlp_as_children_of_the_callouts_traceparent() {
+    let exported = Arc::new(Mutex::new(Vec::<Value>::new()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let collector = format!("http://{}", listener.local_addr().unwrap());
+    let router = Router::new()
+        .route(
+            "/v1/traces",
+            post(
+                |State(exported): State<Arc<Mutex<Vec<Value>>>>, body: axum::body::Bytes| async move {
+                    exported.lock().unwrap().push(serde_json::from_slice(&body).unwrap());
+                    axum::Json(json!({}))
+                },
+            ),
+        )
+        .with_state(Arc::clone(&exported));
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(
+        &jwks,
+        None,
+        &format!(
+            "decision_log: off\ntracing: {{ otlp_endpoint: \"{collector}\", service_name: verdict-test }}\n"
+        ),
+    );
+    let mut server = serve(&config);
+    let address = server.address();
+    wait_ready(&address).await;
+    let token = key.sign(&claims(&jwks.issuer(), now()));
+    send_decide(
+        &address,
+        &decide_body(&token),
+        &[("traceparent", &traceparent())],
+    )
+    .await
+    .unwrap();
+    assert!(
+        terminate(&mut server).success(),
+        "spans are flushed at shutdown"
+    );
+
+    let exported = exported.lock().unwrap();
+    let spans: Vec<(&Value, &Value)> = exported
+        .iter()
+        .flat_map(|body| body["resourceSpans"].as_array().unwrap())
+        .flat_map(|resource| {
+            resource["scopeSpans"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .flat_map(|scope| scope["spans"].as_array().unwrap())
+                .map(move |span| (&resource["resource"], span))
+        })
+        .collect();
+    let (resource, callout) = spans
+        .iter()
+        .find(|(_, span)| span["name"] == "callout")
+        .unwrap_or_else(|| panic!("no callout span in {exported:?}"));
+    assert_eq!(
+        callout["traceId"].as_str().unwrap().to_lowercase(),
+        TRACE_ID
+    );
+    assert_eq!(
+        callout["parentSpanId"].as_str().unwrap().to_lowercase(),
+        PARENT_SPAN_ID
+    );
+    let service_name = resource["attributes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|attribute| attribute["key"] == "service.name")
+        .unwrap();
+    assert_eq!(service_name["value"]["stringValue"], "verdict-test");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero() {
+    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
+    let introspection = SlowIntrospection::start(Duration::from_millis(1500)).await;
+    let config = write_config(&jwks, Some(&introspection), "decision_log: off\n");
+    let mut server = serve(&config);
+    let address = server.address();
+    wait_ready(&address).await;
+    let in_flight = tokio::spawn({
+        let address = address.clone();
+        async move { send_decide(&address, &decide_body("opaque-in-flight"), &[]).await }
+    });
+    introspection.wait_begun(1).await;
+    let pid = server.child.id().to_string();
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+
+    // The listener closes at once: a bounded wait for a refused connection, while the decision is
+    // still waiting on its introspection.
+    let mut refused = false;
+    for _ in 0..100 {
+        if tokio::net::TcpStream::connect(&address).await.is_err() {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(refused, "new connections are refused after SIGTERM");
+    assert!(!in_flight.is_finished());
+
+    let response = in_flight.await.unwrap().unwrap();
+    assert_eq!(response.status(), 200);
+    let decision = json_of(response).await;
+    assert_eq!(decision["allow"], true, "{decision}");
+    assert_eq!(wait_exit(&mut server).code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_decision_still_in_flight_after_the_grace_period_is_cut_off_and_the_process_exits_zero() {
+    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
+    let introspection = SlowIntrospection::start(Duration::from_secs(60)).await;
+    let config = write_config(
+        &jwks,
+        Some(&introspection),
+        "decision_log: off\nshutdown: { grace_period: 300ms }\nlimits: { request_timeout: 120s }\n",
+    );
+    let mut server = serve(&config);
+    let address = server.address();
+    wait_ready(&address).await;
+    let in_flight = tokio::spawn({
+        let address = address.clone();
+        async move { send_decide(&address, &decide_body("opaque-never-answered"), &[]).await }
+    });
+    introspection.wait_begun(1).await;
+    let status = terminate(&mut server);
+    assert_eq!(status.code(), Some(0));
+    assert!(
+        in_flight.await.unwrap().is_err(),
+        "the connection closed without an answer"
+    );
+    let log: Vec<String> = server.stderr.try_iter().collect();
+    assert!(
+        log.iter().any(|line| line.contains("grace period")),
+        "the cut-off is logged: {log:?}"
+    );
+}
+
+#[tokio::test]
+async fn callouts_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after() {
+    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
+    let introspection = SlowIntrospection::start(Duration::from_millis(500)).await;
+    let yaml = std::fs::read_to_string(write_config(
+        &jwks,
+        Some(&introspection),
+        "limits: { max_concurrent_requests: 2 }\n",
+    ))
+    .unwrap();
+    let app = TestApp::start_without_keys(&yaml);
+    let requests: Vec<_> = (0..6)
+        .map(|index| tokio::spawn(callout(app.clone(), format!("opaque-{index}"))))
+        .collect();
+    let mut responses = Vec::new();
+    for request in requests {
+        responses.push(request.await.unwrap());
+    }
+    let statuses: Vec<u16> = responses.iter().map(|(status, _, _)| *status).collect();
+    assert_eq!(
+        statuses.iter().filter(|status| **status == 200).count(),
+        2,
+        "{statuses:?}"
+    );
+    for (status, retry_after, body) in responses.iter().filter(|(status, _, _)| *status != 200) {
+        assert_eq!(*status, 503);
+        assert_eq!(retry_after.as_deref(), Some("1"));
+        assert_eq!(body["error"], "temporarily_unavailable");
+    }
+    // The permits come back: the next callout is served.
+    let (status, _, _) = callout(app, "opaque-0".to_owned()).await;
+    assert_eq!(status, 200);
+}
+
+/// A callout with `token` through the in-process router: status, `Retry-After` and body.
+async fn callout(app: TestApp, token: String) -> (u16, Option<String>, Value) {
+    use tower::ServiceExt as _;
+    let request = axum::http::Request::post("/v1/decide")
+        .header("x-verdict-key", CALLER_KEY)
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(decide_body(&token).to_string()))
+        .unwrap();
+    let response = verdict::api::router(app.state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .map(|value| value.to_str().unwrap().to_owned());
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
+        .await
+        .unwrap();
+    (status, retry_after, serde_json::from_slice(&bytes).unwrap())
+}
+
+#[tokio::test]
+async fn a_callout_not_answered_within_the_request_timeout_gets_503() {
+    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
+    let introspection = SlowIntrospection::start(Duration::from_secs(30)).await;
+    let yaml = std::fs::read_to_string(write_config(
+        &jwks,
+        Some(&introspection),
+        "limits: { request_timeout: 200ms }\n",
+    ))
+    .unwrap();
+    let app = TestApp::start_without_keys(&yaml);
+    let (status, retry_after, body) = callout(app, "opaque-slow".to_owned()).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    assert_eq!(body["error"], "temporarily_unavailable");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn request_heads_and_bodies_over_their_limits_are_refused() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(
+        &jwks,
+        None,
+        "decision_log: off\nlimits: { max_header_bytes: 8192, max_body_bytes: 2048 }\n",
+    );
+    let mut server = serve(&config);
+    let address = server.address();
+    wait_ready(&address).await;
+    let token = key.sign(&claims(&jwks.issuer(), now()));
+
+    let big_header = "x".repeat(9 * 1024);
+    let response = send_decide(
+        &address,
+        &decide_body(&token),
+        &[("x-padding", &big_header)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 431);
+
+    let mut body = decide_body(&token);
+    body["headers"] = json!({ "x-padding": "y".repeat(2048) });
+    let response = send_decide(&address, &body, &[]).await.unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(json_of(response).await["error"], "request_too_large");
+
+    let response = send_decide(&address, &decide_body(&token), &[])
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(terminate(&mut server).success());
+}
