@@ -10,7 +10,7 @@ use crate::config::tempdir;
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, rsa_key};
 
 /// A self-signed certificate for 127.0.0.1 and its key, as PEM.
-fn identity(name: &str) -> (String, String) {
+pub fn identity(name: &str) -> (String, String) {
     let key = rcgen::KeyPair::generate().unwrap();
     let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
     params
@@ -164,13 +164,13 @@ fn bad_tls_files_are_configuration_errors() {
 }
 
 /// A CA, and certificates it (or another CA) signs for clients.
-struct Authority {
+pub struct Authority {
     issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pem: String,
+    pub pem: String,
 }
 
 impl Authority {
-    fn new(name: &str) -> Self {
+    pub fn new(name: &str) -> Self {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
@@ -189,7 +189,7 @@ impl Authority {
     }
 
     /// A client certificate and key as one PEM, for `reqwest::Identity`.
-    fn client(&self, common_name: &str, expired: bool) -> String {
+    pub fn client(&self, common_name: &str, expired: bool) -> String {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
         params
