@@ -191,7 +191,8 @@ impl Application {
             let _ = admin.await;
         }
         self.state.stop_refreshing();
-        self.state.decision_log.close();
+        let state = self.state.clone();
+        let _ = tokio::task::spawn_blocking(move || state.decision_log.close()).await;
         served.context("serving HTTP")
     }
 }

@@ -23,6 +23,8 @@ use crate::decision::{Decision, DecisionInput};
 const BACKLOG: usize = 16 * 1024;
 /// The shortest time between two warnings about dropped records.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest a shutdown waits for the last records to be written.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The sink for decision records.
 #[derive(Debug)]
@@ -30,6 +32,8 @@ pub struct DecisionLog {
     sender: Option<SyncSender<Vec<u8>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     started: Instant,
+    /// Records dropped since the log opened.
+    dropped: AtomicU64,
     /// Dropped records not yet reported by a warning.
     unreported: AtomicU64,
     /// When the last warning was given, in milliseconds since `started`.
@@ -122,6 +126,11 @@ impl DecisionLog {
                     })?,
             ),
         };
+        Self::to_sink(sink)
+    }
+
+    /// A log writing to `sink` from a thread of its own.
+    fn to_sink(sink: Box<dyn Write + Send>) -> std::io::Result<Self> {
         let (sender, receiver) = mpsc::sync_channel(BACKLOG);
         let writer = std::thread::Builder::new()
             .name("decision-log".to_owned())
@@ -134,6 +143,7 @@ impl DecisionLog {
             sender,
             writer: Mutex::new(writer),
             started: Instant::now(),
+            dropped: AtomicU64::new(0),
             unreported: AtomicU64::new(0),
             last_warning_millis: AtomicU64::new(0),
         }
@@ -141,6 +151,11 @@ impl DecisionLog {
 
     pub fn is_enabled(&self) -> bool {
         self.sender.is_some()
+    }
+
+    /// Records dropped since the log opened (also counted in `verdict_decision_log_dropped_total`).
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues one record; never waits.
@@ -157,12 +172,13 @@ impl DecisionLog {
         };
         line.push(b'\n');
         if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = sender.try_send(line) {
-            self.dropped();
+            self.drop_record();
         }
     }
 
-    fn dropped(&self) {
+    fn drop_record(&self) {
         crate::metrics::global().decision_log_dropped();
+        self.dropped.fetch_add(1, Ordering::Relaxed);
         let unreported = self.unreported.fetch_add(1, Ordering::Relaxed) + 1;
         let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
         let last = self.last_warning_millis.load(Ordering::Relaxed);
@@ -181,20 +197,34 @@ impl DecisionLog {
         }
     }
 
-    /// Writes out what is queued and stops the writer. Records made afterwards are dropped.
+    /// Writes out what is queued and stops the writer, waiting at most [`CLOSE_TIMEOUT`] for a sink
+    /// that does not drain. Records made afterwards are dropped. Blocks the calling thread.
     pub fn close(&self) {
-        let writer = self
+        let Some(writer) = self
             .writer
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
-        if let Some(writer) = writer {
-            // The writer ends once every sender is gone; this one is the last but for clones in
-            // flight, so close by sending an empty record as the end mark.
-            if let Some(sender) = &self.sender {
-                let _ = sender.send(Vec::new());
+            .take()
+        else {
+            return;
+        };
+        let deadline = Instant::now() + CLOSE_TIMEOUT;
+        // An empty record is the writer's end mark (the sender itself lives as long as `self`).
+        if let Some(sender) = &self.sender {
+            while let Err(TrySendError::Full(_)) = sender.try_send(Vec::new()) {
+                if Instant::now() >= deadline {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
+        }
+        while !writer.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if writer.is_finished() {
             let _ = writer.join();
+        } else {
+            tracing::warn!("the decision log's sink did not drain; its last records are lost");
         }
     }
 }
@@ -232,5 +262,106 @@ fn report_write_error(failing: &mut bool, error: &std::io::Error) {
     if !*failing {
         tracing::error!(%error, "writing the decision log failed; records are being lost");
         *failing = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Condvar};
+
+    use super::*;
+    use crate::decision::{DecisionTrace, ErrorCode};
+
+    /// A sink that blocks every write until it is opened, then keeps what it is given.
+    #[derive(Clone, Default)]
+    struct Gate {
+        open: Arc<(Mutex<bool>, Condvar)>,
+        written: Arc<Mutex<Vec<u8>>>,
+    }
+
+    impl Write for Gate {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let (open, opened) = &*self.open;
+            let mut is_open = open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            while !*is_open {
+                is_open = opened
+                    .wait(is_open)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            self.written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.write(&[]).map(drop)
+        }
+    }
+
+    fn decision() -> Decision {
+        Decision {
+            decision_id: uuid::Uuid::now_v7(),
+            allow: false,
+            status: 401,
+            error: ErrorCode::InvalidToken,
+            error_description: String::new(),
+            www_authenticate: String::new(),
+            subject: String::new(),
+            client_id: String::new(),
+            issuer: String::new(),
+            scope: String::new(),
+            headers: std::collections::BTreeMap::new(),
+            cache_ttl: 0,
+            policies: Vec::new(),
+            trace: DecisionTrace::default(),
+        }
+    }
+
+    #[test]
+    fn a_sink_that_cannot_keep_up_loses_records_counted_but_never_holds_a_decision_up() {
+        let gate = Gate::default();
+        let log = DecisionLog::to_sink(Box::new(gate.clone())).unwrap_or_else(|error| {
+            unreachable!("a thread could not start: {error}");
+        });
+        let (decision, input) = (decision(), DecisionInput::default());
+        let records = BACKLOG * 2 + 1000;
+        // With the sink blocked, every call returns: a blocking `record` would never get here.
+        for _ in 0..records {
+            log.record(&DecisionRecord::new(&decision, &input, "test", ""));
+        }
+        let dropped = log.dropped();
+        assert!(dropped >= BACKLOG as u64, "dropped {dropped} of {records}");
+
+        {
+            let (open, opened) = &*gate.open;
+            *open
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+            opened.notify_all();
+        }
+        log.close();
+        let written = gate
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let lines = written
+            .split(|byte| *byte == b'\n')
+            .filter(|line| !line.is_empty());
+        let mut kept = 0_u64;
+        for line in lines {
+            let record: serde_json::Value = serde_json::from_slice(line).unwrap_or_default();
+            assert_eq!(record["status"], 401);
+            kept += 1;
+        }
+        assert_eq!(
+            kept + dropped,
+            records as u64,
+            "every record is written or counted"
+        );
     }
 }
