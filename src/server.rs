@@ -6,19 +6,15 @@
 //! after the response. Whatever is still running after the grace period is cut off.
 
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use hyper::Request;
-use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tower::ServiceExt as _;
 
 use crate::api::AppState;
 use crate::config::ServerLimits;
@@ -35,10 +31,6 @@ pub enum Transport {
         first: Arc<TlsSettings>,
     },
 }
-
-/// The peer of the connection a request came on; every request carries one as an extension.
-#[derive(Debug, Clone, Copy)]
-pub struct Peer(pub SocketAddr);
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains for at most `grace`.
 pub async fn serve(
@@ -74,12 +66,10 @@ pub async fn serve(
         let transport = transport.clone();
         tokio::spawn(async move {
             let served = match transport {
-                Transport::Plain => serve_connection(stream, peer, router, &http, watcher).await,
+                Transport::Plain => serve_connection(stream, router, &http, watcher).await,
                 Transport::Tls { state, first } => {
                     match crate::tls::accept(&state, &first, stream, peer).await {
-                        Some(stream) => {
-                            serve_connection(stream, peer, router, &http, watcher).await
-                        }
+                        Some(stream) => serve_connection(stream, router, &http, watcher).await,
                         None => Ok(()),
                     }
                 }
@@ -112,7 +102,6 @@ pub async fn serve(
 
 async fn serve_connection<I>(
     io: I,
-    peer: SocketAddr,
     router: Router,
     http: &hyper::server::conn::http1::Builder,
     watcher: Watcher,
@@ -120,10 +109,6 @@ async fn serve_connection<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let router = router.map_request(move |mut request: Request<Incoming>| {
-        request.extensions_mut().insert(Peer(peer));
-        request
-    });
     let connection = http.serve_connection(TokioIo::new(io), TowerToHyperService::new(router));
     watcher.watch(connection).await
 }
