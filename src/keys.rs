@@ -15,6 +15,7 @@ pub mod jwk;
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -44,6 +45,15 @@ pub struct IssuerKeys {
     fetch: Mutex<FetchState>,
     /// Why the last fetch failed, cleared by a success; read by `/readyz` without waiting on a fetch.
     last_error: ArcSwapOption<String>,
+    /// When an unknown `kid` last caused a fetch (0: never). The cooldown counts from it, not from the
+    /// scheduled refreshes, so the first unknown `kid` after one is still fetched at once. Read without
+    /// the fetch lock, so a lookup inside the cooldown never waits on a fetch.
+    last_refetch: AtomicU64,
+    /// Whether that fetch is still running: lookups of an unknown `kid` wait for it, since it may be
+    /// fetching the very key they need.
+    refetching: AtomicBool,
+    /// Fetch attempts finished, to tell whether one ended while a lookup waited for the lock.
+    fetches: AtomicU64,
 }
 
 /// The keys in force, replaced whole on every successful fetch.
@@ -58,11 +68,24 @@ pub struct KeySnapshot {
 struct FetchState {
     /// The JWKS URL, configured or discovered.
     jwks_uri: Option<Url>,
-    /// When an unknown `kid` last caused a fetch: the cooldown counts from it, not from the scheduled
-    /// refreshes, so the first unknown `kid` after one is still fetched at once.
-    last_refetch: Option<u64>,
     next_refresh_at: u64,
     consecutive_failures: u32,
+}
+
+/// Raises a flag until dropped, even when the request holding it is cancelled (a request timeout).
+struct Flag<'a>(&'a AtomicBool);
+
+impl<'a> Flag<'a> {
+    fn raise(flag: &'a AtomicBool) -> Self {
+        flag.store(true, Ordering::Release);
+        Self(flag)
+    }
+}
+
+impl Drop for Flag<'_> {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 /// The outcome of looking up a key.
@@ -118,6 +141,9 @@ impl IssuerKeys {
             clock,
             snapshot: ArcSwap::from_pointee(KeySnapshot::default()),
             last_error: ArcSwapOption::empty(),
+            last_refetch: AtomicU64::new(0),
+            refetching: AtomicBool::new(false),
+            fetches: AtomicU64::new(0),
             fetch: Mutex::new(FetchState {
                 jwks_uri,
                 ..FetchState::default()
@@ -141,30 +167,41 @@ impl IssuerKeys {
     }
 
     /// Looks a key up, and if it is unknown (or the keys are stale or not loaded), refetches the key set
-    /// unless another such refetch happened within the unknown-`kid` cooldown.
+    /// unless another such refetch began within the unknown-`kid` cooldown. Inside the cooldown it
+    /// answers at once, unless that refetch is still running, which it waits for; it never waits on a
+    /// scheduled refresh then, so a hanging JWKS endpoint holds up no more than the requests that
+    /// asked for a fetch.
     pub async fn lookup_or_refetch(&self, kid: &str) -> KeyLookup {
         let first = self.lookup(kid);
         if matches!(first, KeyLookup::Found(_)) {
             return first;
         }
-        let mut state = self.fetch.lock().await;
-        // Another request may have fetched while this one waited for the lock.
-        let second = self.lookup(kid);
-        if matches!(second, KeyLookup::Found(_)) {
-            return second;
+        if self.in_cooldown() && !self.refetching.load(Ordering::Acquire) {
+            return first;
         }
-        let now = self.clock.now();
-        let cooldown = self.refresh.unknown_kid_cooldown.as_secs();
-        if state
-            .last_refetch
-            .is_some_and(|last| now < last.saturating_add(cooldown))
+        let seen = self.fetches.load(Ordering::Acquire);
+        let mut state = self.fetch.lock().await;
+        // A fetch that ended while this request waited for the lock answers for it too.
+        let second = self.lookup(kid);
+        if matches!(second, KeyLookup::Found(_))
+            || self.fetches.load(Ordering::Acquire) != seen
+            || self.in_cooldown()
         {
             return second;
         }
-        state.last_refetch = Some(now);
+        self.last_refetch
+            .store(self.clock.now().max(1), Ordering::Release);
+        let _running = Flag::raise(&self.refetching);
         // The outcome is logged and kept for readiness; the lookup below reports what it left.
         let _ = self.fetch_locked(&mut state).await;
         self.lookup(kid)
+    }
+
+    /// Whether an unknown-`kid` refetch began within the cooldown.
+    fn in_cooldown(&self) -> bool {
+        let last = self.last_refetch.load(Ordering::Acquire);
+        last != 0
+            && self.clock.now() < last.saturating_add(self.refresh.unknown_kid_cooldown.as_secs())
     }
 
     /// Whether the keys were last refreshed longer ago than the staleness budget.
@@ -220,7 +257,9 @@ impl IssuerKeys {
 
     async fn fetch_locked(&self, state: &mut FetchState) -> Result<usize, FetchError> {
         let now = self.clock.now();
-        match self.fetch_key_set(state).await {
+        let fetched = self.fetch_key_set(state).await;
+        self.fetches.fetch_add(1, Ordering::AcqRel);
+        match fetched {
             Ok((parsed, max_age)) => {
                 let count = parsed.keys.len();
                 for reason in &parsed.skipped {

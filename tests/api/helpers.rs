@@ -58,6 +58,8 @@ pub enum JwksAnswer {
     Status(u16),
     /// A body that is not a key set.
     Body(&'static str),
+    /// No answer at all: the request hangs until the client gives up.
+    Hang,
 }
 
 #[derive(Debug)]
@@ -170,6 +172,7 @@ async fn jwks(State(state): State<Arc<ServerState>>) -> Response {
         JwksAnswer::Body(body) => {
             ([(header::CONTENT_TYPE, "application/json")], body).into_response()
         }
+        JwksAnswer::Hang => std::future::pending().await,
     }
 }
 

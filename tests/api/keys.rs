@@ -2,6 +2,7 @@
 //! manual clock: loading, `Cache-Control` refresh, unknown-`kid` cooldown and coalescing, failures that
 //! must not evict good keys, the staleness budget, and discovery.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -166,6 +167,56 @@ async fn unknown_kids_cause_at_most_one_fetch_per_cooldown_across_concurrent_req
         .await;
     assert!(allowed(&decision), "{decision}");
     assert_eq!(server.jwks_hits(), 4);
+}
+
+#[tokio::test]
+async fn inside_the_cooldown_an_unknown_kid_is_answered_without_waiting_on_a_hanging_fetch() {
+    let known = rsa_key("k1");
+    let unpublished = rsa_key("k-unpublished");
+    let server = KeyServer::start(&[known]).await;
+    let app = TestApp::start(&config_yaml(
+        &server,
+        "    jwks_refresh: { unknown_kid_cooldown: 30s, timeout: 60s }",
+    ))
+    .await;
+    let decision = app
+        .decide_token(&token(unpublished, &server.issuer(), T0, "u0"))
+        .await;
+    assert_eq!(decision["error"], json!("invalid_token"));
+    assert_eq!(server.jwks_hits(), 2, "the unknown kid refetched");
+
+    // A refresh begins against an endpoint that no longer answers, and holds the fetch.
+    server.answer(JwksAnswer::Hang);
+    let keys = Arc::clone(
+        app.state
+            .current()
+            .engine
+            .verifier()
+            .key_sets()
+            .next()
+            .unwrap(),
+    );
+    let hanging = tokio::spawn(async move { keys.refresh().await });
+    while server.jwks_hits() < 3 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+
+    // Inside the cooldown there is nothing to wait for: the answer comes at once, not after the
+    // 60 s fetch timeout (the bound below only keeps a regression from hanging the suite).
+    app.advance(Duration::from_secs(10));
+    let decision = tokio::time::timeout(
+        Duration::from_secs(20),
+        app.decide_token(&token(unpublished, &server.issuer(), T0 + 10, "u1")),
+    )
+    .await
+    .expect("the unknown kid waited on the hanging fetch");
+    assert_eq!(decision["error"], json!("invalid_token"));
+    // Known kids never wait either.
+    let decision = app
+        .decide_token(&token(known, &server.issuer(), T0 + 10, "k"))
+        .await;
+    assert!(allowed(&decision), "{decision}");
+    hanging.abort();
 }
 
 #[tokio::test]
