@@ -559,15 +559,11 @@ async fn a_decision_still_in_flight_after_the_grace_period_is_cut_off_and_the_pr
 
 #[tokio::test]
 async fn callouts_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after() {
-    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
-    let introspection = SlowIntrospection::start(Duration::from_millis(500)).await;
-    let yaml = std::fs::read_to_string(write_config(
-        &jwks,
-        Some(&introspection),
+    let app = slow_app(
+        Duration::from_millis(500),
         "limits: { max_concurrent_requests: 2 }\n",
-    ))
-    .unwrap();
-    let app = TestApp::start_without_keys(&yaml);
+    )
+    .await;
     let requests: Vec<_> = (0..6)
         .map(|index| tokio::spawn(callout(app.clone(), format!("opaque-{index}"))))
         .collect();
@@ -589,6 +585,15 @@ async fn callouts_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after
     // The permits come back: the next callout is served.
     let (status, _, _) = callout(app, "opaque-0".to_owned()).await;
     assert_eq!(status, 200);
+}
+
+/// The service in process, trusting an introspection endpoint that answers after `delay`, with
+/// `extra` in its configuration.
+async fn slow_app(delay: Duration, extra: &str) -> TestApp {
+    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
+    let introspection = SlowIntrospection::start(delay).await;
+    let yaml = std::fs::read_to_string(write_config(&jwks, Some(&introspection), extra)).unwrap();
+    TestApp::start_without_keys(&yaml)
 }
 
 /// A callout with `token` through the in-process router: status, `Retry-After` and body.
@@ -616,15 +621,11 @@ async fn callout(app: TestApp, token: String) -> (u16, Option<String>, Value) {
 
 #[tokio::test]
 async fn a_callout_not_answered_within_the_request_timeout_gets_503() {
-    let jwks = KeyServer::start(&[rsa_key("k1")]).await;
-    let introspection = SlowIntrospection::start(Duration::from_secs(30)).await;
-    let yaml = std::fs::read_to_string(write_config(
-        &jwks,
-        Some(&introspection),
+    let app = slow_app(
+        Duration::from_secs(30),
         "limits: { request_timeout: 200ms }\n",
-    ))
-    .unwrap();
-    let app = TestApp::start_without_keys(&yaml);
+    )
+    .await;
     let (status, retry_after, body) = callout(app, "opaque-slow".to_owned()).await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(retry_after.as_deref(), Some("1"));
