@@ -192,6 +192,14 @@ async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the
         assert_eq!(response.status(), 200);
         answers.push(json_of(response).await);
     }
+    let metrics = reqwest::get(format!("http://{address}/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(
+        metrics.status(),
+        200,
+        "without admin_listen, /metrics is on listen"
+    );
     assert!(terminate(&mut server).success());
 
     let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
@@ -585,6 +593,13 @@ async fn callouts_beyond_the_concurrency_limit_are_shed_with_503_and_retry_after
     // The permits come back: the next callout is served.
     let (status, _, _) = callout(app, "opaque-0".to_owned()).await;
     assert_eq!(status, 200);
+
+    // The introspections and the shed callouts are counted (the metrics are the process's: other tests
+    // in this binary add to them, so these are lower bounds).
+    let text = verdict::metrics::render(&verdict::metrics::Snapshot::default());
+    let samples = samples(&text);
+    assert!(samples[r#"verdict_introspection_duration_seconds_count{issuer="slow"}"#] >= 2.0);
+    assert!(samples[r#"verdict_requests_rejected_total{reason="overloaded"}"#] >= 4.0);
 }
 
 /// The service in process, trusting an introspection endpoint that answers after `delay`, with
