@@ -154,13 +154,14 @@ impl Engine {
             return deny;
         }
 
-        let credential = bearer.or(api_key).unwrap_or_default();
-        let credential_hash = crate::digest::short_hex(credential.as_bytes(), 6);
         let started = Instant::now();
+        // One SHA-256 of the credential serves the caches, the key store and the decision log.
+        let digest = crate::digest::sha256(bearer.or(api_key).unwrap_or_default().as_bytes());
+        let credential_hash = crate::digest::hex(digest.get(..6).unwrap_or_default());
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
         let verified = match (bearer, api_key) {
-            (Some(token), _) => self.verifier.verify(token).await,
-            (None, Some(key)) => self.api_keys.verify(key, now),
+            (Some(token), _) => self.verifier.verify_hashed(token, &digest).await,
+            (None, Some(_)) => self.api_keys.verify(&digest, now),
             (None, None) => Err(TokenError::Empty),
         };
         let verify_micros = micros_since(started);

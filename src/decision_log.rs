@@ -1,7 +1,7 @@
 //! The decision log (`decision_log:`): one JSON line per decision, to standard output or a file.
 //!
-//! Records are serialized on the request path and written by a thread of their own, so a slow disk or a
-//! blocked pipe never holds a decision up. When the writer falls [`BACKLOG`] records behind, new
+//! Records are serialized on the request path and written by a thread of their own, in batches at most
+//! 100 ms old, so a slow disk or a blocked pipe never holds a decision up. When the writer falls [`BACKLOG`] records behind, new
 //! records are dropped, each one counted in `verdict_decision_log_dropped_total`, and a warning says
 //! how many, at most every [`WARNING_INTERVAL`]. A record names the credential only by a short hash;
 //! it never holds a token, a key or a secret.
@@ -10,7 +10,7 @@ use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,6 +23,8 @@ use crate::decision::{Decision, DecisionInput};
 const BACKLOG: usize = 16 * 1024;
 /// The shortest time between two warnings about dropped records.
 const WARNING_INTERVAL: Duration = Duration::from_secs(10);
+/// The longest a record waits in the writer's buffer.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(100);
 /// The longest a shutdown waits for the last records to be written.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -229,32 +231,46 @@ impl DecisionLog {
     }
 }
 
-/// The writer thread: writes records as they come, flushing whenever it has caught up. An empty record
-/// ends it.
+/// The writer thread: buffers records as they come and writes them out when the buffer fills or at
+/// most [`FLUSH_INTERVAL`] after the oldest unwritten one, so a busy service makes one write for many
+/// records. An empty record ends it, after a last flush.
 fn write_records(receiver: &Receiver<Vec<u8>>, sink: Box<dyn Write + Send>) {
     let mut sink = BufWriter::with_capacity(64 * 1024, sink);
     let mut failing = false;
-    while let Ok(mut line) = receiver.recv() {
-        loop {
-            if line.is_empty() {
-                let _ = sink.flush();
-                return;
+    let mut flush_by: Option<Instant> = None;
+    loop {
+        let wait = flush_by.map_or(FLUSH_INTERVAL, |due| {
+            due.saturating_duration_since(Instant::now())
+        });
+        match receiver.recv_timeout(wait) {
+            Ok(line) if line.is_empty() => break,
+            Ok(line) => {
+                if let Err(error) = sink.write_all(&line) {
+                    crate::metrics::global().decision_log_dropped();
+                    report_write_error(&mut failing, &error);
+                }
+                let due = *flush_by.get_or_insert_with(|| Instant::now() + FLUSH_INTERVAL);
+                if Instant::now() >= due {
+                    flush_by = None;
+                    flush(&mut sink, &mut failing);
+                }
             }
-            if let Err(error) = sink.write_all(&line) {
-                crate::metrics::global().decision_log_dropped();
-                report_write_error(&mut failing, &error);
+            Err(RecvTimeoutError::Timeout) => {
+                if flush_by.take().is_some() {
+                    flush(&mut sink, &mut failing);
+                }
             }
-            match receiver.try_recv() {
-                Ok(next) => line = next,
-                Err(_) => break,
-            }
-        }
-        match sink.flush() {
-            Ok(()) => failing = false,
-            Err(error) => report_write_error(&mut failing, &error),
+            Err(RecvTimeoutError::Disconnected) => break,
         }
     }
     let _ = sink.flush();
+}
+
+fn flush(sink: &mut impl Write, failing: &mut bool) {
+    match sink.flush() {
+        Ok(()) => *failing = false,
+        Err(error) => report_write_error(failing, &error),
+    }
 }
 
 /// Warns once when writing starts failing, not on every record.

@@ -12,9 +12,15 @@ pub fn sha256(bytes: &[u8]) -> [u8; 32] {
 
 /// The first `bytes` bytes of a SHA-256 in lower-case hex: a short, stable fingerprint.
 pub fn short_hex(data: &[u8], bytes: usize) -> String {
-    sha256(data)
-        .iter()
-        .take(bytes)
-        .map(|byte| format!("{byte:02x}"))
-        .collect()
+    hex(sha256(data).get(..bytes).unwrap_or_default())
+}
+
+/// `bytes` in lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for byte in bytes {
+        let _ = write!(out, "{byte:02x}");
+    }
+    out
 }

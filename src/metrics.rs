@@ -27,7 +27,9 @@ pub struct Metrics {
     decision_seconds: Histogram,
     rejected: Family<ReasonLabels, Counter>,
     key_refreshes: Family<RefreshLabels, Counter>,
-    token_cache: Family<ResultLabels, Counter>,
+    /// The `hit` and `miss` series of `token_cache_lookups`, looked up once: they count every decision.
+    token_cache_hits: Counter,
+    token_cache_misses: Counter,
     introspection_seconds: Family<IssuerLabels, Histogram, fn() -> Histogram>,
     introspection_errors: Family<IssuerLabels, Counter>,
     decision_log_dropped: Counter,
@@ -101,12 +103,14 @@ impl Metrics {
             "Key-set fetches, by issuer name and result",
             Family::clone(&key_refreshes),
         );
-        let token_cache = Family::default();
+        let token_cache = Family::<ResultLabels, Counter>::default();
         registry.register(
             "token_cache_lookups",
             "Verified-token cache lookups, by result (hit or miss)",
             Family::clone(&token_cache),
         );
+        let token_cache_hits = token_cache.get_or_create_owned(&ResultLabels { result: "hit" });
+        let token_cache_misses = token_cache.get_or_create_owned(&ResultLabels { result: "miss" });
         let introspection_seconds = Family::new_with_constructor(latency_histogram as fn() -> _);
         registry.register_with_unit(
             "introspection_duration",
@@ -137,7 +141,8 @@ impl Metrics {
             decision_seconds,
             rejected,
             key_refreshes,
-            token_cache,
+            token_cache_hits,
+            token_cache_misses,
             introspection_seconds,
             introspection_errors,
             decision_log_dropped,
@@ -176,11 +181,11 @@ impl Metrics {
     }
 
     pub fn token_cache_lookup(&self, hit: bool) {
-        self.token_cache
-            .get_or_create(&ResultLabels {
-                result: if hit { "hit" } else { "miss" },
-            })
-            .inc();
+        if hit {
+            self.token_cache_hits.inc();
+        } else {
+            self.token_cache_misses.inc();
+        }
     }
 
     /// Records one introspection request: how long it took and whether it got a usable answer.

@@ -19,7 +19,7 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
-pub use cache::TokenCache;
+pub use cache::{TokenCache, TokenHash};
 pub use introspect::Introspector;
 
 use crate::clock::SharedClock;
@@ -309,6 +309,15 @@ impl Verifier {
     /// Verifies a compact JWT, answering from the cache when the same token was verified before and its
     /// key is still trusted.
     pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
+        self.verify_hashed(token, &TokenCache::hash(token)).await
+    }
+
+    /// [`Self::verify`], for a caller that has the token's SHA-256 already.
+    pub async fn verify_hashed(
+        &self,
+        token: &str,
+        hash: &TokenHash,
+    ) -> Result<Verified, TokenError> {
         if token.is_empty() {
             return Err(TokenError::Empty);
         }
@@ -323,7 +332,7 @@ impl Verifier {
             if !is_b64token(token) {
                 return Err(TokenError::InvalidCharacters);
             }
-            return introspector.verify(token).await;
+            return introspector.verify(token, hash).await;
         }
         if !token
             .bytes()
@@ -331,8 +340,7 @@ impl Verifier {
         {
             return Err(TokenError::InvalidCharacters);
         }
-        let hash = TokenCache::hash(token);
-        if let Some(cached) = self.cache.get(&hash) {
+        if let Some(cached) = self.cache.get(hash) {
             if self.still_valid(&cached) {
                 crate::metrics::global().token_cache_lookup(true);
                 return Ok(Verified {
@@ -340,11 +348,11 @@ impl Verifier {
                     cache_hit: true,
                 });
             }
-            self.cache.remove(&hash);
+            self.cache.remove(hash);
         }
         crate::metrics::global().token_cache_lookup(false);
         let verified = Arc::new(self.verify_uncached(token).await?);
-        self.cache.insert(hash, Arc::clone(&verified));
+        self.cache.insert(*hash, Arc::clone(&verified));
         Ok(Verified {
             token: verified,
             cache_hit: false,

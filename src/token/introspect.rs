@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::cache::TokenHash;
-use super::{Provenance, TokenCache, TokenError, Verified, VerifiedToken, numeric_date};
+use super::{Provenance, TokenError, Verified, VerifiedToken, numeric_date};
 use crate::clock::SharedClock;
 use crate::config::{ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig};
 use crate::keys::fetch::{self, FetchError};
@@ -82,8 +82,8 @@ impl Introspector {
     }
 
     /// Checks an opaque token, from the cache when an answer for it is still fresh.
-    pub async fn verify(&self, token: &str) -> Result<Verified, TokenError> {
-        let hash = TokenCache::hash(token);
+    pub async fn verify(&self, token: &str, hash: &TokenHash) -> Result<Verified, TokenError> {
+        let hash = *hash;
         let now = self.now();
         if let Some(answer) = self.answers.get(&hash) {
             match answer {
