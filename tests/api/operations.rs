@@ -16,6 +16,8 @@ use serde_json::{Value, json};
 
 use crate::cli::{Server, verdict};
 use crate::config::tempdir;
+use verdict::demo::signing::SigningKey;
+
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key};
 
 /// The trace and parent span of the `traceparent` the tests send.
@@ -131,6 +133,19 @@ async fn send_decide(
         request = request.header(*name, *value);
     }
     request.send().await
+}
+
+/// Posts a callout that `key`'s token allows, with the test `traceparent`.
+async fn decide_traced(address: &str, key: &SigningKey, jwks: &KeyServer) {
+    let token = key.sign(&claims(&jwks.issuer(), now()));
+    let response = send_decide(
+        address,
+        &decide_body(&token),
+        &[("traceparent", &traceparent())],
+    )
+    .await
+    .unwrap();
+    assert_eq!(response.status(), 200);
 }
 
 async fn json_of(response: reqwest::Response) -> Value {
@@ -399,14 +414,7 @@ async fn json_logs_carry_a_severity_and_the_callouts_trace_id() {
     assert_eq!(listening["severity"], "INFO");
     let address = listening["address"].as_str().unwrap().to_owned();
     wait_ready(&address).await;
-    let token = key.sign(&claims(&jwks.issuer(), now()));
-    send_decide(
-        &address,
-        &decide_body(&token),
-        &[("traceparent", &traceparent())],
-    )
-    .await
-    .unwrap();
+    decide_traced(&address, key, &jwks).await;
     let decision: Value =
         serde_json::from_str(&Server::wait_for(&server.stderr, "\"decision\"")).unwrap();
     assert_eq!(decision["severity"], "DEBUG");
@@ -446,14 +454,7 @@ async fn spans_are_exported_by_otlp_as_children_of_the_callouts_traceparent() {
     let mut server = serve(&config);
     let address = server.address();
     wait_ready(&address).await;
-    let token = key.sign(&claims(&jwks.issuer(), now()));
-    send_decide(
-        &address,
-        &decide_body(&token),
-        &[("traceparent", &traceparent())],
-    )
-    .await
-    .unwrap();
+    decide_traced(&address, key, &jwks).await;
     assert!(
         terminate(&mut server).success(),
         "spans are flushed at shutdown"
