@@ -10,7 +10,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::config::tempdir;
-use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key};
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key, unix_now};
 
 pub fn verdict() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_verdict"));
@@ -59,18 +59,37 @@ impl Server {
         assert!(status.success());
     }
 
-    /// The address from the "verdict listening" log line.
+    /// The API's address from the "verdict listening" log line, written as text or as JSON.
     pub fn address(&self) -> String {
         let line = Self::wait_for(&self.stderr, "verdict listening");
-        line.split("address=")
-            .nth(1)
-            .map(|rest| {
-                rest.split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned()
-            })
-            .unwrap()
+        let address = match serde_json::from_str::<Value>(&line) {
+            Ok(record) => record["address"].as_str().map(str::to_owned),
+            Err(_) => line
+                .split("address=")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .map(str::to_owned),
+        };
+        address.unwrap_or_else(|| panic!("no address in `{line}`"))
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        self.wait_exit()
+    }
+
+    /// Waits (bounded) for the process to exit.
+    pub fn wait_exit(&mut self) -> ExitStatus {
+        for _ in 0..600 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("the server did not exit");
     }
 }
 
@@ -119,7 +138,7 @@ async fn post_decide(address: &str, caller_key: &str, body: Value) -> (u16, Valu
 }
 
 /// Polls `/readyz` until it answers 200; a bounded wait for a process, not a timing assertion.
-async fn wait_ready(address: &str) -> Value {
+pub async fn wait_ready(address: &str) -> Value {
     for _ in 0..600 {
         if let Ok(response) = reqwest::get(format!("http://{address}/readyz")).await
             && response.status() == 200
@@ -244,10 +263,7 @@ async fn serve_loads_keys_in_the_background_and_decides_over_http() {
     let ready = wait_ready(&address).await;
     assert_eq!(ready["issuers"][0]["keys"], json!(1), "{ready}");
 
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let token = key.sign(&claims(&server.issuer(), now));
     let request =
         json!({ "authorization": format!("Bearer {token}"), "method": "GET", "path": "/orders/7" });
@@ -391,10 +407,7 @@ impl ReloadableServer {
         });
         let address = serve.address();
         let started = wait_ready(&address).await;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let now = unix_now();
         let token = key.sign(&claims(&issuer.issuer(), now));
         assert_eq!(decided_by(&address, &token).await, json!(["first"]));
         Self {

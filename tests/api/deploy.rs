@@ -5,14 +5,13 @@
 //! on SIGTERM.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::cli::{Server, output, verdict};
 use crate::config::tempdir;
-use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key};
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key, unix_now};
 use crate::tls::{Authority, identity};
 
 /// Where the image and the unit install the binary.
@@ -77,13 +76,6 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// A deployment's command line, its staged `/etc/verdict/`, and how to talk to it.
 struct Deployment {
     command_line: Vec<String>,
@@ -132,7 +124,7 @@ async fn check_serve_decide_and_stop(deployment: Deployment) {
     let mut command = verdict();
     command.args(&arguments).envs(environment.iter().cloned());
     let mut server = Server::spawn(command);
-    let base = format!("{scheme}://{}", listening_address(&server));
+    let base = format!("{scheme}://{}", server.address());
     wait_ready(&client, &base).await;
     for (method, allow, status) in [("GET", true, 200), ("DELETE", false, 403)] {
         let mut request = client
@@ -151,42 +143,7 @@ async fn check_serve_decide_and_stop(deployment: Deployment) {
     // No idle connection is left for the shutdown to wait on.
     drop(client);
 
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
-    for _ in 0..200 {
-        if let Some(exit) = server.child.try_wait().unwrap() {
-            assert_eq!(exit.code(), Some(0), "the exit after SIGTERM");
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("still running 10 s after SIGTERM");
-}
-
-/// The API's address from the "verdict listening" log line, written as text or as JSON.
-fn listening_address(server: &Server) -> String {
-    loop {
-        let line = server
-            .stderr
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|error| panic!("no `verdict listening` line: {error}"));
-        if !line.contains("verdict listening") {
-            continue;
-        }
-        let address = match serde_json::from_str::<Value>(&line) {
-            Ok(record) => [&record["address"], &record["fields"]["address"]]
-                .into_iter()
-                .find_map(Value::as_str)
-                .map(str::to_owned),
-            Err(_) => line
-                .split("address=")
-                .nth(1)
-                .and_then(|rest| rest.split_whitespace().next())
-                .map(str::to_owned),
-        };
-        return address.unwrap_or_else(|| panic!("no address in `{line}`"));
-    }
+    assert_eq!(server.terminate().code(), Some(0), "the exit after SIGTERM");
 }
 
 /// Polls `/readyz` until it answers 200; a bounded wait for the process, not a timing assertion.

@@ -30,6 +30,14 @@ pub const CALLER_KEY: &str = "test-caller-key-0123456789";
 /// The audience the test configurations accept.
 pub const AUDIENCE: &str = "api://orders";
 
+/// The real time, for tests against a `verdict serve` process, whose clock is the system's.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .as_secs()
+}
+
 /// RSA keys are slow to generate; each test process makes each `kid` once.
 pub fn rsa_key(kid: &str) -> &'static SigningKey {
     static KEYS: OnceLock<Mutex<HashMap<String, &'static SigningKey>>> = OnceLock::new();

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::process::ExitStatus;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -14,11 +13,11 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::cli::{Server, verdict};
+use crate::cli::{Server, verdict, wait_ready};
 use crate::config::tempdir;
 use verdict::demo::signing::SigningKey;
 
-use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key};
+use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key, unix_now};
 
 /// The trace and parent span of the `traceparent` the tests send.
 const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
@@ -26,13 +25,6 @@ const PARENT_SPAN_ID: &str = "00f067aa0ba902b7";
 
 fn traceparent() -> String {
     format!("00-{TRACE_ID}-{PARENT_SPAN_ID}-01")
-}
-
-fn now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
 }
 
 /// An introspection endpoint that answers every token as active for alice after `delay`, counting the
@@ -49,7 +41,7 @@ impl SlowIntrospection {
         let base = format!("http://{}", listener.local_addr().unwrap());
         let begun = Arc::new(AtomicUsize::new(0));
         let answer = json!({ "active": true, "sub": "alice", "scope": "orders:read",
-                             "aud": AUDIENCE, "iss": base, "exp": now() + 600 });
+                             "aud": AUDIENCE, "iss": base, "exp": unix_now() + 600 });
         let router = Router::new()
             .route(
                 "/introspect",
@@ -114,6 +106,14 @@ fn serve(config: &Path) -> Server {
     })
 }
 
+/// `verdict serve` on `config`, ready, and its address.
+async fn serve_ready(config: &Path) -> (Server, String) {
+    let server = serve(config);
+    let address = server.address();
+    wait_ready(&address).await;
+    (server, address)
+}
+
 fn decide_body(token: &str) -> Value {
     json!({ "authorization": format!("Bearer {token}"), "method": "GET", "path": "/orders/1",
             "message_id": "rrt-1" })
@@ -137,7 +137,7 @@ async fn send_decide(
 
 /// Posts a callout that `key`'s token allows, with the test `traceparent`.
 async fn decide_traced(address: &str, key: &SigningKey, jwks: &KeyServer) {
-    let token = key.sign(&claims(&jwks.issuer(), now()));
+    let token = key.sign(&claims(&jwks.issuer(), unix_now()));
     let response = send_decide(
         address,
         &decide_body(&token),
@@ -152,52 +152,14 @@ async fn json_of(response: reqwest::Response) -> Value {
     serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
 }
 
-async fn wait_ready(address: &str) {
-    for _ in 0..600 {
-        if reqwest::get(format!("http://{address}/readyz"))
-            .await
-            .is_ok_and(|response| response.status() == 200)
-        {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{address} never became ready");
-}
-
-/// Sends SIGTERM and waits (bounded) for the process to exit.
-fn terminate(server: &mut Server) -> ExitStatus {
-    let pid = server.child.id().to_string();
-    assert!(
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .unwrap()
-            .success()
-    );
-    wait_exit(server)
-}
-
-fn wait_exit(server: &mut Server) -> ExitStatus {
-    for _ in 0..600 {
-        if let Some(status) = server.child.try_wait().unwrap() {
-            return status;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("the server did not exit");
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the_token() {
     let key = rsa_key("k1");
     let jwks = KeyServer::start(&[key]).await;
     let config = write_config(&jwks, None, "decision_log: decisions.log\n");
-    let mut server = serve(&config);
-    let address = server.address();
-    wait_ready(&address).await;
-    let good = key.sign(&claims(&jwks.issuer(), now()));
-    let expired = key.sign(&claims(&jwks.issuer(), now() - 3600));
+    let (mut server, address) = serve_ready(&config).await;
+    let good = key.sign(&claims(&jwks.issuer(), unix_now()));
+    let expired = key.sign(&claims(&jwks.issuer(), unix_now() - 3600));
     let parent = traceparent();
     let mut answers = Vec::new();
     for token in [&good, &expired, &good] {
@@ -215,7 +177,7 @@ async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the
         200,
         "without admin_listen, /metrics is on listen"
     );
-    assert!(terminate(&mut server).success());
+    assert!(server.terminate().success());
 
     let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
     for token in [&good, &expired] {
@@ -305,8 +267,8 @@ async fn metrics_on_the_admin_listener_count_decisions_keys_caches_and_rejection
     let server = serve(&config);
     let (address, admin) = admin_address(&server);
     wait_ready(&address).await;
-    let good = key.sign(&claims(&jwks.issuer(), now()));
-    let expired = key.sign(&claims(&jwks.issuer(), now() - 3600));
+    let good = key.sign(&claims(&jwks.issuer(), unix_now()));
+    let expired = key.sign(&claims(&jwks.issuer(), unix_now() - 3600));
     for token in [&good, &good, &expired] {
         assert_eq!(
             send_decide(&address, &decide_body(token), &[])
@@ -451,12 +413,10 @@ async fn spans_are_exported_by_otlp_as_children_of_the_callouts_traceparent() {
             "decision_log: off\ntracing: {{ otlp_endpoint: \"{collector}\", service_name: verdict-test }}\n"
         ),
     );
-    let mut server = serve(&config);
-    let address = server.address();
-    wait_ready(&address).await;
+    let (mut server, address) = serve_ready(&config).await;
     decide_traced(&address, key, &jwks).await;
     assert!(
-        terminate(&mut server).success(),
+        server.terminate().success(),
         "spans are flushed at shutdown"
     );
 
@@ -499,9 +459,7 @@ async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero(
     let jwks = KeyServer::start(&[rsa_key("k1")]).await;
     let introspection = SlowIntrospection::start(Duration::from_millis(1500)).await;
     let config = write_config(&jwks, Some(&introspection), "decision_log: off\n");
-    let mut server = serve(&config);
-    let address = server.address();
-    wait_ready(&address).await;
+    let (mut server, address) = serve_ready(&config).await;
     let in_flight = tokio::spawn({
         let address = address.clone();
         async move { send_decide(&address, &decide_body("opaque-in-flight"), &[]).await }
@@ -533,7 +491,7 @@ async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero(
     assert_eq!(response.status(), 200);
     let decision = json_of(response).await;
     assert_eq!(decision["allow"], true, "{decision}");
-    assert_eq!(wait_exit(&mut server).code(), Some(0));
+    assert_eq!(server.wait_exit().code(), Some(0));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -545,15 +503,13 @@ async fn a_decision_still_in_flight_after_the_grace_period_is_cut_off_and_the_pr
         Some(&introspection),
         "decision_log: off\nshutdown: { grace_period: 300ms }\nlimits: { request_timeout: 120s }\n",
     );
-    let mut server = serve(&config);
-    let address = server.address();
-    wait_ready(&address).await;
+    let (mut server, address) = serve_ready(&config).await;
     let in_flight = tokio::spawn({
         let address = address.clone();
         async move { send_decide(&address, &decide_body("opaque-never-answered"), &[]).await }
     });
     introspection.wait_begun(1).await;
-    let status = terminate(&mut server);
+    let status = server.terminate();
     assert_eq!(status.code(), Some(0));
     assert!(
         in_flight.await.unwrap().is_err(),
@@ -657,10 +613,8 @@ async fn request_heads_and_bodies_over_their_limits_are_refused() {
         None,
         "decision_log: off\nlimits: { max_header_bytes: 8192, max_body_bytes: 2048 }\n",
     );
-    let mut server = serve(&config);
-    let address = server.address();
-    wait_ready(&address).await;
-    let token = key.sign(&claims(&jwks.issuer(), now()));
+    let (mut server, address) = serve_ready(&config).await;
+    let token = key.sign(&claims(&jwks.issuer(), unix_now()));
 
     let big_header = "x".repeat(9 * 1024);
     let response = send_decide(
@@ -682,5 +636,5 @@ async fn request_heads_and_bodies_over_their_limits_are_refused() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    assert!(terminate(&mut server).success());
+    assert!(server.terminate().success());
 }

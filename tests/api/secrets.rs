@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::cli::{Server, verdict};
 use crate::config::tempdir;
-use crate::helpers::{AUDIENCE, KeyServer, claims, rsa_key};
+use crate::helpers::{AUDIENCE, KeyServer, claims, rsa_key, unix_now};
 
 const CALLER_KEY: &str = "caller-key-that-must-not-be-logged-0123";
 const INTROSPECTION_SECRET: &str = "introspection-secret-not-for-logs-4567";
@@ -54,10 +54,7 @@ async fn no_credential_reaches_the_log() {
         command
     });
     let address = serve.address();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
+    let now = unix_now();
     let jwt = key.sign(&claims(&server.issuer(), now));
     let expired = key.sign(&claims(&server.issuer(), now - 3600));
     let opaque = "opaque-token-that-must-not-be-logged-89";
