@@ -155,10 +155,7 @@ pub fn router(state: AppState) -> Router {
             limits::within_limits,
         ))
         .route_layer(middleware::from_fn(crate::telemetry::callout_span));
-    let router = Router::new()
-        .merge(decide)
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz));
+    let router = decide.merge(probes());
     let router = if generation.service.admin_listen.is_none() {
         router.route("/metrics", get(metrics))
     } else {
@@ -169,11 +166,14 @@ pub fn router(state: AppState) -> Router {
 
 /// The admin listener's routes: `/metrics`, `/healthz`, `/readyz`.
 pub fn admin_router(state: AppState) -> Router {
+    probes().route("/metrics", get(metrics)).with_state(state)
+}
+
+/// `/healthz` and `/readyz`, served on both listeners.
+fn probes() -> Router<AppState> {
     Router::new()
-        .route("/metrics", get(metrics))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .with_state(state)
 }
 
 async fn decide(
@@ -188,18 +188,16 @@ async fn decide(
     };
     let started = Instant::now();
     let decision = state.current().engine.decide(&input).await;
-    metrics::global().decided(
-        &decision,
-        &decision.trace.issuer_name,
-        started.elapsed().as_secs_f64(),
-    );
-    let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);
-    state.decision_log.record(&DecisionRecord::new(
-        &decision,
-        &input,
-        caller.as_str(),
-        trace_id,
-    ));
+    metrics::global().decided(&decision, started.elapsed().as_secs_f64());
+    if state.decision_log.is_enabled() {
+        let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);
+        state.decision_log.record(&DecisionRecord::new(
+            &decision,
+            &input,
+            caller.as_str(),
+            trace_id,
+        ));
+    }
     tracing::debug!(
         decision_id = %decision.decision_id,
         message_id = %input.message_id,

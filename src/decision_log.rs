@@ -151,6 +151,7 @@ impl DecisionLog {
         }
     }
 
+    /// Whether records are kept: a caller may skip building one when not.
     pub fn is_enabled(&self) -> bool {
         self.sender.is_some()
     }

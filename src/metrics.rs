@@ -149,9 +149,13 @@ impl Metrics {
         }
     }
 
-    /// Counts a decision and its duration. `issuer` is the configured issuer name, or `""`.
-    pub fn decided(&self, decision: &Decision, issuer: &str, seconds: f64) {
-        let issuer = if issuer.is_empty() { "none" } else { issuer };
+    /// Counts a decision, under its issuer's configured name (`none` when unverified), and its
+    /// duration.
+    pub fn decided(&self, decision: &Decision, seconds: f64) {
+        let issuer = match decision.trace.issuer_name.as_str() {
+            "" => "none",
+            name => name,
+        };
         let error = match decision.error {
             ErrorCode::None => "none",
             code => code.as_str(),

@@ -10,9 +10,6 @@ use reqwest::Url;
 
 use super::{Errors, raw};
 
-/// The default listen address of the decision API.
-const DEFAULT_LISTEN: &str = "0.0.0.0:8080";
-
 /// The process-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceSettings {
@@ -128,11 +125,10 @@ pub(super) fn validate(
     errors: &mut Errors,
 ) -> Option<ServiceSettings> {
     let defaults = ServiceSettings::default();
-    let listen = socket_address(
-        "listen",
-        raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN),
-        errors,
-    );
+    let listen = match raw.listen.as_deref() {
+        None => Some(defaults.listen),
+        Some(text) => socket_address("listen", text, errors),
+    };
     let admin_listen = match raw.admin_listen.as_deref() {
         None => Some(None),
         Some(text) => socket_address("admin_listen", text, errors).map(Some),
