@@ -81,6 +81,7 @@ impl ApiKeyStore {
         Ok(Verified {
             token: Arc::clone(&entry.token),
             cache_hit: false,
+            keys_fresh_until: None,
         })
     }
 }

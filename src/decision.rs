@@ -17,7 +17,7 @@ use uuid::Uuid;
 use crate::apikeys::ApiKeyStore;
 use crate::clock::SharedClock;
 use crate::policy::{ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts};
-use crate::token::{self, TokenError, Verified, VerifiedToken, Verifier};
+use crate::token::{self, TokenError, VerifiedToken, Verifier};
 
 /// The `error` of a decision (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,7 +165,7 @@ impl Engine {
             (None, None) => Err(TokenError::Empty),
         };
         let verify_micros = micros_since(started);
-        let Verified { token, cache_hit } = match verified {
+        let verified = match verified {
             Ok(verified) => verified,
             Err(error) => {
                 let mut decision = decider.token_error(error);
@@ -174,13 +174,18 @@ impl Engine {
                 return decision;
             }
         };
-        let mut decision = decider.decide_verified(&token, input, now);
+        let token = &verified.token;
+        let mut decision = decider.decide_verified(token, input, now);
+        // Nor past the freshness of the keys that verified the token.
+        decision.cache_ttl = decision
+            .cache_ttl
+            .min(seconds_until(verified.reusable_until(), now));
         decision.trace.issuer_name = match bearer {
             Some(_) => self.verifier.issuer_name(token.issuer_index).to_owned(),
             None => "api_key".to_owned(),
         };
         decision.trace.credential_hash = credential_hash;
-        decision.trace.token_cache_hit = cache_hit;
+        decision.trace.token_cache_hit = verified.cache_hit;
         decision.trace.verify_micros = verify_micros;
         decision
     }
@@ -239,7 +244,7 @@ impl Decider {
         }
 
         let mut decision = if outcome.allow {
-            let remaining = u64::try_from(token.exp.saturating_sub(now)).unwrap_or(0);
+            let remaining = seconds_until(token.reusable_until, now);
             let mut allow = self.deny(200, ErrorCode::None, "");
             allow.allow = true;
             allow.headers = self.upstream_headers(&token.claims);
@@ -379,8 +384,8 @@ pub fn policy_request<'a>(
         token: TokenFacts {
             kid: &token.kid,
             typ: &token.typ,
-            iat: token.iat,
-            exp: token.exp,
+            iat: token.lifetime.iat,
+            exp: token.lifetime.exp,
         },
         method: &input.method,
         path: &input.path,
@@ -391,6 +396,11 @@ pub fn policy_request<'a>(
         headers: &input.headers,
         now,
     }
+}
+
+/// Whole seconds from `now` to `at`; 0 once it has passed.
+fn seconds_until(at: i64, now: i64) -> u64 {
+    u64::try_from(at.saturating_sub(now)).unwrap_or(0)
 }
 
 fn micros_since(started: Instant) -> u64 {

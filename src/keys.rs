@@ -249,6 +249,16 @@ impl IssuerKeys {
         }
     }
 
+    /// The first second at which the keys now held are stale; `None` before any are loaded.
+    pub fn fresh_until(&self) -> Option<u64> {
+        let fetched_at = self.snapshot.load().fetched_at?;
+        Some(
+            fetched_at
+                .saturating_add(self.refresh.max_staleness.as_secs())
+                .saturating_add(1),
+        )
+    }
+
     /// Whether keys are loaded and within the staleness budget.
     pub fn is_ready(&self) -> bool {
         let snapshot = self.snapshot.load();

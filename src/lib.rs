@@ -33,6 +33,7 @@ pub mod offline;
 pub mod policy;
 pub mod reload;
 pub mod server;
+pub mod strict_json;
 pub mod telemetry;
 pub mod tls;
 pub mod token;

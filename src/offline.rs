@@ -8,7 +8,7 @@
 pub mod suite;
 
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -17,7 +17,7 @@ use crate::api::wire::DecideRequest;
 use crate::config::{ClaimNames, Config};
 use crate::decision::{Decider, Decision};
 use crate::policy::PolicySet;
-use crate::token::{Provenance, VerifiedToken};
+use crate::token::{Provenance, TimeRules, VerifiedToken};
 
 /// The realm of challenges when no configuration names one (the configuration's default).
 const DEFAULT_REALM: &str = "api";
@@ -153,6 +153,7 @@ impl OfflineDecider {
                 kid: "",
                 algorithm: None,
                 typ: "",
+                rules: TimeRules::new(Duration::ZERO, None),
             },
         )
         .map_err(|error| format!("`token`: {error}"))?;

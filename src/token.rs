@@ -7,8 +7,8 @@
 //! and the key's own algorithm; the signature; then the typed claims. Only then is a token cached.
 
 mod cache;
+pub mod claims;
 mod introspect;
-mod strict_json;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,15 +20,13 @@ use secrecy::ExposeSecret;
 use serde_json::{Map, Value};
 
 pub use cache::{TokenCache, TokenHash};
+pub use claims::{Lifetime, TimeRules};
 pub use introspect::Introspector;
 
 use crate::clock::SharedClock;
 use crate::config::{ClaimNames, IssuerConfig, KeySource};
-use crate::keys::{IssuerKeys, KeyLookup};
+use crate::keys::{IssuerKeys, KeyLookup, VerificationKey};
 use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
-
-/// The latest `exp` accepted: 9999-12-31T23:59:59Z. Later values are nonsense, not long-lived tokens.
-const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 /// A `kid` longer than this is refused before any key lookup.
 const MAX_KID_LENGTH: usize = 256;
 
@@ -127,11 +125,22 @@ pub struct VerifiedToken {
     /// The algorithm the signature was verified with (`None` for claims taken on trust offline).
     pub algorithm: Option<Algorithm>,
     pub typ: String,
-    pub iat: Option<i64>,
-    pub exp: i64,
+    pub lifetime: Lifetime,
+    /// The first second at which a decision for this credential may no longer be reused (`exp`, or
+    /// the end of the issuer's maximum token age).
+    pub reusable_until: i64,
     pub claims: Map<String, Value>,
     /// The token as Cedar entities, built once here rather than on every decision.
     pub principal: PreparedPrincipal,
+}
+
+/// A verified JWT as the cache holds it: with the key that verified its signature, so a hit can tell
+/// whether that very key is still in its issuer's fresh set.
+#[derive(Debug)]
+pub struct CachedToken {
+    token: Arc<VerifiedToken>,
+    /// `None` for an HMAC token, whose key is the issuer's configured secret.
+    key: Option<Arc<VerificationKey>>,
 }
 
 /// One issuer as the verifier sees it.
@@ -161,6 +170,19 @@ pub struct Verifier {
 pub struct Verified {
     pub token: Arc<VerifiedToken>,
     pub cache_hit: bool,
+    /// The first second at which the keys that verified the token are past their staleness budget;
+    /// `None` when no key set was involved. A decision is not reused past it either.
+    pub keys_fresh_until: Option<i64>,
+}
+
+impl Verified {
+    /// The first second at which a decision for this credential may no longer be reused.
+    pub fn reusable_until(&self) -> i64 {
+        self.keys_fresh_until
+            .map_or(self.token.reusable_until, |fresh_until| {
+                fresh_until.min(self.token.reusable_until)
+            })
+    }
 }
 
 impl Verifier {
@@ -341,21 +363,32 @@ impl Verifier {
             return Err(TokenError::InvalidCharacters);
         }
         if let Some(cached) = self.cache.get(hash) {
-            if self.still_valid(&cached) {
+            if let Some(keys_fresh_until) = self.still_valid(&cached) {
                 crate::metrics::global().token_cache_lookup(true);
                 return Ok(Verified {
-                    token: cached,
+                    token: Arc::clone(&cached.token),
                     cache_hit: true,
+                    keys_fresh_until,
                 });
             }
+            // Whatever made the hit fail (expiry, age, a replaced key) a fresh verification decides.
             self.cache.remove(hash);
         }
         crate::metrics::global().token_cache_lookup(false);
-        let verified = Arc::new(self.verify_uncached(token).await?);
-        self.cache.insert(*hash, Arc::clone(&verified));
+        let (verified, key) = self.verify_uncached(token).await?;
+        let verified = Arc::new(verified);
+        let keys_fresh_until = self.keys_fresh_until(verified.issuer_index, key.as_deref());
+        self.cache.insert(
+            *hash,
+            Arc::new(CachedToken {
+                token: Arc::clone(&verified),
+                key,
+            }),
+        );
         Ok(Verified {
             token: verified,
             cache_hit: false,
+            keys_fresh_until,
         })
     }
 
@@ -389,31 +422,46 @@ impl Verifier {
             .map(|introspector| &**introspector)
     }
 
-    /// A cached token stays good while unexpired and while its key is still in its issuer's fresh set.
-    fn still_valid(&self, token: &VerifiedToken) -> bool {
-        let now = self.now();
-        if now >= token.exp {
-            return false;
+    /// Whether a cached token would still verify as it did (DESIGN §3): its time claims hold now under
+    /// the issuer's rules, exactly as a fresh verification checks them, and the very key that verified
+    /// its signature is still in the issuer's fresh set (a key replaced under the same `kid` is not).
+    /// The issuer's settings are those the token was verified under: a verifier with other settings
+    /// starts with an empty cache. `Some` with when the keys go stale, if the token is still good.
+    fn still_valid(&self, cached: &CachedToken) -> Option<Option<i64>> {
+        let token = &cached.token;
+        let issuer = self.issuers.get(token.issuer_index)?;
+        TimeRules::of(&issuer.config)
+            .check(&token.lifetime, self.now())
+            .ok()?;
+        match &cached.key {
+            // An HMAC token's key is the issuer's configured secret, which the settings fix.
+            None => Some(None),
+            Some(key) => match issuer.keys.as_ref()?.lookup(&token.kid) {
+                KeyLookup::Found(current) if current.is_same_key(key) => {
+                    Some(self.keys_fresh_until(token.issuer_index, Some(key)))
+                }
+                _ => None,
+            },
         }
-        match self
-            .issuers
-            .get(token.issuer_index)
-            .and_then(|issuer| issuer.keys.as_ref())
-        {
-            None => true,
-            Some(keys) => {
-                // An HMAC token's key is the issuer's configured secret, not a member of its key set.
-                token.algorithm.is_some_and(crate::config::is_hmac)
-                    || matches!(keys.lookup(&token.kid), KeyLookup::Found(_))
-            }
-        }
+    }
+
+    /// When the key set of the issuer at `index` goes stale, if a key from it was used.
+    fn keys_fresh_until(&self, index: usize, key: Option<&VerificationKey>) -> Option<i64> {
+        key?;
+        let keys = self.issuers.get(index)?.keys.as_ref()?;
+        keys.fresh_until()
+            .map(|at| i64::try_from(at).unwrap_or(i64::MAX))
     }
 
     fn now(&self) -> i64 {
         i64::try_from(self.clock.now()).unwrap_or(i64::MAX)
     }
 
-    async fn verify_uncached(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+    /// Verifies a token afresh; with it, the key from the issuer's key set that checked its signature.
+    async fn verify_uncached(
+        &self,
+        token: &str,
+    ) -> Result<(VerifiedToken, Option<Arc<VerificationKey>>), TokenError> {
         let segments = token.split('.').count();
         if segments == 5 {
             return Err(TokenError::Encrypted);
@@ -475,24 +523,27 @@ impl Verifier {
         let signing_input = token
             .get(..signing_input_length)
             .ok_or(TokenError::Malformed)?;
-        let key_holder;
-        let key = if crate::config::is_hmac(algorithm) {
-            issuer
-                .hmac_key
-                .as_ref()
-                .ok_or(TokenError::AlgorithmNotAllowed)?
+        let key_set_key = if crate::config::is_hmac(algorithm) {
+            None
         } else {
             let kid = kid.ok_or(TokenError::MissingKeyId)?;
             let keys = issuer.keys.as_ref().ok_or(TokenError::UnknownKey)?;
-            key_holder = match keys.lookup_or_refetch(kid).await {
+            let key = match keys.lookup_or_refetch(kid).await {
                 KeyLookup::Found(key) => key,
                 KeyLookup::Unknown => return Err(TokenError::UnknownKey),
                 KeyLookup::NotLoaded | KeyLookup::Stale => return Err(TokenError::KeysUnavailable),
             };
-            if key_holder.algorithm != algorithm {
+            if key.algorithm != algorithm {
                 return Err(TokenError::KeyAlgorithmMismatch);
             }
-            &key_holder.key
+            Some(key)
+        };
+        let key = match &key_set_key {
+            Some(key) => &key.key,
+            None => issuer
+                .hmac_key
+                .as_ref()
+                .ok_or(TokenError::AlgorithmNotAllowed)?,
         };
         match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), key, algorithm)
         {
@@ -500,14 +551,15 @@ impl Verifier {
             Ok(false) | Err(_) => return Err(TokenError::BadSignature),
         }
 
-        self.check_claims(
+        let verified = self.check_claims(
             issuer,
             algorithm,
             &typ,
             claims,
             issuer_index,
             kid.unwrap_or_default(),
-        )
+        )?;
+        Ok((verified, key_set_key))
     }
 
     fn check_claims(
@@ -520,51 +572,9 @@ impl Verifier {
         kid: &str,
     ) -> Result<VerifiedToken, TokenError> {
         let config = &issuer.config;
-        let now = self.now();
-        let leeway = i64::try_from(config.leeway.as_secs()).unwrap_or(i64::MAX);
-
-        let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
-        // RFC 7519 §4.1.4: the token is valid only *before* `exp`.
-        if now >= exp.saturating_add(leeway) {
-            return Err(TokenError::Expired);
-        }
-        if let Some(nbf) = numeric_date(&claims, "nbf")?
-            && nbf > now.saturating_add(leeway)
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        let iat = numeric_date(&claims, "iat")?;
-        if let Some(iat) = iat
-            && iat > now.saturating_add(leeway)
-        {
-            return Err(TokenError::IssuedInFuture);
-        }
-        if let Some(max_age) = config.max_token_age {
-            let iat = iat.ok_or(TokenError::MissingClaim("iat"))?;
-            let max_age = i64::try_from(max_age.as_secs()).unwrap_or(i64::MAX);
-            if now.saturating_sub(iat) > max_age.saturating_add(leeway) {
-                return Err(TokenError::TooOld);
-            }
-        }
-
-        let audience_ok = match claims.get("aud") {
-            None => return Err(TokenError::MissingClaim("aud")),
-            Some(Value::String(aud)) => config.audiences.contains(aud),
-            Some(Value::Array(items)) if !items.is_empty() => {
-                let mut any = false;
-                for item in items {
-                    let Value::String(aud) = item else {
-                        return Err(TokenError::InvalidClaim("aud"));
-                    };
-                    any |= config.audiences.contains(aud);
-                }
-                any
-            }
-            Some(_) => return Err(TokenError::InvalidClaim("aud")),
-        };
-        if !audience_ok {
-            return Err(TokenError::WrongAudience);
-        }
+        let rules = TimeRules::of(config);
+        rules.check(&Lifetime::from_claims(&claims)?, self.now())?;
+        claims::check_audience(claims.get("aud"), &config.audiences, true)?;
 
         if let Some(required) = &config.required_typ
             && media_type(typ) != media_type(required)
@@ -581,6 +591,7 @@ impl Verifier {
                 kid,
                 algorithm: Some(algorithm),
                 typ,
+                rules,
             },
         )
     }
@@ -596,6 +607,8 @@ pub struct Provenance<'a> {
     /// The algorithm the signature was verified with; `None` for claims taken on trust offline.
     pub algorithm: Option<Algorithm>,
     pub typ: &'a str,
+    /// The issuer's time rules, which bound how long a decision for the token may be reused.
+    pub rules: TimeRules,
 }
 
 impl VerifiedToken {
@@ -618,8 +631,12 @@ impl VerifiedToken {
             kid: String::new(),
             algorithm: None,
             typ: String::new(),
-            iat: None,
-            exp,
+            lifetime: Lifetime {
+                exp,
+                nbf: None,
+                iat: None,
+            },
+            reusable_until: exp,
             claims: Map::new(),
             principal,
         }
@@ -633,8 +650,7 @@ impl VerifiedToken {
         claim_names: &ClaimNames,
         provenance: Provenance<'_>,
     ) -> Result<Self, TokenError> {
-        let exp = numeric_date(&claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?;
-        let iat = numeric_date(&claims, "iat")?;
+        let lifetime = Lifetime::from_claims(&claims)?;
         let subject = optional_string(&claims, &claim_names.subject, "sub")?;
         let mut client_id = String::new();
         for name in &claim_names.client_id {
@@ -687,8 +703,8 @@ impl VerifiedToken {
             kid: provenance.kid.to_owned(),
             algorithm: provenance.algorithm,
             typ: provenance.typ.to_owned(),
-            iat,
-            exp,
+            reusable_until: provenance.rules.reusable_until(&lifetime),
+            lifetime,
             claims,
             principal,
         })
@@ -707,23 +723,7 @@ fn is_b64token(token: &str) -> bool {
 /// Decodes a base64url segment (canonical, unpadded) holding a JSON object without duplicate keys.
 fn decode_object(segment: &str) -> Option<Map<String, Value>> {
     let bytes = URL_SAFE_NO_PAD.decode(segment).ok()?;
-    strict_json::parse_object(&bytes).ok()
-}
-
-/// A NumericDate claim: an integer number of seconds, within sane bounds. Floats, strings, negative
-/// and absurd values are refused rather than coerced.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, TokenError> {
-    match claims.get(name) {
-        None => Ok(None),
-        Some(Value::Number(number)) => match number.as_i64() {
-            Some(seconds) if (0..=MAX_NUMERIC_DATE).contains(&seconds) => Ok(Some(seconds)),
-            _ => Err(TokenError::InvalidClaim(name)),
-        },
-        Some(_) => Err(TokenError::InvalidClaim(name)),
-    }
+    crate::strict_json::parse_object(&bytes).ok()
 }
 
 fn optional_string(
@@ -788,29 +788,6 @@ mod tests {
         assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
         assert_eq!(bearer_token("Bearerabc"), None);
         assert_eq!(bearer_token(""), None);
-    }
-
-    #[test]
-    fn numeric_dates_must_be_sane_integers() {
-        let claims = |value: Value| Map::from_iter([("exp".to_owned(), value)]);
-        assert_eq!(
-            numeric_date(&claims(1_700_000_000.into()), "exp"),
-            Ok(Some(1_700_000_000))
-        );
-        for bad in [
-            Value::from("1700000000"),
-            Value::from(1.7e9),
-            Value::from(-1),
-            Value::from(1e30),
-            Value::from(u64::MAX),
-            Value::from(MAX_NUMERIC_DATE + 1),
-        ] {
-            assert_eq!(
-                numeric_date(&claims(bad.clone()), "exp"),
-                Err(TokenError::InvalidClaim("exp")),
-                "{bad}"
-            );
-        }
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub async fn get_json(
 }
 
 /// POSTs a form with an `Accept: application/json`, as an OAuth client does (RFC 6749 §2.3.1 client
-/// authentication: `basic` as HTTP Basic, else whatever `form` carries), and reads a bounded 2xx body.
+/// authentication: `basic` as HTTP Basic, else whatever `form` carries), and reads a bounded body. Only
+/// HTTP 200 counts (RFC 7662 §2.2): a 201, 202 or 204 is no introspection answer.
 pub async fn post_form(
     client: &reqwest::Client,
     url: &Url,
@@ -89,7 +90,7 @@ pub async fn post_form(
             reason: describe(&error),
         })?;
     let status = response.status();
-    if !status.is_success() {
+    if status != reqwest::StatusCode::OK {
         return Err(FetchError::Status {
             url: url.to_string(),
             status: status.as_u16(),

@@ -15,6 +15,30 @@ const MIN_RSA_BITS: usize = 2048;
 pub struct VerificationKey {
     pub algorithm: Algorithm,
     pub key: DecodingKey,
+    /// A SHA-256 of the key type, algorithm and public components: tells whether a key fetched later
+    /// under the same `kid` is the same key, so a cached token signed by a replaced key is not reused.
+    pub fingerprint: [u8; 32],
+}
+
+impl VerificationKey {
+    fn new(algorithm: Algorithm, key: DecodingKey, kty: &str, components: &[&[u8]]) -> Self {
+        let mut material = format!("{kty}|{algorithm:?}").into_bytes();
+        for component in components {
+            // Length-prefixed, so no two keys' components concatenate alike.
+            material.extend_from_slice(&(component.len() as u64).to_be_bytes());
+            material.extend_from_slice(component);
+        }
+        Self {
+            algorithm,
+            key,
+            fingerprint: crate::digest::sha256(&material),
+        }
+    }
+
+    /// Whether `other` is this very key (not just a key with the same `kid`).
+    pub fn is_same_key(&self, other: &Self) -> bool {
+        self.fingerprint == other.fingerprint
+    }
 }
 
 impl std::fmt::Debug for VerificationKey {
@@ -44,6 +68,7 @@ struct RawKey {
     alg: Option<String>,
     #[serde(rename = "use")]
     usage: Option<String>,
+    key_ops: Option<Vec<String>>,
     n: Option<String>,
     e: Option<String>,
     crv: Option<String>,
@@ -52,10 +77,15 @@ struct RawKey {
 }
 
 /// Parses a JWKS document. Keys that cannot be used are skipped with a reason, never trusted: `oct`
-/// (symmetric) keys, keys without `kid`, encryption keys, RSA keys under 2048 bits, unknown types.
+/// (symmetric) keys, keys without `kid`, keys not for verifying signatures (`use` other than `sig`,
+/// `key_ops` without `verify`), RSA keys under 2048 bits, unknown types. A document with a duplicate
+/// member name anywhere is refused whole: which duplicate wins (`"use":"enc","use":"sig"`) differs
+/// between parsers (RFC 7517 §4, RFC 8259 §4).
 pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
-    let raw: RawKeySet =
-        serde_json::from_slice(document).map_err(|error| format!("not a JWK set: {error}"))?;
+    let object = crate::strict_json::parse_object(document)
+        .map_err(|error| format!("not a JWK set: {error}"))?;
+    let raw: RawKeySet = serde_json::from_value(serde_json::Value::Object(object))
+        .map_err(|error| format!("not a JWK set: {error}"))?;
     let mut parsed = ParsedKeySet::default();
     for (index, value) in raw.keys.into_iter().enumerate() {
         let key: RawKey = match serde_json::from_value(value) {
@@ -93,6 +123,14 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
     if key.usage.as_deref().is_some_and(|usage| usage != "sig") {
         return Err("not a signing key (`use` is not `sig`)".into());
     }
+    // RFC 7517 §4.3: with `key_ops`, a key may do only the operations it lists.
+    if key
+        .key_ops
+        .as_ref()
+        .is_some_and(|operations| !operations.iter().any(|operation| operation == "verify"))
+    {
+        return Err("not a verification key (`key_ops` lacks `verify`)".into());
+    }
     let declared = key
         .alg
         .as_deref()
@@ -123,10 +161,12 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
                     "RSA key of {bits} bits is under the minimum of {MIN_RSA_BITS}"
                 ));
             }
-            Ok(VerificationKey {
+            Ok(VerificationKey::new(
                 algorithm,
-                key: DecodingKey::from_rsa_raw_components(&n, &e),
-            })
+                DecodingKey::from_rsa_raw_components(&n, &e),
+                "RSA",
+                &[&n, &e],
+            ))
         }
         "EC" => {
             let (algorithm, size) = match key.crv.as_deref() {
@@ -147,10 +187,12 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
             point.push(0x04);
             point.extend_from_slice(&x);
             point.extend_from_slice(&y);
-            Ok(VerificationKey {
+            Ok(VerificationKey::new(
                 algorithm,
-                key: DecodingKey::from_ec_der(&point),
-            })
+                DecodingKey::from_ec_der(&point),
+                "EC",
+                &[&point],
+            ))
         }
         "OKP" => {
             if key.crv.as_deref() != Some("Ed25519") {
@@ -163,10 +205,12 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
             if x.len() != 32 {
                 return Err("Ed25519 key of the wrong length".into());
             }
-            Ok(VerificationKey {
-                algorithm: Algorithm::EdDSA,
-                key: DecodingKey::from_ed_der(&x),
-            })
+            Ok(VerificationKey::new(
+                Algorithm::EdDSA,
+                DecodingKey::from_ed_der(&x),
+                "OKP",
+                &[&x],
+            ))
         }
         "oct" => Err("symmetric (`oct`) keys are never taken from a JWKS".into()),
         other => Err(format!("unsupported key type `{other}`")),
@@ -218,6 +262,82 @@ mod tests {
             "{:?}",
             parsed.skipped
         );
+    }
+
+    #[test]
+    fn only_keys_for_verifying_signatures_are_taken() {
+        let modulus = URL_SAFE_NO_PAD.encode([0xc1_u8; 256]);
+        let key = |extra: serde_json::Value| {
+            let mut key =
+                serde_json::json!({ "kty": "RSA", "kid": "k", "n": modulus, "e": "AQAB" });
+            if let (Some(key), Some(extra)) = (key.as_object_mut(), extra.as_object()) {
+                key.extend(extra.clone());
+            }
+            serde_json::json!({ "keys": [key] }).to_string()
+        };
+        let cases = [
+            (serde_json::json!({}), true),
+            (serde_json::json!({ "use": "sig" }), true),
+            (serde_json::json!({ "key_ops": ["verify"] }), true),
+            (
+                serde_json::json!({ "key_ops": ["sign", "verify"], "use": "sig" }),
+                true,
+            ),
+            (serde_json::json!({ "use": "enc" }), false),
+            (serde_json::json!({ "use": "SIG" }), false),
+            (serde_json::json!({ "use": "" }), false),
+            (serde_json::json!({ "key_ops": [] }), false),
+            (
+                serde_json::json!({ "key_ops": ["encrypt", "wrapKey"] }),
+                false,
+            ),
+            (serde_json::json!({ "key_ops": ["sign"] }), false),
+            (serde_json::json!({ "key_ops": "verify" }), false),
+            (
+                serde_json::json!({ "use": "sig", "key_ops": ["decrypt"] }),
+                false,
+            ),
+        ];
+        for (extra, usable) in cases {
+            let parsed = parse_key_set(key(extra.clone()).as_bytes()).unwrap_or_default();
+            assert_eq!(
+                parsed.keys.contains_key("k"),
+                usable,
+                "{extra}: {:?}",
+                parsed.skipped
+            );
+        }
+    }
+
+    #[test]
+    fn a_key_set_with_a_duplicate_member_is_refused() {
+        let modulus = URL_SAFE_NO_PAD.encode([0xc1_u8; 256]);
+        let document = format!(
+            r#"{{"keys":[{{"kty":"RSA","kid":"k","use":"enc","use":"sig","n":"{modulus}","e":"AQAB"}}]}}"#
+        );
+        assert!(parse_key_set(document.as_bytes()).is_err());
+        let document = format!(
+            r#"{{"keys":[],"keys":[{{"kty":"RSA","kid":"k","n":"{modulus}","e":"AQAB"}}]}}"#
+        );
+        assert!(parse_key_set(document.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn a_key_is_the_same_key_only_with_the_same_material() {
+        let set = |modulus: &[u8]| {
+            let document = serde_json::json!({ "keys": [
+                { "kty": "RSA", "kid": "1", "n": URL_SAFE_NO_PAD.encode(modulus), "e": "AQAB" }
+            ]});
+            parse_key_set(document.to_string().as_bytes()).unwrap_or_default()
+        };
+        let (first, again, other) = (set(&[0xc1; 256]), set(&[0xc1; 256]), set(&[0xc3; 256]));
+        let key = |parsed: &ParsedKeySet| parsed.keys.get("1").cloned();
+        let (Some(first), Some(again), Some(other)) = (key(&first), key(&again), key(&other))
+        else {
+            panic!("every key set has key 1");
+        };
+        assert!(first.is_same_key(&again));
+        assert!(!first.is_same_key(&other));
     }
 
     #[test]

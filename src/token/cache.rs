@@ -2,16 +2,16 @@
 
 use std::sync::Arc;
 
-use super::VerifiedToken;
+use super::CachedToken;
 
 /// A SHA-256 of a token: the cache key, and (shortened) the token's name in logs.
 pub type TokenHash = [u8; 32];
 
 /// Verified tokens by hash. The cache holds no token text; an entry is only a shortcut past the
-/// signature check, and its caller re-checks expiry and key trust on every hit.
+/// signature check, and its caller re-checks the time claims and the key on every hit.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: quick_cache::sync::Cache<TokenHash, Arc<VerifiedToken>>,
+    entries: quick_cache::sync::Cache<TokenHash, Arc<CachedToken>>,
 }
 
 impl TokenCache {
@@ -25,11 +25,11 @@ impl TokenCache {
         crate::digest::sha256(token.as_bytes())
     }
 
-    pub fn get(&self, hash: &TokenHash) -> Option<Arc<VerifiedToken>> {
+    pub fn get(&self, hash: &TokenHash) -> Option<Arc<CachedToken>> {
         self.entries.get(hash)
     }
 
-    pub fn insert(&self, hash: TokenHash, token: Arc<VerifiedToken>) {
+    pub fn insert(&self, hash: TokenHash, token: Arc<CachedToken>) {
         self.entries.insert(hash, token);
     }
 

@@ -1,10 +1,12 @@
 //! Opaque tokens, checked by the issuer's introspection endpoint (RFC 7662).
 //!
-//! Only a JSON `true` in `active` counts; `iss`, `aud` and `exp` of the answer are checked as a JWT's
-//! are, and the answer's claims become the principal the same way. Answers are cached under the token's
-//! SHA-256: active ones until the token's `exp` or the configured cap, inactive ones briefly, failures
-//! never. Concurrent requests for one token share one introspection. An endpoint that fails, answers
-//! something other than 200 with a JSON object, or is slower than the timeout is a 503 decision.
+//! Only a JSON `true` in `active` counts; the answer's `iss`, `aud` and time claims go through the very
+//! checks a JWT's do ([`super::claims`]), and its claims become the principal the same way. An answer
+//! with a duplicate member name is refused, as a JWT is. Answers are cached under the token's SHA-256:
+//! active ones until the token's `exp` or the configured cap, inactive ones briefly, failures never;
+//! a cached answer's time claims are checked again on every use. Concurrent requests for one token
+//! share one introspection. An endpoint that fails, answers anything but HTTP 200 with a JSON object,
+//! or is slower than the timeout is a 503 decision.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -16,7 +18,8 @@ use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::cache::TokenHash;
-use super::{Provenance, TokenError, Verified, VerifiedToken, numeric_date};
+use super::claims::{self, Lifetime, TimeRules};
+use super::{Provenance, TokenError, Verified, VerifiedToken};
 use crate::clock::SharedClock;
 use crate::config::{ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig};
 use crate::keys::fetch::{self, FetchError};
@@ -87,10 +90,13 @@ impl Introspector {
         let now = self.now();
         if let Some(answer) = self.answers.get(&hash) {
             match answer {
-                Answer::Active { token, until } if now < until && now < token.exp => {
+                Answer::Active { token, until }
+                    if now < until && self.rules().check(&token.lifetime, now).is_ok() =>
+                {
                     return Ok(Verified {
                         token,
                         cache_hit: true,
+                        keys_fresh_until: None,
                     });
                 }
                 Answer::Inactive { until } if now < until => return Err(TokenError::Inactive),
@@ -140,6 +146,7 @@ impl Introspector {
             Answer::Active { token, .. } => Ok(Verified {
                 token,
                 cache_hit: false,
+                keys_fresh_until: None,
             }),
             Answer::Inactive { .. } => Err(TokenError::Inactive),
         }
@@ -169,13 +176,18 @@ impl Introspector {
         let body = fetch::post_form(&self.http, endpoint, &form, basic, self.config.timeout)
             .await
             .map_err(unavailable)?;
-        let answer: Map<String, Value> = serde_json::from_slice(&body).map_err(|error| {
+        // The parser's message is not passed on: it could quote the answer, which may echo the token.
+        let answer = crate::strict_json::parse_object(&body).map_err(|_| {
             unavailable(FetchError::Invalid {
                 url: endpoint.to_string(),
-                reason: format!("not a JSON object: {error}"),
+                reason: "not a JSON object without duplicate keys".to_owned(),
             })
         })?;
         self.check(answer)
+    }
+
+    fn rules(&self) -> TimeRules {
+        TimeRules::of(&self.issuer)
     }
 
     fn check(&self, mut answer: Map<String, Value>) -> Result<Answer, TokenError> {
@@ -187,41 +199,22 @@ impl Introspector {
                 until: now.saturating_add(ttl),
             });
         }
-        let leeway = i64::try_from(self.issuer.leeway.as_secs()).unwrap_or(i64::MAX);
         let cap = now.saturating_add(i64::try_from(self.config.cache_ttl.as_secs()).unwrap_or(0));
-        let exp = numeric_date(&answer, "exp")?;
-        if let Some(exp) = exp
-            && now >= exp.saturating_add(leeway)
-        {
-            return Err(TokenError::Expired);
-        }
-        if let Some(nbf) = numeric_date(&answer, "nbf")?
-            && nbf > now.saturating_add(leeway)
-        {
-            return Err(TokenError::NotYetValid);
-        }
-        match answer.get("iss") {
-            None => {}
-            Some(Value::String(iss)) if *iss == self.issuer.issuer => {}
-            Some(_) => return Err(TokenError::UnknownIssuer),
-        }
-        let audience_ok = match answer.get("aud") {
-            None => !self.config.require_audience,
-            Some(Value::String(aud)) => self.issuer.audiences.contains(aud),
-            Some(Value::Array(items)) => items.iter().any(|item| {
-                item.as_str()
-                    .is_some_and(|aud| self.issuer.audiences.iter().any(|known| known == aud))
-            }),
-            Some(_) => return Err(TokenError::InvalidClaim("aud")),
-        };
-        if !audience_ok {
-            return Err(TokenError::WrongAudience);
-        }
         // Without an `exp` the answer holds for the cache cap, and the principal carries that as `exp`.
-        let until = exp.map_or(cap, |exp| exp.min(cap));
         answer.entry("exp").or_insert_with(|| Value::from(cap));
+        let lifetime = Lifetime::from_claims(&answer)?;
+        let rules = self.rules();
+        rules.check(&lifetime, now)?;
+        // RFC 7662 §2.2: `iss` and `aud` are optional in an answer; present, they are checked.
+        claims::check_issuer(answer.get("iss"), &self.issuer.issuer, false)?;
+        claims::check_audience(
+            answer.get("aud"),
+            &self.issuer.audiences,
+            self.config.require_audience,
+        )?;
+        let until = lifetime.exp.min(cap);
         answer.remove("active");
-        let token = VerifiedToken::from_claims(
+        let mut token = VerifiedToken::from_claims(
             answer,
             &self.issuer.claims,
             Provenance {
@@ -230,8 +223,11 @@ impl Introspector {
                 kid: "",
                 algorithm: None,
                 typ: "",
+                rules,
             },
         )?;
+        // A decision is not reused past the point where the answer would be asked again.
+        token.reusable_until = token.reusable_until.min(until);
         Ok(Answer::Active {
             token: Arc::new(token),
             until,

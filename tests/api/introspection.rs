@@ -22,6 +22,8 @@ const CLIENT_SECRET: &str = "introspection-secret-0123456789";
 #[derive(Debug, Clone)]
 enum Answer {
     Json(Value),
+    /// A JSON answer with another status than 200.
+    JsonWithStatus(u16, Value),
     Status(u16),
     Body(String),
     Huge,
@@ -120,6 +122,9 @@ async fn introspect(
     let answer = state.answer.lock().unwrap().clone();
     match answer {
         Answer::Json(value) => Json(value).into_response(),
+        Answer::JsonWithStatus(status, value) => {
+            (StatusCode::from_u16(status).unwrap(), Json(value)).into_response()
+        }
         Answer::Status(status) => StatusCode::from_u16(status).unwrap().into_response(),
         Answer::Body(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Answer::Huge => {
@@ -217,6 +222,102 @@ async fn only_a_json_true_is_active_and_every_failure_is_closed() {
             "invalid_token",
         ),
         ("expired", with("exp", json!(T0 - 60)), 401, "invalid_token"),
+        (
+            "an `aud` array holding a number",
+            with("aud", json!([AUDIENCE, 1])),
+            401,
+            "invalid_token",
+        ),
+        (
+            "an `aud` array holding null",
+            with("aud", json!([null, AUDIENCE])),
+            401,
+            "invalid_token",
+        ),
+        (
+            "an `aud` array holding an object",
+            with("aud", json!([AUDIENCE, { "aud": AUDIENCE }])),
+            401,
+            "invalid_token",
+        ),
+        (
+            "an empty `aud` array",
+            with("aud", json!([])),
+            401,
+            "invalid_token",
+        ),
+        (
+            "`aud` as a number",
+            with("aud", json!(7)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "`iss` as a number",
+            with("iss", json!(1)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "not valid before a minute from now",
+            with("nbf", json!(T0 + 60)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "issued a minute from now",
+            with("iat", json!(T0 + 60)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "`exp` as a string",
+            with("exp", json!("1800000600")),
+            401,
+            "invalid_token",
+        ),
+        (
+            "`exp` as a float",
+            with("exp", json!(1.8e9)),
+            401,
+            "invalid_token",
+        ),
+        (
+            "a duplicated `active`",
+            Answer::Body(format!(
+                r#"{{"active":false,"active":true,"sub":"alice","aud":"{AUDIENCE}","exp":{}}}"#,
+                T0 + 600
+            )),
+            503,
+            "temporarily_unavailable",
+        ),
+        (
+            "a duplicated `sub` in a nested object",
+            Answer::Body(format!(
+                r#"{{"active":true,"sub":"alice","aud":"{AUDIENCE}","exp":{},"ext":{{"role":"user","role":"admin"}}}}"#,
+                T0 + 600
+            )),
+            503,
+            "temporarily_unavailable",
+        ),
+        (
+            "HTTP 201 with an active answer",
+            Answer::JsonWithStatus(201, good.clone()),
+            503,
+            "temporarily_unavailable",
+        ),
+        (
+            "HTTP 203 with an active answer",
+            Answer::JsonWithStatus(203, good.clone()),
+            503,
+            "temporarily_unavailable",
+        ),
+        (
+            "HTTP 206 with an active answer",
+            Answer::JsonWithStatus(206, good.clone()),
+            503,
+            "temporarily_unavailable",
+        ),
         (
             "no subject or client",
             {
@@ -333,6 +434,35 @@ async fn answers_are_cached_until_exp_or_the_cap_inactive_ones_briefly_and_failu
         assert_eq!(decide(&app, "flaky", "GET").await["status"], 503);
         assert_eq!(endpoint.hits(), expected_hits);
     }
+}
+
+#[tokio::test]
+async fn a_cached_answer_is_checked_against_the_time_rules_on_every_use() {
+    let endpoint = Endpoint::start("basic").await;
+    // The cap (60 s) outlasts the maximum age (20 s, plus 30 s of leeway).
+    let app = TestApp::start(&config(
+        &endpoint,
+        "    max_token_age: 20s\ncache: { decision_ttl: 60s }",
+    ))
+    .await;
+    endpoint.answer(Answer::Json(endpoint.active("orders:read", T0 + 600)));
+    let fresh = decide(&app, "aging", "GET").await;
+    assert_eq!(fresh["allow"], true, "{fresh}");
+    assert_eq!(
+        fresh["cache_ttl"], 20,
+        "not reused past iat + max_token_age"
+    );
+    app.advance(Duration::from_secs(45));
+    let cached = decide(&app, "aging", "GET").await;
+    assert_eq!(cached["allow"], true, "{cached}");
+    assert_eq!(cached["cache_ttl"], 0);
+    app.advance(Duration::from_secs(6));
+    let old = decide(&app, "aging", "GET").await;
+    assert_eq!(
+        old["error_description"], "the token is older than allowed",
+        "{old}"
+    );
+    assert_eq!(endpoint.hits(), 2, "the refused answer was asked afresh");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

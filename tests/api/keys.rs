@@ -8,7 +8,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::task::JoinSet;
 
-use crate::helpers::{JwksAnswer, KeyServer, T0, TestApp, claims, config_yaml, rsa_key};
+use verdict::demo::signing::SigningKey;
+
+use crate::helpers::{JwksAnswer, KeyServer, T0, TestApp, claims, config_yaml, ec_key, rsa_key};
 
 const REFRESH: &str = "    jwks_refresh: { default_interval: 5m, min_interval: 1m, max_interval: 1h, unknown_kid_cooldown: 30s, max_staleness: 2h }";
 
@@ -468,4 +470,101 @@ fn input(token: &str) -> verdict::decision::DecisionInput {
         path: "/orders/1".into(),
         ..Default::default()
     }
+}
+
+/// Decides `GET /orders/42` for `token` in-process, to see whether the token cache answered.
+async fn decide_traced(app: &TestApp, token: &str) -> verdict::decision::Decision {
+    let mut input = input(token);
+    input.path = "/orders/42".into();
+    app.state.current().engine.decide(&input).await
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_older_than_max_token_age_and_its_decision_is_not_reused_past_it()
+ {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let extra = format!("{REFRESH}\n    max_token_age: 5m");
+    let app = TestApp::start(&config_yaml(&server, &extra)).await;
+    let token = token(key, &server.issuer(), T0, "alice");
+
+    let first = decide_traced(&app, &token).await;
+    assert!(first.allow, "{first:?}");
+    assert_eq!(first.cache_ttl, 60);
+    app.advance(Duration::from_secs(280));
+    let cached = decide_traced(&app, &token).await;
+    assert!(cached.allow && cached.trace.token_cache_hit, "{cached:?}");
+    assert_eq!(
+        cached.cache_ttl, 20,
+        "the proxy may not reuse the allow past iat + max_token_age"
+    );
+    // 330 s: max_token_age (300 s) plus the leeway (30 s) have passed.
+    app.advance(Duration::from_secs(51));
+    let old = decide_traced(&app, &token).await;
+    assert_eq!(
+        (old.allow, old.error_description.as_str()),
+        (false, "the token is older than allowed"),
+        "{old:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_cached_token_is_refused_once_its_issuer_replaces_the_key_behind_its_kid() {
+    let old_rsa = SigningKey::generate_rs256("1").unwrap();
+    let new_rsa = SigningKey::generate_rs256("1").unwrap();
+    let (old_ec, new_ec) = (ec_key("2"), ec_key("2"));
+    let server = KeyServer::start(&[&old_rsa, &old_ec]).await;
+    let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
+    let issuer = server.issuer();
+    let old_tokens = [
+        token(&old_rsa, &issuer, T0, "alice"),
+        token(&old_ec, &issuer, T0, "bob"),
+    ];
+    for token in &old_tokens {
+        assert!(decide_traced(&app, token).await.allow);
+        assert!(decide_traced(&app, token).await.trace.token_cache_hit);
+    }
+
+    // The same `kid`s now name other keys, as after a compromise at an issuer that uses `kid: "1"`.
+    server.publish(&[&new_rsa, &new_ec], None);
+    for keys in app.state.current().engine.verifier().key_sets() {
+        keys.refresh().await.unwrap();
+    }
+    for token in &old_tokens {
+        let decision = decide_traced(&app, token).await;
+        assert_eq!(
+            (decision.allow, decision.error_description.as_str()),
+            (false, "the token's signature is invalid"),
+            "{decision:?}"
+        );
+    }
+    for key in [&new_rsa, &new_ec] {
+        assert!(
+            decide_traced(&app, &token(key, &issuer, T0, "carol"))
+                .await
+                .allow
+        );
+    }
+    // A refetch of the very same keys keeps cached tokens good.
+    let kept = token(&new_rsa, &issuer, T0, "dave");
+    assert!(decide_traced(&app, &kept).await.allow);
+    for keys in app.state.current().engine.verifier().key_sets() {
+        keys.refresh().await.unwrap();
+    }
+    let again = decide_traced(&app, &kept).await;
+    assert!(again.allow && again.trace.token_cache_hit, "{again:?}");
+}
+
+#[tokio::test]
+async fn a_decision_is_not_reused_past_the_staleness_of_the_keys_that_verified_it() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
+    let token = token(key, &server.issuer(), T0, "alice");
+    assert_eq!(decide_traced(&app, &token).await.cache_ttl, 60);
+    // The keys were fetched at T0 and are trusted for 2 h (`max_staleness`).
+    app.advance(Duration::from_secs(2 * 3600 - 10));
+    let late = decide_traced(&app, &token).await;
+    assert!(late.allow, "{late:?}");
+    assert_eq!(late.cache_ttl, 11);
 }
