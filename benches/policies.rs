@@ -17,7 +17,7 @@ use serde_json::json;
 use verdict::config::ClaimNames;
 use verdict::decision::{DecisionInput, policy_request};
 use verdict::policy::{DenyCode, PolicyFile, PolicySet};
-use verdict::token::{Provenance, VerifiedToken};
+use verdict::token::{Provenance, TimeRules, VerifiedToken};
 
 /// The policy-set sizes measured.
 const SIZES: [usize; 3] = [10, 100, 1_000];
@@ -39,28 +39,28 @@ fn main() -> anyhow::Result<()> {
             bail!("built {} policies, meant {size}", policies.len());
         }
         // The same mapping from token and input to a policy request that `Engine::decide` uses.
-        let allowed = policy_request(&reader, &input, NOW);
+        let allowed = policy_request(&reader, &input, &input.path, NOW);
         group.bench_with_input(
             BenchmarkId::new("allow", size),
             &allowed,
             |bencher, request| {
                 bencher.iter(|| {
                     let outcome = policies.evaluate(black_box(request));
-                    wrong += u64::from(!outcome.allow);
+                    wrong += u64::from(!outcome.as_ref().is_ok_and(|outcome| outcome.allow));
                     outcome
                 });
             },
         );
-        let lacking = policy_request(&no_scope, &input, NOW);
+        let lacking = policy_request(&no_scope, &input, &input.path, NOW);
         group.bench_with_input(
             BenchmarkId::new("deny_insufficient_scope", size),
             &lacking,
             |bencher, request| {
                 bencher.iter(|| {
                     let outcome = policies.evaluate(black_box(request));
-                    wrong += u64::from(
-                        outcome.allow || outcome.reason.code != DenyCode::InsufficientScope,
-                    );
+                    wrong += u64::from(!outcome.as_ref().is_ok_and(|outcome| {
+                        !outcome.allow && outcome.reason.code == DenyCode::InsufficientScope
+                    }));
                     outcome
                 });
             },
@@ -140,6 +140,7 @@ fn verified(claims: serde_json::Value) -> anyhow::Result<VerifiedToken> {
             kid: "k1",
             algorithm: None,
             typ: "at+jwt",
+            rules: TimeRules::new(std::time::Duration::ZERO, None),
         },
     )
     .context("building the principal")

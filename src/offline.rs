@@ -137,9 +137,10 @@ impl OfflineDecider {
         let input = request
             .into_input()
             .map_err(|error| format!("`request.{}`: {}", error.field, error.problem))?;
-        if let Some(deny) = self.decider.refuse_path(&input) {
-            return Ok(deny);
-        }
+        let path = match self.decider.normal_path(&input) {
+            Ok(path) => path,
+            Err(deny) => return Ok(deny),
+        };
         token
             .entry("exp")
             .or_insert_with(|| Value::from(now.saturating_add(DEFAULT_LIFETIME_SECONDS)));
@@ -157,7 +158,7 @@ impl OfflineDecider {
             },
         )
         .map_err(|error| format!("`token`: {error}"))?;
-        Ok(self.decider.decide_verified(&verified, &input, now))
+        Ok(self.decider.decide_verified(&verified, &input, &path, now))
     }
 }
 

@@ -20,7 +20,7 @@ use cedar_policy::{
 };
 use miette::Diagnostic;
 
-pub use entities::PreparedPrincipal;
+pub use entities::{PreparedPrincipal, Unrepresentable};
 pub use reasons::{DenyCode, DenyReason};
 
 /// The annotation naming a policy in decisions and logs.
@@ -368,19 +368,9 @@ impl PolicySet {
         self.ids.is_empty()
     }
 
-    /// Decides one request. Any failure to build the request denies (fail closed).
-    pub fn evaluate(&self, request: &PolicyRequest<'_>) -> PolicyOutcome {
-        let (cedar_request, entities) = match entities::build(request, &self.extensions) {
-            Ok(built) => built,
-            Err(error) => {
-                return PolicyOutcome {
-                    allow: false,
-                    determining: Vec::new(),
-                    reason: DenyReason::default(),
-                    errors: vec![error],
-                };
-            }
-        };
+    /// Decides one request; a request Cedar cannot represent is no decision, but the field at fault.
+    pub fn evaluate(&self, request: &PolicyRequest<'_>) -> Result<PolicyOutcome, Unrepresentable> {
+        let (cedar_request, entities) = entities::build(request, &self.extensions)?;
         let answer = self.slices.authorize(
             &self.authorizer,
             &cedar_request,
@@ -411,12 +401,12 @@ impl PolicySet {
                 reason = forbid.clone();
             }
         }
-        PolicyOutcome {
+        Ok(PolicyOutcome {
             allow,
             determining,
             reason,
             errors,
-        }
+        })
     }
 
     /// The first `@scope` permit that would have applied had the token carried its scopes.
@@ -442,7 +432,7 @@ impl PolicySet {
                         == Decision::Allow
                 }
                 Err(error) => {
-                    errors.push(error);
+                    errors.push(error.to_string());
                     false
                 }
             }
@@ -633,7 +623,7 @@ mod tests {
                         headers: &headers,
                         now: 0,
                     };
-                    let sliced = set.evaluate(&request);
+                    let sliced = set.evaluate(&request).unwrap_or_else(|e| panic!("{e}"));
                     let (cedar_request, entities) = entities::build(&request, &set.extensions)
                         .unwrap_or_else(|e| panic!("{e}"));
                     let expected =

@@ -142,6 +142,9 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
                 "malformed request body: expected a JSON object".into(),
             ));
         }
+        // DESIGN §2: duplicate keys anywhere in the body, nested objects included, are a 400.
+        crate::strict_json::check_unique_keys(&bytes)
+            .map_err(|error| ApiError::BadRequest(describe_serde_error(&error.to_string())))?;
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }

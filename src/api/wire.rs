@@ -70,7 +70,8 @@ impl DecideRequest {
                 problem: "must be an HTTP method such as `GET`",
             });
         }
-        if !self.path.starts_with('/') {
+        // An empty path is the base path (DESIGN §2); the engine gives every other its normal form.
+        if !self.path.is_empty() && !self.path.starts_with('/') {
             return Err(FieldError {
                 field: "path",
                 problem: "must start with `/`",
@@ -78,10 +79,15 @@ impl DecideRequest {
         }
         let client_ip = match self.client_ip.as_deref().map(str::trim) {
             None | Some("") => None,
-            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| FieldError {
-                field: "client_ip",
-                problem: "must be an IPv4 or IPv6 address",
-            })?),
+            // An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) is its IPv4 address (DESIGN §2).
+            Some(text) => Some(
+                text.parse::<IpAddr>()
+                    .map_err(|_| FieldError {
+                        field: "client_ip",
+                        problem: "must be an IPv4 or IPv6 address",
+                    })?
+                    .to_canonical(),
+            ),
         };
         let mut headers = BTreeMap::new();
         for (name, value) in self.headers.unwrap_or_default() {

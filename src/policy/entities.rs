@@ -169,9 +169,52 @@ impl ExtensionValues {
         if let Some(cached) = self.ips.get(&address) {
             return cached;
         }
-        let value = RestrictedExpression::new_ip(address.to_string());
+        let value = RestrictedExpression::new_ip(cedar_ip_text(address));
         self.ips.insert(address, value.clone());
         value
+    }
+}
+
+/// A request field that Cedar cannot represent. The decision is a 400 naming the field, never a deny
+/// that no policy explains.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` cannot be represented in a policy request")]
+pub struct Unrepresentable {
+    /// The input field at fault, or `request` when no single field is.
+    pub field: String,
+}
+
+impl Unrepresentable {
+    fn field(field: &str) -> Self {
+        Self {
+            field: field.to_owned(),
+        }
+    }
+
+    /// The field of `values` that Cedar refuses on its own: each is checked alone, which costs
+    /// nothing on the path that succeeds.
+    fn among(values: &[(String, RestrictedExpression)]) -> Self {
+        let at_fault = values
+            .iter()
+            .find(|(_, value)| Context::from_pairs([("value".to_owned(), value.clone())]).is_err());
+        Self::field(at_fault.map_or("request", |(name, _)| name.as_str()))
+    }
+}
+
+/// An address as Cedar's `ip()` reads it: IPv4 dotted, IPv6 as eight hexadecimal groups. Rust writes an
+/// IPv4-mapped IPv6 address with a dotted tail (`::ffff:10.1.2.3`), which Cedar refuses; such an address
+/// is its IPv4 address (DESIGN §2).
+fn cedar_ip_text(address: IpAddr) -> String {
+    match address.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => {
+            let groups: Vec<String> = v6
+                .segments()
+                .iter()
+                .map(|group| format!("{group:x}"))
+                .collect();
+            groups.join(":")
+        }
     }
 }
 
@@ -179,7 +222,7 @@ impl ExtensionValues {
 pub(super) fn build(
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
-) -> Result<(Request, Entities), String> {
+) -> Result<(Request, Entities), Unrepresentable> {
     build_for(request.principal, request, extensions)
 }
 
@@ -188,15 +231,19 @@ pub(super) fn build_with_scopes<'a>(
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
     scopes: impl Iterator<Item = &'a str>,
-) -> Result<(Request, Entities), String> {
-    build_for(&request.principal.with_scopes(scopes)?, request, extensions)
+) -> Result<(Request, Entities), Unrepresentable> {
+    let principal = request
+        .principal
+        .with_scopes(scopes)
+        .map_err(|_| Unrepresentable::field("scope"))?;
+    build_for(&principal, request, extensions)
 }
 
 fn build_for(
     principal: &PreparedPrincipal,
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
-) -> Result<(Request, Entities), String> {
+) -> Result<(Request, Entities), Unrepresentable> {
     let apigee = request.apigee;
     let apigee_record = RestrictedExpression::new_record([
         ("proxy".to_owned(), string(&apigee.proxy)),
@@ -206,47 +253,48 @@ fn build_for(
         ("app".to_owned(), string(&apigee.app)),
         ("developer".to_owned(), string(&apigee.developer)),
     ])
-    .map_err(|error| format!("cannot build the apigee record: {error}"))?;
+    .map_err(|_| Unrepresentable::field("apigee"))?;
     let resource_uid = uid(&TYPES.route, request.path);
+    let attributes = [
+        ("path".to_owned(), string(request.path)),
+        ("host".to_owned(), string(request.host)),
+        ("segments".to_owned(), segments(request.path)?),
+        ("apigee".to_owned(), apigee_record),
+    ];
     let resource_entity = Entity::new(
         resource_uid.clone(),
-        HashMap::from([
-            ("path".to_owned(), string(request.path)),
-            ("host".to_owned(), string(request.host)),
-            ("segments".to_owned(), segments(request.path)?),
-            ("apigee".to_owned(), apigee_record),
-        ]),
+        HashMap::from(attributes.clone()),
         HashSet::new(),
     )
-    .map_err(|error| format!("cannot build the route: {error}"))?;
+    .map_err(|_| Unrepresentable::among(&attributes))?;
 
     let entities = principal
         .entities
         .iter()
         .cloned()
         .chain(std::iter::once(resource_entity));
-    let entities = Entities::from_entities(entities, None)
-        .map_err(|error| format!("cannot build entities: {error}"))?;
+    let entities =
+        Entities::from_entities(entities, None).map_err(|_| Unrepresentable::field("request"))?;
 
-    let context = Context::from_pairs(context(request, extensions)?)
-        .map_err(|error| format!("cannot build the context: {error}"))?;
+    let pairs = context(request, extensions)?;
+    let context = Context::from_pairs(pairs.clone()).map_err(|_| Unrepresentable::among(&pairs))?;
     let action = uid(&TYPES.action, request.method);
     let cedar_request = Request::new(principal.uid.clone(), action, resource_uid, context, None)
-        .map_err(|error| format!("cannot build the request: {error}"))?;
+        .map_err(|_| Unrepresentable::field("request"))?;
     Ok((cedar_request, entities))
 }
 
 fn context(
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
-) -> Result<Vec<(String, RestrictedExpression)>, String> {
+) -> Result<Vec<(String, RestrictedExpression)>, Unrepresentable> {
     let headers = RestrictedExpression::new_record(
         request
             .headers
             .iter()
             .map(|(name, value)| (name.clone(), string(value))),
     )
-    .map_err(|error| format!("cannot build the headers record: {error}"))?;
+    .map_err(|_| Unrepresentable::field("headers"))?;
     let token = request.token;
     let mut token_fields = vec![
         ("kid".to_owned(), string(token.kid)),
@@ -256,13 +304,16 @@ fn context(
     if let Some(iat) = token.iat {
         token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
     }
-    let token =
-        RestrictedExpression::new_record(token_fields).map_err(|error| error.to_string())?;
+    let token = RestrictedExpression::new_record(token_fields)
+        .map_err(|_| Unrepresentable::field("token"))?;
+    let time = extensions
+        .time(request.now)
+        .map_err(|_| Unrepresentable::field("time"))?;
 
     let mut pairs = vec![
         ("headers".to_owned(), headers),
         ("query".to_owned(), string(request.query)),
-        ("time".to_owned(), extensions.time(request.now)?),
+        ("time".to_owned(), time),
         ("token".to_owned(), token),
     ];
     if let Some(address) = request.client_ip {
@@ -273,15 +324,14 @@ fn context(
 
 /// `resource.segments`: the path's segments keyed by position, `"0"` first, since Cedar has no lists and
 /// no way to split a string (`/tenants/acme` gives `{"0": "tenants", "1": "acme"}`).
-fn segments(path: &str) -> Result<RestrictedExpression, String> {
+fn segments(path: &str) -> Result<RestrictedExpression, Unrepresentable> {
     let path = path.strip_prefix('/').unwrap_or(path);
     let segments = path
         .split('/')
         .filter(|_| !path.is_empty())
         .enumerate()
         .map(|(index, segment)| (index.to_string(), string(segment)));
-    RestrictedExpression::new_record(segments)
-        .map_err(|error| format!("cannot build the path segments: {error}"))
+    RestrictedExpression::new_record(segments).map_err(|_| Unrepresentable::field("path"))
 }
 
 fn string(value: &str) -> RestrictedExpression {
@@ -358,6 +408,47 @@ fn civil_from_days(days: i64) -> (i64, i64, i64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_address_is_written_as_cedar_reads_it() {
+        let extensions = ExtensionValues::new();
+        for text in [
+            "10.1.2.3",
+            "::ffff:10.1.2.3",
+            "::10.1.2.3",
+            "::",
+            "::1",
+            "2001:db8::1",
+            "fe80::1:2:3:4",
+            "64:ff9b::10.1.2.3",
+        ] {
+            let address: IpAddr = text.parse().unwrap_or_else(|e| panic!("{text}: {e}"));
+            let value = extensions.ip(address);
+            assert!(
+                Context::from_pairs([("ip".to_owned(), value)]).is_ok(),
+                "{text} as {}",
+                cedar_ip_text(address)
+            );
+        }
+        assert_eq!(
+            cedar_ip_text("::ffff:10.1.2.3".parse().unwrap_or_else(|e| panic!("{e}"))),
+            "10.1.2.3"
+        );
+    }
+
+    #[test]
+    fn the_field_cedar_refuses_is_named() {
+        let values = [
+            ("query".to_owned(), string("a=1")),
+            (
+                "client_ip".to_owned(),
+                RestrictedExpression::new_ip("::ffff:10.1.2.3"),
+            ),
+        ];
+        assert!(Context::from_pairs(values.clone()).is_err());
+        assert_eq!(Unrepresentable::among(&values).field, "client_ip");
+        assert_eq!(Unrepresentable::among(&values[..1]).field, "request");
+    }
 
     #[test]
     fn calendar_dates_match_known_days() {

@@ -20,6 +20,7 @@ mod introspection;
 mod keys;
 mod oidc;
 mod operations;
+mod paths;
 mod policy;
 mod reload;
 mod secrets;

@@ -626,6 +626,17 @@ async fn request_heads_and_bodies_over_their_limits_are_refused() {
     .unwrap();
     assert_eq!(response.status(), 431);
 
+    // The byte limit alone bounds the head: many small headers that fit in it are served, and as many
+    // as it takes to pass it are refused.
+    for (count, status) in [(150, 200), (600, 200), (1200, 431)] {
+        let names: Vec<String> = (0..count).map(|index| format!("h{index}")).collect();
+        let headers: Vec<(&str, &str)> = names.iter().map(|name| (name.as_str(), "1")).collect();
+        let response = send_decide(&address, &decide_body(&token), &headers)
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{count} headers");
+    }
+
     let mut body = decide_body(&token);
     body["headers"] = json!({ "x-padding": "y".repeat(2048) });
     let response = send_decide(&address, &body, &[]).await.unwrap();
