@@ -1,8 +1,10 @@
 //! The HTTP API: `POST /v1/decide`, `GET /healthz`, `GET /readyz`, `GET /metrics`.
 //!
 //! [`router`] builds the axum `Router` apart from any socket, so tests drive it with `oneshot`. A
-//! callout goes through its trace span, load shedding and deadline, and caller authentication before
-//! its body is read; the body is capped (64 KiB by default) and parsed strictly.
+//! callout takes the running generation once, first, and keeps it to the end: caller authentication
+//! and the decision read that one generation, whatever a reload installs meanwhile. It then goes
+//! through its trace span, load shedding and deadline, and caller authentication before its body is
+//! read; the body is capped (64 KiB by default) and parsed strictly.
 
 mod caller;
 mod error;
@@ -130,6 +132,12 @@ impl AppState {
     }
 }
 
+impl crate::tls::TlsSource for AppState {
+    fn tls(&self) -> Option<Arc<crate::tls::TlsSettings>> {
+        self.current().tls.clone()
+    }
+}
+
 impl std::ops::Deref for AppState {
     type Target = Shared;
 
@@ -154,7 +162,11 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             limits::within_limits,
         ))
-        .route_layer(middleware::from_fn(crate::telemetry::callout_span));
+        .route_layer(middleware::from_fn(crate::telemetry::callout_span))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            with_generation,
+        ));
     let router = decide.merge(probes());
     let router = if generation.service.admin_listen.is_none() {
         router.route("/metrics", get(metrics))
@@ -176,8 +188,19 @@ fn probes() -> Router<AppState> {
         .route("/readyz", get(readyz))
 }
 
+/// Takes the running generation for the whole request (INVARIANT: one request, one generation).
+async fn with_generation(
+    State(state): State<AppState>,
+    mut request: axum::extract::Request,
+    next: middleware::Next,
+) -> Response {
+    request.extensions_mut().insert(state.current());
+    next.run(request).await
+}
+
 async fn decide(
     State(state): State<AppState>,
+    Extension(generation): Extension<Arc<Generation>>,
     Extension(caller): Extension<Caller>,
     trace_id: Option<Extension<TraceId>>,
     StrictJson(request): StrictJson<DecideRequest>,
@@ -187,7 +210,7 @@ async fn decide(
         Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
     };
     let started = Instant::now();
-    let decision = state.current().engine.decide(&input).await;
+    let decision = generation.engine.decide(&input).await;
     metrics::global().decided(&decision, started.elapsed().as_secs_f64());
     if state.decision_log.is_enabled() {
         let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);

@@ -64,7 +64,13 @@ pub fn generation(
     let api_keys = ApiKeyStore::new(&config.api_keys).map_err(anyhow::Error::msg)?;
     Ok(Generation {
         engine: Engine::new(verifier, api_keys, decider, Arc::clone(&clock)),
-        callers: CallerAuth::new(&config.callers, previous_callers, http, clock),
+        callers: CallerAuth::new(
+            &config.callers,
+            config.tls.as_ref().and_then(|tls| tls.clients.clone()),
+            previous_callers,
+            http,
+            clock,
+        ),
         config_revision: config.revision,
         service: config.service,
         policy_source: config.policy_source,
@@ -153,7 +159,7 @@ impl Application {
         let settings = generation.service.clone();
         let transport = match &generation.tls {
             Some(first) => Transport::Tls {
-                state: self.state.clone(),
+                source: Arc::new(self.state.clone()),
                 first: Arc::clone(first),
             },
             None => Transport::Plain,

@@ -637,7 +637,11 @@ fn validate(
                 let key = base_dir.join(raw.key);
                 referenced_files.extend([cert.clone(), key.clone()]);
                 referenced_files.extend(mtls.map(|mtls| mtls.ca.clone()));
-                crate::tls::TlsSettings::load(&cert, &key, mtls)
+                // A caller that can authenticate otherwise need not present a certificate.
+                let certificate_optional = callers.as_ref().is_some_and(|callers| {
+                    callers.api_keys.is_some() || callers.google_id_token.is_some()
+                });
+                crate::tls::TlsSettings::load(&cert, &key, mtls, certificate_optional)
                     .map_err(|problem| errors.push("tls", problem))
                     .ok()
             })

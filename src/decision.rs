@@ -6,7 +6,6 @@
 
 pub mod path;
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::IpAddr;
@@ -148,9 +147,9 @@ impl Engine {
     /// Decides one request.
     pub async fn decide(&self, input: &DecisionInput) -> Decision {
         let decider = &self.decider;
-        let path = match decider.normal_path(input) {
+        let path = match path::normalize(&input.path) {
             Ok(path) => path,
-            Err(deny) => return deny,
+            Err(error) => return decider.refuse_path(error),
         };
         let bearer = input.authorization.as_deref().and_then(token::bearer_token);
         let api_key = input
@@ -223,21 +222,19 @@ impl Decider {
         }
     }
 
-    /// The request path as policies see it, or the deny for a path that could pass for another
-    /// route. Checked before any credential work.
-    pub fn normal_path<'a>(&self, input: &'a DecisionInput) -> Result<Cow<'a, str>, Decision> {
-        path::normalize(&input.path).map_err(|error| {
-            tracing::debug!(%error, "refused the request path");
-            self.deny(
-                400,
-                ErrorCode::InvalidRequest,
-                "the request path is not in normal form",
-            )
-        })
+    /// The deny for a request path that could pass for another route ([`path::normalize`]), decided
+    /// before any credential work.
+    pub fn refuse_path(&self, error: path::PathError) -> Decision {
+        tracing::debug!(%error, "refused the request path");
+        self.deny(
+            400,
+            ErrorCode::InvalidRequest,
+            "the request path is not in normal form",
+        )
     }
 
     /// Decides one request for `token`, verified beforehand, on the normal form of its path
-    /// ([`Self::normal_path`]) at `now` (seconds since the epoch).
+    /// ([`path::normalize`]) at `now` (seconds since the epoch).
     pub fn decide_verified(
         &self,
         token: &VerifiedToken,

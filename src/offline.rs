@@ -137,9 +137,9 @@ impl OfflineDecider {
         let input = request
             .into_input()
             .map_err(|error| format!("`request.{}`: {}", error.field, error.problem))?;
-        let path = match self.decider.normal_path(&input) {
+        let path = match crate::decision::path::normalize(&input.path) {
             Ok(path) => path,
-            Err(deny) => return Ok(deny),
+            Err(error) => return Ok(self.decider.refuse_path(error)),
         };
         token
             .entry("exp")

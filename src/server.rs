@@ -9,27 +9,36 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::{Extension, Router};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::api::AppState;
 use crate::config::ServerLimits;
-use crate::tls::TlsSettings;
+use crate::tls::{TlsSettings, TlsSource};
 
 /// How connections on a listener are secured.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Transport {
     Plain,
     /// TLS with the identity of the generation running when each connection arrives, or `first` if a
-    /// reload dropped `tls:` (a listener cannot turn into plain HTTP).
+    /// reload dropped `tls:` (a listener cannot turn into plain HTTP). Each request on a connection
+    /// whose client presented a certificate carries it as an `Arc<tls::ClientCertificate>` extension.
     Tls {
-        state: AppState,
+        source: Arc<dyn TlsSource>,
         first: Arc<TlsSettings>,
     },
+}
+
+impl std::fmt::Debug for Transport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Plain => f.write_str("Plain"),
+            Self::Tls { .. } => f.write_str("Tls"),
+        }
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains for at most `grace`.
@@ -68,9 +77,15 @@ pub async fn serve(
         tokio::spawn(async move {
             let served = match transport {
                 Transport::Plain => serve_connection(stream, router, &http, watcher).await,
-                Transport::Tls { state, first } => {
-                    match crate::tls::accept(&state, &first, stream, peer).await {
-                        Some(stream) => serve_connection(stream, router, &http, watcher).await,
+                Transport::Tls { source, first } => {
+                    match crate::tls::accept(&*source, &first, stream, peer).await {
+                        Some((stream, certificate)) => {
+                            let router = match certificate {
+                                Some(certificate) => router.layer(Extension(certificate)),
+                                None => router,
+                            };
+                            serve_connection(stream, router, &http, watcher).await
+                        }
                         None => Ok(()),
                     }
                 }

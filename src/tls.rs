@@ -2,21 +2,24 @@
 //! configuration, and the handshake of each connection the accept loop (`crate::server`) takes.
 //!
 //! Each connection takes the server configuration of the generation running when it arrives, so a
-//! reload that brings a renewed certificate applies to new connections without a restart.
+//! reload that brings a renewed certificate applies to new connections without a restart. A client
+//! certificate is checked at the handshake, and then again, as a [`ClientCertificate`], by the
+//! generation that decides each request on the connection: a reload that changes `callers.mtls`
+//! applies to connections already open too.
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
-use crate::api::AppState;
 use crate::config::MtlsCallers;
 
 /// The longest a client may take to complete the TLS handshake.
@@ -26,27 +29,134 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug)]
 pub struct TlsSettings {
     pub server: Arc<ServerConfig>,
-    /// When not empty, a client certificate must match one (see [`client_allowed`]).
-    pub allowed_clients: Vec<String>,
+    /// The client certificates let in, with `callers.mtls`.
+    pub clients: Option<Arc<ClientCertificates>>,
+}
+
+/// Which client certificates authenticate a caller: those chained to the CA of `callers.mtls` and, if
+/// it lists `allowed_subjects`, matching one.
+#[derive(Debug)]
+pub struct ClientCertificates {
+    verifier: Arc<dyn ClientCertVerifier>,
+    allowed_subjects: Vec<String>,
+}
+
+impl ClientCertificates {
+    /// Whether `chain` (end entity first) is chained to the CA, valid now and allowed.
+    fn admit(&self, chain: &[CertificateDer<'_>]) -> bool {
+        let Some((end_entity, intermediates)) = chain.split_first() else {
+            return false;
+        };
+        self.verifier
+            .verify_client_cert(end_entity, intermediates, UnixTime::now())
+            .is_ok()
+            && (self.allowed_subjects.is_empty()
+                || client_allowed(end_entity, &self.allowed_subjects))
+    }
+}
+
+/// The certificate chain a client presented when its connection opened, carried by every request on
+/// that connection so that the generation deciding the request can check it by its own rules.
+#[derive(Debug)]
+pub struct ClientCertificate {
+    chain: Vec<CertificateDer<'static>>,
+    /// The last check: by which rules, in which second, with what outcome. A connection's requests
+    /// are checked again when the rules change, and at most once a second otherwise, so that a
+    /// certificate expiring on a kept-alive connection stops being accepted.
+    last_check: Mutex<Option<(Weak<ClientCertificates>, u64, bool)>>,
+}
+
+impl ClientCertificate {
+    fn new(chain: &[CertificateDer<'_>]) -> Self {
+        Self {
+            chain: chain.iter().map(|der| der.clone().into_owned()).collect(),
+            last_check: Mutex::new(None),
+        }
+    }
+
+    /// Whether `rules` admit this certificate now.
+    pub fn admitted_by(&self, rules: &Arc<ClientCertificates>) -> bool {
+        let second = UnixTime::now().as_secs();
+        let mut last = self
+            .last_check
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some((checked_by, checked_at, admitted)) = last.as_ref()
+            && *checked_at == second
+            && Weak::ptr_eq(checked_by, &Arc::downgrade(rules))
+        {
+            return *admitted;
+        }
+        let admitted = rules.admit(&self.chain);
+        *last = Some((Arc::downgrade(rules), second, admitted));
+        admitted
+    }
 }
 
 impl TlsSettings {
     /// Loads the identity from a PEM certificate chain and private key; with `mtls`, client
-    /// certificates chained to its CA are required.
-    pub fn load(cert: &Path, key: &Path, mtls: Option<&MtlsCallers>) -> Result<Self, String> {
+    /// certificates chained to its CA are asked for, and demanded unless `certificate_optional` (a
+    /// caller may authenticate another way, DESIGN §9).
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        mtls: Option<&MtlsCallers>,
+        certificate_optional: bool,
+    ) -> Result<Self, String> {
+        let verifier = mtls
+            .map(|mtls| client_verifier(&mtls.ca, certificate_optional))
+            .transpose()?;
+        let clients = match (mtls, &verifier) {
+            (Some(mtls), Some(verifier)) => Some(Arc::new(ClientCertificates {
+                verifier: Arc::clone(verifier),
+                allowed_subjects: mtls.allowed_subjects.clone(),
+            })),
+            _ => None,
+        };
         Ok(Self {
-            server: server_config(cert, key, mtls.map(|mtls| mtls.ca.as_path()))?,
-            allowed_clients: mtls
-                .map(|mtls| mtls.allowed_subjects.clone())
-                .unwrap_or_default(),
+            server: server_config(cert, key, verifier)?,
+            clients,
         })
     }
+}
+
+/// The verifier of client certificates chained to the CA bundle `ca`.
+fn client_verifier(ca: &Path, optional: bool) -> Result<Arc<dyn ClientCertVerifier>, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    let certificates = CertificateDer::pem_file_iter(ca)
+        .map_err(|error| format!("cannot read `{}`: {error}", ca.display()))?;
+    for certificate in certificates {
+        let certificate = certificate.map_err(|error| {
+            format!(
+                "`{}` is not a PEM certificate bundle: {error}",
+                ca.display()
+            )
+        })?;
+        roots
+            .add(certificate)
+            .map_err(|error| format!("`{}`: {error}", ca.display()))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("`{}` holds no CA certificate", ca.display()));
+    }
+    let builder = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+    );
+    let builder = if optional {
+        builder.allow_unauthenticated()
+    } else {
+        builder
+    };
+    builder
+        .build()
+        .map_err(|error| format!("`{}`: {error}", ca.display()))
 }
 
 fn server_config(
     cert: &Path,
     key: &Path,
-    client_ca: Option<&Path>,
+    client_verifier: Option<Arc<dyn ClientCertVerifier>>,
 ) -> Result<Arc<ServerConfig>, String> {
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|error| format!("cannot read `{}`: {error}", cert.display()))?
@@ -70,34 +180,9 @@ fn server_config(
     let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
         .map_err(|error| error.to_string())?;
-    let builder = match client_ca {
+    let builder = match client_verifier {
         None => builder.with_no_client_auth(),
-        Some(ca) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certificates = CertificateDer::pem_file_iter(ca)
-                .map_err(|error| format!("cannot read `{}`: {error}", ca.display()))?;
-            for certificate in certificates {
-                let certificate = certificate.map_err(|error| {
-                    format!(
-                        "`{}` is not a PEM certificate bundle: {error}",
-                        ca.display()
-                    )
-                })?;
-                roots
-                    .add(certificate)
-                    .map_err(|error| format!("`{}`: {error}", ca.display()))?;
-            }
-            if roots.is_empty() {
-                return Err(format!("`{}` holds no CA certificate", ca.display()));
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()
-            .map_err(|error| format!("`{}`: {error}", ca.display()))?;
-            builder.with_client_cert_verifier(verifier)
-        }
+        Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
     let config = builder.with_single_cert(chain, key).map_err(|error| {
         format!("the certificate and key do not make a server identity: {error}")
@@ -105,20 +190,23 @@ fn server_config(
     Ok(Arc::new(config))
 }
 
+/// Where the accept loop gets the TLS settings of each new connection: the running generation's.
+pub trait TlsSource: Send + Sync + 'static {
+    /// The settings in force now, if the running configuration has `tls:`.
+    fn tls(&self) -> Option<Arc<TlsSettings>>;
+}
+
 /// Completes the TLS handshake of a new connection with the running generation's identity (`first`
-/// if a reload dropped `tls:`), and checks the client certificate against `allowed_subjects`. `None`
-/// when the connection is refused; the reason is logged.
+/// if a reload dropped `tls:`), and checks a client certificate against `allowed_subjects`. Returns
+/// the stream and the client certificate, if one was presented; `None` when the connection is
+/// refused, the reason logged.
 pub async fn accept(
-    state: &AppState,
+    source: &dyn TlsSource,
     first: &Arc<TlsSettings>,
     stream: TcpStream,
     peer: SocketAddr,
-) -> Option<TlsStream<TcpStream>> {
-    let settings = state
-        .current()
-        .tls
-        .clone()
-        .unwrap_or_else(|| Arc::clone(first));
+) -> Option<(TlsStream<TcpStream>, Option<Arc<ClientCertificate>>)> {
+    let settings = source.tls().unwrap_or_else(|| Arc::clone(first));
     let acceptor = TlsAcceptor::from(Arc::clone(&settings.server));
     let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
         Ok(Ok(stream)) => stream,
@@ -131,19 +219,19 @@ pub async fn accept(
             return None;
         }
     };
-    if !settings.allowed_clients.is_empty() {
-        let allowed = stream
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(<[_]>::first)
-            .is_some_and(|certificate| client_allowed(certificate, &settings.allowed_clients));
-        if !allowed {
-            tracing::info!(%peer, "refused a client certificate not in `callers.mtls.allowed_subjects`");
-            return None;
-        }
+    let certificate = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .filter(|chain| !chain.is_empty())
+        .map(|chain| Arc::new(ClientCertificate::new(chain)));
+    if let (Some(certificate), Some(clients)) = (&certificate, &settings.clients)
+        && !certificate.admitted_by(clients)
+    {
+        tracing::info!(%peer, "refused a client certificate not in `callers.mtls.allowed_subjects`");
+        return None;
     }
-    Some(stream)
+    Some((stream, certificate))
 }
 
 /// Whether a verified client certificate matches one entry of `allowed`: `CN=<name>` against the

@@ -1,23 +1,25 @@
 //! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5): a caller
 //! key header, a Google-signed ID token in the callout's own `Authorization` header, or a client
-//! certificate, which the TLS listener checks before any request (`crate::tls`). Any one that is
-//! configured admits a caller.
+//! certificate, which the TLS listener checks at the handshake and the generation deciding each request
+//! checks again (`crate::tls::ClientCertificate`). Any one that is configured admits a caller.
 
 use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use axum::extract::{Request, State};
+use axum::Extension;
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use secrecy::ExposeSecret;
 
-use super::AppState;
+use super::Generation;
 use super::error::ApiError;
 use crate::clock::SharedClock;
 use crate::config::{Callers, GoogleIdTokenCallers};
 use crate::digest::sha256;
 use crate::keys::IssuerKeys;
+use crate::tls::{ClientCertificate, ClientCertificates};
 use crate::token::{self, Verifier};
 
 /// How many verified caller tokens are kept (a caller reuses one token for up to an hour).
@@ -45,8 +47,8 @@ impl Caller {
 pub struct CallerAuth {
     api_key: Option<ApiKeyCheck>,
     google: Option<GoogleCheck>,
-    /// The listener requires a client certificate (`callers.mtls`): whoever reached a handler has one.
-    mutual_tls: bool,
+    /// The client certificates `callers.mtls` lets in.
+    mutual_tls: Option<Arc<ClientCertificates>>,
 }
 
 #[derive(Debug)]
@@ -64,10 +66,11 @@ struct ApiKeyCheck {
 }
 
 impl CallerAuth {
-    /// The checks `callers` configures, taking over the Google key set of `previous` when its settings
-    /// are unchanged.
+    /// The checks `callers` configures, with `client_certificates` the TLS settings made of
+    /// `callers.mtls`, taking over the Google key set of `previous` when its settings are unchanged.
     pub fn new(
         callers: &Callers,
+        client_certificates: Option<Arc<ClientCertificates>>,
         previous: Option<&Self>,
         http: &reqwest::Client,
         clock: SharedClock,
@@ -110,7 +113,7 @@ impl CallerAuth {
         Self {
             api_key,
             google,
-            mutual_tls: callers.mtls.is_some(),
+            mutual_tls: client_certificates,
         }
     }
 
@@ -121,12 +124,19 @@ impl CallerAuth {
             .flat_map(|check| check.verifier.key_sets())
     }
 
-    /// The caller the request's headers authenticate, if any.
-    async fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
-        if self.mutual_tls {
+    /// The caller that the request's headers, or the client certificate of its connection, authenticate
+    /// by these rules, if any.
+    async fn admits(
+        &self,
+        headers: &HeaderMap,
+        certificate: Option<&ClientCertificate>,
+    ) -> Option<Caller> {
+        if let Some(rules) = &self.mutual_tls
+            && certificate.is_some_and(|certificate| certificate.admitted_by(rules))
+        {
             return Some(Caller::new("mtls"));
         }
-        if self.api_key.is_none() && self.google.is_none() {
+        if self.api_key.is_none() && self.google.is_none() && self.mutual_tls.is_none() {
             return Some(Caller::new("anonymous"));
         }
         if let Some(caller) = self
@@ -197,13 +207,22 @@ impl GoogleCheck {
     }
 }
 
-/// Middleware refusing unauthenticated callers with 401 before the body is read.
+/// Middleware refusing unauthenticated callers with 401 before the body is read, by the rules of the
+/// generation that decides the request.
 pub async fn require_caller(
-    State(state): State<AppState>,
+    Extension(generation): Extension<Arc<Generation>>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    match state.current().callers.admits(request.headers()).await {
+    let certificate = request.extensions().get::<Arc<ClientCertificate>>();
+    let admitted = generation
+        .callers
+        .admits(
+            request.headers(),
+            certificate.map(|certificate| &**certificate),
+        )
+        .await;
+    match admitted {
         Some(caller) => {
             request.extensions_mut().insert(caller);
             next.run(request).await

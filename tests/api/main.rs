@@ -15,6 +15,7 @@ mod callers;
 mod cli;
 mod config;
 mod deploy;
+mod generations;
 mod helpers;
 mod introspection;
 mod keys;

@@ -279,3 +279,173 @@ async fn mutual_tls_lets_in_only_allowed_certificates_of_the_ca() {
         assert!(outcome.is_err(), "{name}: {outcome:?}");
     }
 }
+
+/// Waits (bounded), asking over `client`'s kept-alive connection, until `/readyz` counts `reloads`
+/// successful reloads.
+async fn wait_reloaded(client: &reqwest::Client, address: &str, reloads: u64) {
+    for _ in 0..200 {
+        if let Ok(body) = readyz(client, address).await
+            && body["reloads"]["succeeded"] == reloads
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("reload {reloads} was never applied");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_reload_of_callers_mtls_applies_to_connections_already_open() {
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let directory = tempdir();
+    let (server_cert, server_key) = identity("verdict");
+    let ca = Authority::new("apigee-ca");
+    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
+    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
+    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
+    let config = write_config(&directory, &server);
+    let original = std::fs::read_to_string(&config).unwrap();
+    let callers = |callers: &str| {
+        let yaml = original.replace(
+            &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
+            &format!("callers: {callers}"),
+        );
+        std::fs::write(&config, yaml).unwrap();
+    };
+    callers("{ allow_unauthenticated: true }");
+    let serve = crate::cli::Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    let client = |identity: Option<String>| {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
+        if let Some(pem) = identity {
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let decide = |client: &reqwest::Client| {
+        let request = client
+            .post(format!("https://{address}/v1/decide"))
+            .header("content-type", "application/json")
+            .body(json!({ "method": "GET", "path": "/orders/1" }).to_string());
+        async move {
+            request
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    };
+    let anonymous = client(None);
+    wait_reloaded(&anonymous, &address, 0).await;
+    assert_eq!(decide(&anonymous).await.unwrap(), 200);
+
+    // `callers.mtls` switched on: the connection opened without a certificate is no longer admitted.
+    callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-prod"] } }"#);
+    serve.hangup();
+    wait_reloaded(&anonymous, &address, 1).await;
+    assert_eq!(decide(&anonymous).await.unwrap(), 401);
+    let prod = client(Some(ca.client("apigee-prod", false)));
+    assert_eq!(decide(&prod).await.unwrap(), 200);
+
+    // `allowed_subjects` changed: the open connection of a subject no longer listed is refused too.
+    callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-next"] } }"#);
+    serve.hangup();
+    wait_reloaded(&prod, &address, 2).await;
+    assert_eq!(decide(&prod).await.unwrap(), 401);
+    assert!(
+        decide(&client(Some(ca.client("apigee-prod", false))))
+            .await
+            .is_err()
+    );
+    assert_eq!(
+        decide(&client(Some(ca.client("apigee-next", false))))
+            .await
+            .unwrap(),
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn with_a_caller_key_beside_mtls_a_certificate_is_asked_for_not_demanded() {
+    let server = KeyServer::start(&[rsa_key("k1")]).await;
+    let directory = tempdir();
+    let (server_cert, server_key) = identity("verdict");
+    let ca = Authority::new("apigee-ca");
+    let other_ca = Authority::new("other-ca");
+    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
+    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
+    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
+    let config = write_config(&directory, &server);
+    let yaml = std::fs::read_to_string(&config).unwrap().replace(
+        &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
+        &format!(
+            "callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }}, mtls: {{ ca: ca.pem, allowed_subjects: [\"CN=traefik\"] }} }}"
+        ),
+    );
+    std::fs::write(&config, yaml).unwrap();
+    let serve = crate::cli::Server::spawn({
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(&config);
+        command
+    });
+    let address = serve.address();
+    let client = |identity: Option<String>| {
+        let mut builder = reqwest::Client::builder()
+            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
+        if let Some(pem) = identity {
+            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
+        }
+        builder.build().unwrap()
+    };
+    let decide = |client: reqwest::Client, key: Option<&'static str>| {
+        let mut request = client
+            .post(format!("https://{address}/v1/decide"))
+            .header("content-type", "application/json")
+            .body(json!({ "method": "GET", "path": "/orders/1" }).to_string());
+        if let Some(key) = key {
+            request = request.header("x-verdict-key", key);
+        }
+        async move {
+            request
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+        }
+    };
+    wait_reloaded(&client(None), &address, 0).await;
+    let cases = [
+        (
+            "the caller key, no certificate",
+            None,
+            Some(CALLER_KEY),
+            Ok(200),
+        ),
+        ("neither", None, None, Ok(401)),
+        ("a wrong key", None, Some("not-the-key"), Ok(401)),
+        (
+            "an allowed certificate",
+            Some(ca.client("traefik", false)),
+            None,
+            Ok(200),
+        ),
+    ];
+    for (name, identity, key, expected) in cases {
+        let outcome = decide(client(identity), key).await.map_err(|_| ());
+        assert_eq!(outcome, expected, "{name}");
+    }
+    for (name, identity) in [
+        ("another CA", other_ca.client("traefik", false)),
+        ("expired", ca.client("traefik", true)),
+        ("a subject not on the list", ca.client("nginx", false)),
+    ] {
+        let outcome = decide(client(Some(identity)), Some(CALLER_KEY)).await;
+        assert!(
+            outcome.is_err(),
+            "a bad certificate is refused even with the key: {name}"
+        );
+    }
+}
