@@ -132,6 +132,14 @@ impl KeyServer {
         *self.state.answer.lock().unwrap_or_else(|e| e.into_inner()) = answer;
     }
 
+    /// Publishes this JWKS document from now on.
+    pub fn publish_raw(&self, jwks: Value) {
+        self.answer(JwksAnswer::Keys {
+            jwks,
+            max_age: None,
+        });
+    }
+
     /// Publishes `keys` from now on.
     pub fn publish(&self, keys: &[&SigningKey], max_age: Option<u64>) {
         self.answer(JwksAnswer::Keys {

@@ -568,3 +568,63 @@ async fn a_decision_is_not_reused_past_the_staleness_of_the_keys_that_verified_i
     assert!(late.allow, "{late:?}");
     assert_eq!(late.cache_ttl, 11);
 }
+
+#[tokio::test]
+async fn only_keys_published_for_verifying_signatures_verify_tokens() {
+    let key = ec_key("usage");
+    let server = KeyServer::start(&[&key]).await;
+    let app = TestApp::start(&config_yaml(&server, REFRESH)).await;
+    let published = |extra: Value| {
+        let mut jwk = key.public_jwk();
+        jwk.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({ "keys": [jwk] })
+    };
+    let cases = [
+        (json!({ "use": "sig" }), true),
+        (json!({ "key_ops": ["verify"] }), true),
+        (json!({ "use": "enc" }), false),
+        (json!({ "key_ops": ["encrypt"] }), false),
+        (json!({ "key_ops": ["sign"] }), false),
+        (json!({ "key_ops": [] }), false),
+        (json!({ "use": "sig", "key_ops": ["wrapKey"] }), false),
+    ];
+    for (index, (extra, usable)) in cases.into_iter().enumerate() {
+        // A fresh verifier per case, so no cached token or key outlives its case.
+        let app = TestApp::start_without_keys(&config_yaml(&server, REFRESH));
+        server.publish_raw(published(extra.clone()));
+        let keys = app
+            .state
+            .current()
+            .engine
+            .verifier()
+            .key_sets()
+            .next()
+            .cloned()
+            .unwrap();
+        let loaded = keys.refresh().await.is_ok();
+        let decision = app
+            .decide_token(&token(&key, &server.issuer(), T0, &format!("user-{index}")))
+            .await;
+        assert_eq!(allowed(&decision), usable, "{extra}: {decision}");
+        assert_eq!(
+            loaded, usable,
+            "a set with no usable key is refused: {extra}"
+        );
+    }
+    // A key set with a duplicate member name is refused whole, and the keys it would replace stay.
+    let jwk = key.public_jwk().to_string();
+    let document = format!(
+        r#"{{"keys":[{{"use":"enc","use":"sig",{}]}}"#,
+        jwk.strip_prefix('{').unwrap()
+    );
+    server.answer(JwksAnswer::Body(Box::leak(document.into_boxed_str())));
+    for keys in app.state.current().engine.verifier().key_sets() {
+        assert!(keys.refresh().await.is_err());
+    }
+    assert!(allowed(
+        &app.decide_token(&token(&key, &server.issuer(), T0, "kept"))
+            .await
+    ));
+}
