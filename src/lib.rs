@@ -14,8 +14,8 @@
 //! - [`decision_log`]: one JSON line per decision; [`metrics`]: Prometheus metrics.
 //! - [`reload`]: re-reading the configuration and policies on SIGHUP or file change, swapped in whole.
 //! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
-//! - [`cli`], [`telemetry`], [`clock`], [`digest`]: the command line, logs and traces, time and
-//!   hashing.
+//! - [`cli`], [`telemetry`], [`clock`], [`digest`], [`strict_json`]: the command line, logs and
+//!   traces, time, hashing, and JSON without duplicate keys.
 
 pub mod api;
 pub mod apikeys;
