@@ -205,48 +205,94 @@ impl Authority {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn mutual_tls_lets_in_only_allowed_certificates_of_the_ca() {
-    let server = KeyServer::start(&[rsa_key("k1")]).await;
-    let directory = tempdir();
-    let (server_cert, server_key) = identity("verdict");
-    let ca = Authority::new("apigee-ca");
-    let other_ca = Authority::new("other-ca");
-    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
-    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
-    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
-    let config = write_config(&directory, &server);
-    let yaml = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
-        "callers: { mtls: { ca: ca.pem, allowed_subjects: [\"CN=apigee-prod\"] } }",
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let serve = crate::cli::Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
-    let address = serve.address();
-    let client = |identity: Option<String>| {
+/// A `verdict serve` over HTTPS whose caller section is rewritten by [`Self::callers`], with the CA
+/// `apigee-ca` for client certificates.
+struct HttpsServer {
+    serve: crate::cli::Server,
+    address: String,
+    server_cert: String,
+    config: std::path::PathBuf,
+    original: String,
+    ca: Authority,
+}
+
+impl HttpsServer {
+    async fn start(callers: &str) -> Self {
+        let server = KeyServer::start(&[rsa_key("k1")]).await;
+        let directory = tempdir();
+        let (server_cert, server_key) = identity("verdict");
+        let ca = Authority::new("apigee-ca");
+        std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
+        std::fs::write(directory.join("tls.key"), &server_key).unwrap();
+        std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
+        let config = write_config(&directory, &server);
+        let original = std::fs::read_to_string(&config).unwrap();
+        write_callers(&config, &original, callers);
+        let serve = crate::cli::Server::spawn({
+            let mut command = verdict();
+            command.args(["serve", "--config"]).arg(&config);
+            command
+        });
+        let address = serve.address();
+        Self {
+            serve,
+            address,
+            server_cert,
+            config,
+            original,
+            ca,
+        }
+    }
+
+    /// Writes the configuration with `callers` as its caller section (a reload applies it).
+    fn callers(&self, callers: &str) {
+        write_callers(&self.config, &self.original, callers);
+    }
+
+    /// A client trusting the server, presenting `identity` (a PEM certificate and key) if given.
+    fn client(&self, identity: Option<String>) -> reqwest::Client {
         let mut builder = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
+            .tls_certs_only([reqwest::Certificate::from_pem(self.server_cert.as_bytes()).unwrap()]);
         if let Some(pem) = identity {
             builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
         }
         builder.build().unwrap()
-    };
-    let decide = |client: reqwest::Client| {
-        let address = address.clone();
-        async move {
-            client
-                .post(format!("https://{address}/v1/decide"))
-                .header("content-type", "application/json")
-                .body(json!({ "method": "GET", "path": "/orders/1" }).to_string())
-                .send()
-                .await
-                .map(|response| response.status().as_u16())
+    }
+
+    /// The HTTP status of a callout through `client`, with the caller `key` if given.
+    async fn decide(&self, client: &reqwest::Client, key: Option<&str>) -> reqwest::Result<u16> {
+        let mut request = client
+            .post(format!("https://{}/v1/decide", self.address))
+            .header("content-type", "application/json")
+            .body(json!({ "method": "GET", "path": "/orders/1" }).to_string());
+        if let Some(key) = key {
+            request = request.header("x-verdict-key", key);
         }
-    };
+        request
+            .send()
+            .await
+            .map(|response| response.status().as_u16())
+    }
+}
+
+/// Writes `original` to `config` with `callers` as its caller section.
+fn write_callers(config: &Path, original: &str, callers: &str) {
+    let yaml = original.replace(
+        &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
+        &format!("callers: {callers}"),
+    );
+    std::fs::write(config, yaml).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mutual_tls_lets_in_only_allowed_certificates_of_the_ca() {
+    let https =
+        HttpsServer::start(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-prod"] } }"#)
+            .await;
+    let (ca, other_ca) = (&https.ca, Authority::new("other-ca"));
+    let client = |identity| https.client(identity);
+    let https = &https;
+    let decide = |client: reqwest::Client| async move { https.decide(&client, None).await };
 
     let apigee = client(Some(ca.client("apigee-prod", false)));
     let mut status = Err(String::new());
@@ -296,156 +342,76 @@ async fn wait_reloaded(client: &reqwest::Client, address: &str, reloads: u64) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_reload_of_callers_mtls_applies_to_connections_already_open() {
-    let server = KeyServer::start(&[rsa_key("k1")]).await;
-    let directory = tempdir();
-    let (server_cert, server_key) = identity("verdict");
-    let ca = Authority::new("apigee-ca");
-    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
-    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
-    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
-    let config = write_config(&directory, &server);
-    let original = std::fs::read_to_string(&config).unwrap();
-    let callers = |callers: &str| {
-        let yaml = original.replace(
-            &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
-            &format!("callers: {callers}"),
-        );
-        std::fs::write(&config, yaml).unwrap();
-    };
-    callers("{ allow_unauthenticated: true }");
-    let serve = crate::cli::Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
-    let address = serve.address();
-    let client = |identity: Option<String>| {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
-        if let Some(pem) = identity {
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    };
-    let decide = |client: &reqwest::Client| {
-        let request = client
-            .post(format!("https://{address}/v1/decide"))
-            .header("content-type", "application/json")
-            .body(json!({ "method": "GET", "path": "/orders/1" }).to_string());
-        async move {
-            request
-                .send()
-                .await
-                .map(|response| response.status().as_u16())
-        }
-    };
-    let anonymous = client(None);
-    wait_reloaded(&anonymous, &address, 0).await;
+    let https = HttpsServer::start("{ allow_unauthenticated: true }").await;
+    let (ca, address) = (&https.ca, &https.address);
+    let decide = |client| https.decide(client, None);
+    let anonymous = https.client(None);
+    wait_reloaded(&anonymous, address, 0).await;
     assert_eq!(decide(&anonymous).await.unwrap(), 200);
 
     // `callers.mtls` switched on: the connection opened without a certificate is no longer admitted.
-    callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-prod"] } }"#);
-    serve.hangup();
-    wait_reloaded(&anonymous, &address, 1).await;
+    https.callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-prod"] } }"#);
+    https.serve.hangup();
+    wait_reloaded(&anonymous, address, 1).await;
     assert_eq!(decide(&anonymous).await.unwrap(), 401);
-    let prod = client(Some(ca.client("apigee-prod", false)));
+    let prod = https.client(Some(ca.client("apigee-prod", false)));
     assert_eq!(decide(&prod).await.unwrap(), 200);
 
     // `allowed_subjects` changed: the open connection of a subject no longer listed is refused too.
-    callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-next"] } }"#);
-    serve.hangup();
-    wait_reloaded(&prod, &address, 2).await;
+    https.callers(r#"{ mtls: { ca: ca.pem, allowed_subjects: ["CN=apigee-next"] } }"#);
+    https.serve.hangup();
+    wait_reloaded(&prod, address, 2).await;
     assert_eq!(decide(&prod).await.unwrap(), 401);
-    assert!(
-        decide(&client(Some(ca.client("apigee-prod", false))))
-            .await
-            .is_err()
-    );
-    assert_eq!(
-        decide(&client(Some(ca.client("apigee-next", false))))
-            .await
-            .unwrap(),
-        200
-    );
+    let fresh_prod = https.client(Some(ca.client("apigee-prod", false)));
+    assert!(decide(&fresh_prod).await.is_err());
+    let next = https.client(Some(ca.client("apigee-next", false)));
+    assert_eq!(decide(&next).await.unwrap(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn with_a_caller_key_beside_mtls_a_certificate_is_asked_for_not_demanded() {
-    let server = KeyServer::start(&[rsa_key("k1")]).await;
-    let directory = tempdir();
-    let (server_cert, server_key) = identity("verdict");
-    let ca = Authority::new("apigee-ca");
-    let other_ca = Authority::new("other-ca");
-    std::fs::write(directory.join("tls.crt"), &server_cert).unwrap();
-    std::fs::write(directory.join("tls.key"), &server_key).unwrap();
-    std::fs::write(directory.join("ca.pem"), &ca.pem).unwrap();
-    let config = write_config(&directory, &server);
-    let yaml = std::fs::read_to_string(&config).unwrap().replace(
-        &format!("callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }} }}"),
-        &format!(
-            "callers: {{ api_keys: {{ keys: [\"{CALLER_KEY}\"] }}, mtls: {{ ca: ca.pem, allowed_subjects: [\"CN=traefik\"] }} }}"
-        ),
-    );
-    std::fs::write(&config, yaml).unwrap();
-    let serve = crate::cli::Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
-    let address = serve.address();
-    let client = |identity: Option<String>| {
-        let mut builder = reqwest::Client::builder()
-            .tls_certs_only([reqwest::Certificate::from_pem(server_cert.as_bytes()).unwrap()]);
-        if let Some(pem) = identity {
-            builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes()).unwrap());
-        }
-        builder.build().unwrap()
-    };
-    let decide = |client: reqwest::Client, key: Option<&'static str>| {
-        let mut request = client
-            .post(format!("https://{address}/v1/decide"))
-            .header("content-type", "application/json")
-            .body(json!({ "method": "GET", "path": "/orders/1" }).to_string());
-        if let Some(key) = key {
-            request = request.header("x-verdict-key", key);
-        }
-        async move {
-            request
-                .send()
-                .await
-                .map(|response| response.status().as_u16())
-        }
-    };
-    wait_reloaded(&client(None), &address, 0).await;
+    let https = HttpsServer::start(&format!(
+        r#"{{ api_keys: {{ keys: ["{CALLER_KEY}"] }}, mtls: {{ ca: ca.pem, allowed_subjects: ["CN=traefik"] }} }}"#
+    ))
+    .await;
+    let (ca, other_ca) = (&https.ca, Authority::new("other-ca"));
+    wait_reloaded(&https.client(None), &https.address, 0).await;
     let cases = [
         (
             "the caller key, no certificate",
             None,
             Some(CALLER_KEY),
-            Ok(200),
+            Some(200),
         ),
-        ("neither", None, None, Ok(401)),
-        ("a wrong key", None, Some("not-the-key"), Ok(401)),
+        ("neither", None, None, Some(401)),
+        ("a wrong key", None, Some("not-the-key"), Some(401)),
         (
             "an allowed certificate",
             Some(ca.client("traefik", false)),
             None,
-            Ok(200),
+            Some(200),
+        ),
+        (
+            "another CA, with the key",
+            Some(other_ca.client("traefik", false)),
+            Some(CALLER_KEY),
+            None,
+        ),
+        (
+            "expired, with the key",
+            Some(ca.client("traefik", true)),
+            Some(CALLER_KEY),
+            None,
+        ),
+        (
+            "a subject not on the list, with the key",
+            Some(ca.client("nginx", false)),
+            Some(CALLER_KEY),
+            None,
         ),
     ];
     for (name, identity, key, expected) in cases {
-        let outcome = decide(client(identity), key).await.map_err(|_| ());
+        let outcome = https.decide(&https.client(identity), key).await.ok();
         assert_eq!(outcome, expected, "{name}");
-    }
-    for (name, identity) in [
-        ("another CA", other_ca.client("traefik", false)),
-        ("expired", ca.client("traefik", true)),
-        ("a subject not on the list", ca.client("nginx", false)),
-    ] {
-        let outcome = decide(client(Some(identity)), Some(CALLER_KEY)).await;
-        assert!(
-            outcome.is_err(),
-            "a bad certificate is refused even with the key: {name}"
-        );
     }
 }
