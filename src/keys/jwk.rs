@@ -54,14 +54,15 @@ struct RawKey {
 /// Parses a JWKS document. Keys that cannot be used are skipped with a reason, never trusted: `oct`
 /// (symmetric) keys, keys without `kid`, encryption keys, RSA keys under 2048 bits, unknown types.
 pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
-    let raw: RawKeySet =
-        serde_json::from_slice(document).map_err(|error| format!("not a JWK set: {error}"))?;
+    let raw: RawKeySet = crate::keys::fetch::parse_remote_json(document)
+        .map_err(|reason| format!("not a JWK set: {reason}"))?;
     let mut parsed = ParsedKeySet::default();
     for (index, value) in raw.keys.into_iter().enumerate() {
         let key: RawKey = match serde_json::from_value(value) {
             Ok(key) => key,
             Err(error) => {
-                parsed.skipped.push(format!("keys[{index}]: {error}"));
+                let reason = crate::keys::fetch::describe_json_error(&error);
+                parsed.skipped.push(format!("keys[{index}]: {reason}"));
                 continue;
             }
         };
