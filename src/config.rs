@@ -324,10 +324,24 @@ pub struct Limits {
 }
 
 /// One configuration problem, located by its path in the file.
+///
+/// The message may quote what the file says (a value it could not parse, in backticks), so it goes to
+/// the operator's terminal and log, never to `/readyz`, which names only the `path`. Built through
+/// [`ConfigError::new`], whose message shows no URL credentials.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub path: String,
     pub message: String,
+}
+
+impl ConfigError {
+    /// A problem at `path` (empty for the file as a whole); any URL's userinfo in `message` is hidden.
+    pub fn new(path: impl Into<String>, message: impl AsRef<str>) -> Self {
+        Self {
+            path: path.into(),
+            message: crate::redact::url_credentials(message.as_ref()).into_owned(),
+        }
+    }
 }
 
 impl fmt::Display for ConfigError {
@@ -367,10 +381,10 @@ impl Config {
     /// Reads and validates the configuration file at `path`.
     pub fn load(path: &Path, environment: &dyn Environment) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|error| {
-            ConfigErrors(vec![ConfigError {
-                path: String::new(),
-                message: format!("cannot read `{}`: {error}", path.display()),
-            }])
+            ConfigErrors(vec![ConfigError::new(
+                String::new(),
+                format!("cannot read `{}`: {error}", path.display()),
+            )])
         })?;
         let base_dir = path.parent().unwrap_or_else(|| Path::new("."));
         Self::parse(&text, base_dir, environment, PolicyOrigin::Configured)
@@ -386,17 +400,17 @@ impl Config {
         let mut errors = Errors::default();
         let document: Value = match serde_norway::from_str(text) {
             Ok(Value::Null) => {
-                return Err(ConfigErrors(vec![ConfigError {
-                    path: String::new(),
-                    message: "the configuration is empty".into(),
-                }]));
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    String::new(),
+                    "the configuration is empty",
+                )]));
             }
             Ok(document) => document,
             Err(error) => {
-                return Err(ConfigErrors(vec![ConfigError {
-                    path: String::new(),
-                    message: error.to_string(),
-                }]));
+                return Err(ConfigErrors(vec![ConfigError::new(
+                    String::new(),
+                    error.to_string(),
+                )]));
             }
         };
         let document = env::interpolate(document, environment, &mut errors.0);
@@ -420,11 +434,8 @@ pub(crate) fn revision_of(text: &str) -> String {
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl Into<String>) {
-        self.0.push(ConfigError {
-            path: path.into(),
-            message: message.into(),
-        });
+    fn push(&mut self, path: impl Into<String>, message: impl AsRef<str>) {
+        self.0.push(ConfigError::new(path, message));
     }
 
     /// Deserializes one section, recording the first error inside it with its full path.

@@ -323,18 +323,10 @@ impl IssuerKeys {
                 uri
             }
             (None, KeySource::JwksUri(uri)) => uri.clone(),
-            (None, KeySource::NoJwks) => {
-                return Err(FetchError::Invalid {
-                    url: String::new(),
-                    reason: "the issuer has no key set".into(),
-                });
-            }
+            (None, KeySource::NoJwks) => return Err(FetchError::NoKeySet),
         };
         let fetched = fetch::get_json(&self.http, &jwks_uri, self.refresh.timeout).await?;
-        let invalid = |reason: String| FetchError::Invalid {
-            url: jwks_uri.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| FetchError::invalid(&jwks_uri, reason);
         let parsed = jwk::parse_key_set(&fetched.body).map_err(invalid)?;
         if parsed.keys.is_empty() {
             return Err(invalid(format!(
@@ -346,26 +338,23 @@ impl IssuerKeys {
     }
 
     async fn discover(&self, discovery_url: &Url) -> Result<Url, FetchError> {
-        let invalid = |reason: String| FetchError::Invalid {
-            url: discovery_url.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| FetchError::invalid(discovery_url, reason);
         let fetched = fetch::get_json(&self.http, discovery_url, self.refresh.timeout).await?;
-        let document: Discovery = serde_json::from_slice(&fetched.body)
-            .map_err(|error| invalid(format!("not a discovery document: {error}")))?;
+        let document: Discovery = fetch::parse_remote_json(&fetched.body)
+            .map_err(|reason| invalid(format!("not a discovery document: {reason}")))?;
         // OIDC Discovery §4.3: the document must name exactly the issuer it was fetched for.
         if document.issuer != self.issuer {
-            return Err(invalid(format!(
-                "it names issuer `{}`, expected `{}`",
-                document.issuer, self.issuer
-            )));
+            return Err(invalid(fetch::another_issuer(&self.issuer)));
         }
         let uri = Url::parse(&document.jwks_uri)
             .map_err(|error| invalid(format!("bad `jwks_uri`: {error}")))?;
         let secure =
             uri.scheme() == "https" || (uri.scheme() == "http" && crate::config::is_loopback(&uri));
         if !secure {
-            return Err(invalid(format!("`jwks_uri` `{uri}` is not https")));
+            return Err(invalid(format!(
+                "`jwks_uri` `{}` is not https",
+                crate::redact::redacted(&uri)
+            )));
         }
         Ok(uri)
     }

@@ -12,6 +12,7 @@
 //! - [`api`]: the HTTP routes, wire types, caller authentication, load shedding and deadline.
 //! - [`app`]: building, binding and running the service; [`server`]: the accept loop and draining.
 //! - [`decision_log`]: one JSON line per decision; [`metrics`]: Prometheus metrics.
+//! - [`redact`]: URL credentials kept out of logs, errors and `/readyz`.
 //! - [`reload`]: re-reading the configuration and policies on SIGHUP or file change, swapped in whole.
 //! - [`demo`]: the embedded demo default and the signing keys tests and benchmarks use.
 //! - [`cli`], [`telemetry`], [`clock`], [`digest`], [`strict_json`]: the command line, logs and
@@ -31,6 +32,7 @@ pub mod keys;
 pub mod metrics;
 pub mod offline;
 pub mod policy;
+pub mod redact;
 pub mod reload;
 pub mod server;
 pub mod strict_json;

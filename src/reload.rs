@@ -2,7 +2,9 @@
 //! and validated completely, then its [`Generation`] replaces the running one in one step.
 //!
 //! A reload that fails (a bad file, a deleted directory) changes nothing: the running generation keeps
-//! serving, and the failure is logged, counted and shown by `/readyz`. Files are watched by polling a
+//! serving, and the failure is logged, counted and shown by `/readyz`. The log has the whole message;
+//! `/readyz`, which is unauthenticated, only when it happened and at which configuration paths, because
+//! the message may quote a value of the file, a secret included. Files are watched by polling a
 //! fingerprint of their contents, which also sees the symlink swaps of Kubernetes volumes; a change is
 //! loaded once the fingerprint has held still for one interval, so a half-written set is not loaded.
 
@@ -18,7 +20,7 @@ use tokio::sync::Mutex;
 
 use crate::api::AppState;
 use crate::clock::SharedClock;
-use crate::config::{Config, Environment, PolicySource};
+use crate::config::{Config, ConfigErrors, Environment, PolicySource};
 
 /// The environment `${VAR}` references are read from, shared with the blocking loader.
 pub type SharedEnvironment = Arc<dyn Environment + Send + Sync>;
@@ -36,7 +38,51 @@ pub struct ReloadHistory {
 #[derive(Debug)]
 struct Failure {
     at: u64,
-    error: String,
+    /// Where it failed; never the message, which may quote the configuration.
+    paths: Vec<String>,
+}
+
+/// Why a reload failed: the whole message, for the log, and where in the configuration it failed, which
+/// is all `/readyz` shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{message}")]
+pub struct ReloadError {
+    /// The configuration paths that failed (`issuers[0].jwks_uri`), or the file's path.
+    paths: Vec<String>,
+    /// Every problem, as `verdict check` would print them; URL credentials hidden.
+    message: String,
+}
+
+impl ReloadError {
+    /// A failure of the configuration file at `file` as a whole.
+    fn of_file(file: &Path, message: &str) -> Self {
+        Self {
+            paths: vec![file.display().to_string()],
+            message: crate::redact::url_credentials(message).into_owned(),
+        }
+    }
+
+    /// The problems of an invalid configuration, each at its path; one of the file as a whole (it
+    /// cannot be read, or is not YAML) at the file's path.
+    fn of_config(file: &Path, errors: &ConfigErrors) -> Self {
+        let mut message = format!("invalid configuration `{}`:", file.display());
+        let mut paths: Vec<String> = Vec::new();
+        for error in &errors.0 {
+            let _ = write!(message, "\n  {error}");
+            let path = if error.path.is_empty() {
+                file.display().to_string()
+            } else {
+                error.path.clone()
+            };
+            if !paths.contains(&path) {
+                paths.push(path);
+            }
+        }
+        Self {
+            paths,
+            message: crate::redact::url_credentials(&message).into_owned(),
+        }
+    }
 }
 
 impl ReloadHistory {
@@ -45,10 +91,12 @@ impl ReloadHistory {
         self.last_success.store(at, Ordering::Relaxed);
     }
 
-    fn record_failure(&self, at: u64, error: String) {
+    fn record_failure(&self, at: u64, error: &ReloadError) {
         self.failed.fetch_add(1, Ordering::Relaxed);
-        self.last_failure
-            .store(Some(Arc::new(Failure { at, error })));
+        self.last_failure.store(Some(Arc::new(Failure {
+            at,
+            paths: error.paths.clone(),
+        })));
     }
 
     pub fn succeeded(&self) -> u64 {
@@ -59,7 +107,8 @@ impl ReloadHistory {
         self.failed.load(Ordering::Relaxed)
     }
 
-    /// The record as `/readyz` shows it.
+    /// The record as `/readyz` shows it: counts, times and the paths of the last failure, never its
+    /// message.
     pub fn to_json(&self) -> Value {
         let last_success = match self.last_success.load(Ordering::Relaxed) {
             0 => Value::Null,
@@ -67,7 +116,7 @@ impl ReloadHistory {
         };
         let last_failure = self.last_failure.load().as_deref().map_or(
             Value::Null,
-            |failure| json!({ "at": rfc3339(failure.at), "error": failure.error }),
+            |failure| json!({ "at": rfc3339(failure.at), "paths": failure.paths }),
         );
         json!({
             "succeeded": self.succeeded(),
@@ -141,7 +190,7 @@ impl Reloader {
 
     /// Reads, validates and installs the configuration and policies now. On failure the running
     /// generation is untouched and the returned error lists every problem.
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         let mut watched = self.watched.lock().await;
         let before = self.fingerprint().await;
         let result = self.load_and_install().await;
@@ -162,7 +211,7 @@ impl Reloader {
                 );
             }
             Err(error) => {
-                self.state.reloads.record_failure(now, error.clone());
+                self.state.reloads.record_failure(now, error);
                 tracing::warn!(
                     %error,
                     config_revision = %generation.config_revision,
@@ -174,19 +223,15 @@ impl Reloader {
         result
     }
 
-    async fn load_and_install(&self) -> Result<(), String> {
+    async fn load_and_install(&self) -> Result<(), ReloadError> {
         let path = self.path.clone();
         let environment = self.environment.clone();
         let config = tokio::task::spawn_blocking(move || Config::load(&path, &*environment.0))
             .await
-            .map_err(|error| format!("the loader stopped: {error}"))?
-            .map_err(|errors| {
-                let mut message = format!("invalid configuration `{}`:", self.path.display());
-                for error in &errors.0 {
-                    let _ = write!(message, "\n  {error}");
-                }
-                message
-            })?;
+            .map_err(|error| {
+                ReloadError::of_file(&self.path, &format!("the loader stopped: {error}"))
+            })?
+            .map_err(|errors| ReloadError::of_config(&self.path, &errors))?;
         let current = self.state.current();
         if config.tls.is_some() != current.tls.is_some() {
             tracing::warn!("`tls` was added or removed; restart to switch between HTTP and HTTPS");
@@ -198,7 +243,7 @@ impl Reloader {
         }
         let generation =
             crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock))
-                .map_err(|error| format!("{error:#}"))?;
+                .map_err(|error| ReloadError::of_file(&self.path, &format!("{error:#}")))?;
         // Keys of an issuer new to this generation load before it serves, as they do at start.
         let running: Vec<_> = current.key_sets().cloned().collect();
         for keys in generation.key_sets() {

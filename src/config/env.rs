@@ -50,7 +50,7 @@ fn walk(
         Value::String(text) => match expand(&text, environment) {
             Ok(expanded) => Value::String(expanded),
             Err(message) => {
-                errors.push(ConfigError { path, message });
+                errors.push(ConfigError::new(path, message));
                 Value::String(text)
             }
         },

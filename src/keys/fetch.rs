@@ -5,6 +5,8 @@ use std::time::Duration;
 use reqwest::Url;
 use reqwest::header::{ACCEPT, CACHE_CONTROL, CONTENT_TYPE, HeaderMap};
 
+use crate::redact::RedactedUrl;
+
 /// Discovery documents and key sets larger than this are refused.
 const MAX_DOCUMENT_BYTES: usize = 1024 * 1024;
 
@@ -15,17 +17,85 @@ pub struct Fetched {
     pub max_age: Option<Duration>,
 }
 
-/// Why a fetch failed. Messages never contain response bodies.
+/// Why a fetch failed. Messages never contain response bodies nor a URL's credentials: the URL is held
+/// only as a [`RedactedUrl`], and the reasons are Verdict's own words (see [`parse_remote_json`]).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FetchError {
     #[error("request to `{url}` failed: {reason}")]
-    Transport { url: String, reason: String },
+    Transport { url: RedactedUrl, reason: String },
     #[error("`{url}` answered HTTP {status}")]
-    Status { url: String, status: u16 },
+    Status { url: RedactedUrl, status: u16 },
     #[error("`{url}` sent more than {MAX_DOCUMENT_BYTES} bytes")]
-    TooLarge { url: String },
+    TooLarge { url: RedactedUrl },
     #[error("`{url}` sent an unusable document: {reason}")]
-    Invalid { url: String, reason: String },
+    Invalid { url: RedactedUrl, reason: String },
+    #[error("the issuer has no key set")]
+    NoKeySet,
+}
+
+impl FetchError {
+    /// `url` sent a document that cannot be used, for `reason`, which must not quote the document.
+    pub fn invalid(url: &Url, reason: impl Into<String>) -> Self {
+        Self::Invalid {
+            url: RedactedUrl::new(url),
+            reason: reason.into(),
+        }
+    }
+
+    fn transport(url: &Url, error: reqwest::Error) -> Self {
+        Self::Transport {
+            url: RedactedUrl::new(url),
+            reason: describe(error),
+        }
+    }
+
+    fn status(url: &Url, status: reqwest::StatusCode) -> Self {
+        Self::Status {
+            url: RedactedUrl::new(url),
+            status: status.as_u16(),
+        }
+    }
+}
+
+/// Parses a document a remote endpoint sent (a discovery document, a key set, an introspection
+/// answer). On failure it says what kind of problem it was and where, never what the document said:
+/// `serde_json`'s messages quote the offending value (`invalid type: string "eyJ…"`), and an answer
+/// may echo the very token it was asked about.
+pub fn parse_remote_json<T: serde::de::DeserializeOwned>(document: &[u8]) -> Result<T, String> {
+    // Which copy of a duplicated key wins differs between parsers (RFC 8259 §4), so a document with
+    // one is refused, without naming the key.
+    crate::strict_json::check_unique_keys(document).map_err(|error| match error.classify() {
+        serde_json::error::Category::Data => "JSON with a duplicate key".to_owned(),
+        _ => describe_json_error(&error),
+    })?;
+    serde_json::from_slice(document).map_err(|error| describe_json_error(&error))
+}
+
+/// Why a discovery document for `expected` is refused when it names another issuer. The issuer it did
+/// name is the remote document's text, and is not repeated.
+pub fn another_issuer(expected: &str) -> String {
+    format!(
+        "it names another issuer than `{}`",
+        crate::redact::url_credentials(expected)
+    )
+}
+
+/// A `serde_json` error by its category and position only (see [`parse_remote_json`]).
+pub fn describe_json_error(error: &serde_json::Error) -> String {
+    let what = match error.classify() {
+        serde_json::error::Category::Io => "unreadable",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => {
+            "JSON of the wrong shape (a missing field or a value of the wrong type)"
+        }
+        serde_json::error::Category::Eof => "JSON cut short",
+    };
+    // A value deserialized from a `serde_json::Value` has no position.
+    if error.line() == 0 {
+        what.to_owned()
+    } else {
+        format!("{what} at line {} column {}", error.line(), error.column())
+    }
 }
 
 /// GETs `url` as JSON, reading at most [`MAX_DOCUMENT_BYTES`].
@@ -34,10 +104,7 @@ pub async fn get_json(
     url: &Url,
     timeout: Duration,
 ) -> Result<Fetched, FetchError> {
-    let transport = |error: reqwest::Error| FetchError::Transport {
-        url: url.to_string(),
-        reason: describe(&error),
-    };
+    let transport = |error: reqwest::Error| FetchError::transport(url, error);
     let mut response = client
         .get(url.clone())
         .header(ACCEPT, "application/json")
@@ -47,10 +114,7 @@ pub async fn get_json(
         .map_err(transport)?;
     let status = response.status();
     if !status.is_success() {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
-        });
+        return Err(FetchError::status(url, status));
     }
     let max_age = max_age(response.headers());
     let body = read_body(&mut response, url).await?;
@@ -85,16 +149,10 @@ pub async fn post_form(
     let mut response = request
         .send()
         .await
-        .map_err(|error| FetchError::Transport {
-            url: url.to_string(),
-            reason: describe(&error),
-        })?;
+        .map_err(|error| FetchError::transport(url, error))?;
     let status = response.status();
     if status != reqwest::StatusCode::OK {
-        return Err(FetchError::Status {
-            url: url.to_string(),
-            status: status.as_u16(),
-        });
+        return Err(FetchError::status(url, status));
     }
     read_body(&mut response, url).await
 }
@@ -102,7 +160,7 @@ pub async fn post_form(
 /// The body, refused past [`MAX_DOCUMENT_BYTES`] without reading further.
 async fn read_body(response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8>, FetchError> {
     let too_large = || FetchError::TooLarge {
-        url: url.to_string(),
+        url: RedactedUrl::new(url),
     };
     if response
         .content_length()
@@ -114,10 +172,7 @@ async fn read_body(response: &mut reqwest::Response, url: &Url) -> Result<Vec<u8
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|error| FetchError::Transport {
-            url: url.to_string(),
-            reason: describe(&error),
-        })?
+        .map_err(|error| FetchError::transport(url, error))?
     {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
             return Err(too_large());
@@ -147,20 +202,23 @@ fn max_age(headers: &HeaderMap) -> Option<Duration> {
     age
 }
 
-/// A transport error without the URL (which the caller already names) and without nested noise.
-fn describe(error: &reqwest::Error) -> String {
+/// A transport error without the URL (which the caller already names, redacted) and without nested
+/// noise.
+fn describe(error: reqwest::Error) -> String {
+    let error = error.without_url();
     if error.is_timeout() {
         "timed out".to_owned()
     } else if error.is_connect() {
         "connection failed".to_owned()
     } else {
         let mut message = error.to_string();
-        let mut source = std::error::Error::source(error);
+        let mut source = std::error::Error::source(&error);
         while let Some(inner) = source {
             message = inner.to_string();
             source = inner.source();
         }
-        message
+        // The innermost error is another crate's words; a URL in them is shown without credentials.
+        crate::redact::url_credentials(&message).into_owned()
     }
 }
 
@@ -176,6 +234,52 @@ mod tests {
             HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static("")),
         );
         headers
+    }
+
+    #[test]
+    fn a_bad_remote_document_is_described_without_its_content() {
+        let secret = "eyJhbGciOiJSUzI1NiJ9.echoed-token";
+        let cases = [
+            (format!("\"{secret}\""), "JSON of the wrong shape"),
+            (
+                format!("{{\"keys\": \"{secret}\"}}"),
+                "JSON of the wrong shape",
+            ),
+            (format!("{{\"keys\": [], \"{secret}\""), "JSON cut short"),
+            (secret.to_owned(), "not valid JSON at line 1 column 1"),
+            (
+                r#"{"keys": [{"kty": 1234567890123}]}"#.to_owned(),
+                "wrong shape",
+            ),
+        ];
+        #[derive(Debug, serde::Deserialize)]
+        struct KeySet {
+            #[expect(dead_code, reason = "only the parse is tested")]
+            keys: Vec<Key>,
+        }
+        #[derive(Debug, serde::Deserialize)]
+        struct Key {
+            #[expect(dead_code, reason = "only the parse is tested")]
+            kty: String,
+        }
+        for (document, expected) in cases {
+            let reason = parse_remote_json::<KeySet>(document.as_bytes())
+                .err()
+                .unwrap_or_default();
+            assert!(reason.contains(expected), "{document}: {reason}");
+            for quoted in [secret, "echoed", "1234567890123"] {
+                assert!(!reason.contains(quoted), "{document}: {reason}");
+            }
+        }
+        let value_error =
+            serde_json::from_value::<Key>(serde_json::json!({ "kty": 1_234_567_890_123_u64 }))
+                .err()
+                .map(|error| describe_json_error(&error))
+                .unwrap_or_default();
+        assert_eq!(
+            value_error,
+            "JSON of the wrong shape (a missing field or a value of the wrong type)"
+        );
     }
 
     #[test]

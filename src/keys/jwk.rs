@@ -82,16 +82,15 @@ struct RawKey {
 /// member name anywhere is refused whole: which duplicate wins (`"use":"enc","use":"sig"`) differs
 /// between parsers (RFC 7517 §4, RFC 8259 §4).
 pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
-    let object = crate::strict_json::parse_object(document)
-        .map_err(|error| format!("not a JWK set: {error}"))?;
-    let raw: RawKeySet = serde_json::from_value(serde_json::Value::Object(object))
-        .map_err(|error| format!("not a JWK set: {error}"))?;
+    let raw: RawKeySet = crate::keys::fetch::parse_remote_json(document)
+        .map_err(|reason| format!("not a JWK set: {reason}"))?;
     let mut parsed = ParsedKeySet::default();
     for (index, value) in raw.keys.into_iter().enumerate() {
         let key: RawKey = match serde_json::from_value(value) {
             Ok(key) => key,
             Err(error) => {
-                parsed.skipped.push(format!("keys[{index}]: {error}"));
+                let reason = crate::keys::fetch::describe_json_error(&error);
+                parsed.skipped.push(format!("keys[{index}]: {reason}"));
                 continue;
             }
         };

@@ -176,12 +176,11 @@ impl Introspector {
         let body = fetch::post_form(&self.http, endpoint, &form, basic, self.config.timeout)
             .await
             .map_err(unavailable)?;
-        // The parser's message is not passed on: it could quote the answer, which may echo the token.
-        let answer = crate::strict_json::parse_object(&body).map_err(|_| {
-            unavailable(FetchError::Invalid {
-                url: endpoint.to_string(),
-                reason: "not a JSON object without duplicate keys".to_owned(),
-            })
+        let answer: Map<String, Value> = fetch::parse_remote_json(&body).map_err(|reason| {
+            unavailable(FetchError::invalid(
+                endpoint,
+                format!("not a JSON object: {reason}"),
+            ))
         })?;
         self.check(answer)
     }
@@ -239,18 +238,12 @@ impl Introspector {
             IntrospectionEndpoint::Url(url) => return Ok(url.clone()),
             IntrospectionEndpoint::Discovery(url) => url,
         };
-        let invalid = |reason: String| FetchError::Invalid {
-            url: discovery_url.to_string(),
-            reason,
-        };
+        let invalid = |reason: String| FetchError::invalid(discovery_url, reason);
         let fetched = fetch::get_json(&self.http, discovery_url, self.config.timeout).await?;
-        let document: Discovery = serde_json::from_slice(&fetched.body)
-            .map_err(|error| invalid(format!("not a discovery document: {error}")))?;
+        let document: Discovery = fetch::parse_remote_json(&fetched.body)
+            .map_err(|reason| invalid(format!("not a discovery document: {reason}")))?;
         if document.issuer != self.issuer.issuer {
-            return Err(invalid(format!(
-                "it names issuer `{}`, expected `{}`",
-                document.issuer, self.issuer.issuer
-            )));
+            return Err(invalid(fetch::another_issuer(&self.issuer.issuer)));
         }
         let endpoint = document
             .introspection_endpoint
@@ -261,7 +254,8 @@ impl Introspector {
             url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(&url));
         if !secure {
             return Err(invalid(format!(
-                "`introspection_endpoint` `{url}` is not https"
+                "`introspection_endpoint` `{}` is not https",
+                crate::redact::redacted(&url)
             )));
         }
         Ok(url)

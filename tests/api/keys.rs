@@ -361,7 +361,7 @@ async fn discovery_finds_the_key_set_and_must_name_the_same_issuer() {
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
-        assert!(error.contains("names issuer"), "{error}");
+        assert!(error.contains("names another issuer"), "{error}");
     }
 }
 

@@ -649,3 +649,107 @@ async fn request_heads_and_bodies_over_their_limits_are_refused() {
     assert_eq!(response.status(), 200);
     assert!(server.terminate().success());
 }
+
+/// A line break or control character in a field of a callout, followed by what looks like a record.
+const FORGERIES: [&str; 6] = [
+    "\n2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+    "\r\n2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+    "\r2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+    "\u{2028}2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+    "\u{85}2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+    "\u{1b}[2K\u{1b}[1G2001-01-01T00:00:00.000000Z  INFO verdict: forged record",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_field_of_a_callout_forges_a_log_line() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    for format in ["text", "json"] {
+        let config = write_config(
+            &jwks,
+            None,
+            &format!("decision_log: off\nlog: {{ format: {format}, level: debug }}\n"),
+        );
+        let mut server = Server::spawn({
+            let mut command = verdict();
+            command
+                .args(["serve", "--config"])
+                .arg(&config)
+                .env_remove("RUST_LOG");
+            command
+        });
+        let address = server.address();
+        wait_ready(&address).await;
+        // Each forgery in the two fields the debug log of a decision quotes from the callout: the
+        // proxy's `message_id`, and the `sub` of a token the issuer signed.
+        let mut sent = Vec::new();
+        for forgery in FORGERIES {
+            let message_id = format!("m{forgery}");
+            let mut subject_claims = claims(&jwks.issuer(), unix_now());
+            subject_claims["sub"] = json!(format!("alice{forgery}"));
+            for (token, message_id) in [
+                (
+                    key.sign(&claims(&jwks.issuer(), unix_now())),
+                    message_id.clone(),
+                ),
+                (key.sign(&subject_claims), "m".to_owned()),
+            ] {
+                let mut body = decide_body(&token);
+                body["message_id"] = json!(message_id);
+                let response = send_decide(&address, &body, &[]).await.unwrap();
+                assert_eq!(response.status(), 200, "{format}: {forgery:?}");
+            }
+            sent.push((message_id, format!("alice{forgery}")));
+        }
+        server.terminate();
+        let log: Vec<String> = server.stderr.iter().collect();
+        let decisions = log.iter().filter(|line| line.contains("decision")).count();
+        assert!(decisions >= 2 * FORGERIES.len(), "{format}: {log:#?}");
+        for line in &log {
+            assert!(
+                !line.starts_with("2001-") && !line.contains('\r'),
+                "{format}: a forged line: {line:?}"
+            );
+            assert!(
+                !line
+                    .chars()
+                    .any(|c| c.is_control() || matches!(c, '\u{2028}' | '\u{2029}')),
+                "{format}: a control character or line separator in {line:?}"
+            );
+        }
+        match format {
+            "json" => {
+                let records: Vec<Value> = log
+                    .iter()
+                    .map(|line| {
+                        serde_json::from_str(line)
+                            .unwrap_or_else(|error| panic!("not one record ({error}): {line:?}"))
+                    })
+                    .collect();
+                // The escapes are JSON's: each record reads back the very values the callout sent.
+                for (message_id, subject) in &sent {
+                    for (field, value) in [("message_id", message_id), ("subject", subject)] {
+                        assert!(
+                            records.iter().any(|record| record[field] == json!(value)),
+                            "no record has {field} {value:?}"
+                        );
+                    }
+                }
+            }
+            _ => {
+                // One record per line: each starts with its timestamp and level.
+                for line in &log {
+                    let mut words = line.split_whitespace();
+                    let time = words.next().unwrap_or_default();
+                    let level = words.next().unwrap_or_default();
+                    assert!(
+                        time.ends_with('Z')
+                            && humantime::parse_rfc3339(time).is_ok()
+                            && ["TRACE", "DEBUG", "INFO", "WARN", "ERROR"].contains(&level),
+                        "not one record: {line:?}"
+                    );
+                }
+            }
+        }
+    }
+}

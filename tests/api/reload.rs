@@ -25,6 +25,15 @@ struct Reloadable {
 
 impl Reloadable {
     async fn start(server: &KeyServer, policies: &[(&str, &str)]) -> Self {
+        Self::start_with_environment(server, policies, HashMap::new()).await
+    }
+
+    /// As [`Self::start`], with `${VAR}` references read from `environment` on reload.
+    async fn start_with_environment(
+        server: &KeyServer,
+        policies: &[(&str, &str)],
+        environment: HashMap<String, String>,
+    ) -> Self {
         let directory = tempdir();
         std::fs::create_dir_all(directory.join("policies")).unwrap();
         write_policies(&directory, policies);
@@ -37,7 +46,7 @@ impl Reloadable {
             &directory.join("verdict.yaml"),
             app.state.clone(),
             app.clock.clone(),
-            Arc::new(HashMap::<String, String>::new()),
+            Arc::new(environment),
         )
         .unwrap();
         Self {
@@ -137,7 +146,7 @@ async fn reloads_under_concurrent_requests_never_fail_a_request_or_mix_two_sets(
                 &service.directory,
                 &[("a.cedar", "permit(principal, action, resource)")],
             );
-            let error = service.reloader.reload().await.unwrap_err();
+            let error = service.reloader.reload().await.unwrap_err().to_string();
             assert!(error.contains("a.cedar:1:"), "{error}");
             failed_on_purpose += 1;
         }
@@ -198,7 +207,8 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
     .unwrap();
 
     type Breakage<'a> = Box<dyn Fn(&Reloadable) + 'a>;
-    let cases: Vec<(&str, Breakage<'_>, &str)> = vec![
+    // What broke it, how, what the message says (for the log), and where `/readyz` says it failed.
+    let cases: Vec<(&str, Breakage<'_>, &str, &str)> = vec![
         (
             "a syntax error",
             Box::new(|s: &Reloadable| {
@@ -209,6 +219,7 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
                 .unwrap();
             }),
             "read.cedar:2:",
+            "policies",
         ),
         (
             "an annotation with an unknown error code",
@@ -220,6 +231,7 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
                 .unwrap();
             }),
             "read.cedar:2: policy `read`: unknown error code `not_a_code`",
+            "policies",
         ),
         (
             "an unknown entity type under a schema",
@@ -237,6 +249,7 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
                 );
             }),
             "typo.cedar:1:",
+            "policies",
         ),
         (
             "a deleted policy directory",
@@ -244,6 +257,7 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
                 std::fs::remove_dir_all(s.policy_dir()).unwrap();
             }),
             "cannot read policy directory",
+            "policies",
         ),
         (
             "an unknown configuration key",
@@ -255,21 +269,19 @@ async fn a_failed_reload_keeps_the_running_set_and_reports_where_the_problem_is(
                 .unwrap();
             }),
             "listen_on",
+            "listen_on",
         ),
     ];
-    for (index, (name, break_it, expected)) in cases.iter().enumerate() {
+    for (index, (name, break_it, expected, path)) in cases.iter().enumerate() {
         break_it(&service);
-        let error = service.reloader.reload().await.unwrap_err();
+        let error = service.reloader.reload().await.unwrap_err().to_string();
         assert!(error.contains(expected), "{name}: {error}");
 
         let readyz = service.readyz().await;
         assert_eq!(readyz["policy_revision"], running, "{name}: {readyz}");
         assert_eq!(readyz["reloads"]["failed"], index + 1, "{name}");
         let last = &readyz["reloads"]["last_failure"];
-        assert!(
-            last["error"].as_str().unwrap().contains(expected),
-            "{name}: {last}"
-        );
+        assert_eq!(last["paths"], json!([path]), "{name}: {last}");
         assert!(last["at"].as_str().unwrap().ends_with('Z'), "{last}");
         let decision = service.app.decide_token(&token).await;
         assert_eq!(decision["allow"], true, "{name}: {decision}");
@@ -358,4 +370,93 @@ async fn an_issuer_added_by_a_reload_has_its_keys_before_it_serves() {
     let readyz = service.readyz().await;
     assert_eq!(readyz["issuers"].as_array().unwrap().len(), 2, "{readyz}");
     assert_eq!(readyz["ready"], true);
+}
+
+#[tokio::test]
+async fn a_failed_reload_shows_where_it_failed_but_never_a_value_of_the_file() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let allow_all = "@id(\"all\") permit(principal, action, resource);\n";
+    let environment = HashMap::from([(
+        "VERDICT_TEST_SECRET".to_owned(),
+        "env-secret-value-0003".to_owned(),
+    )]);
+    let service =
+        Reloadable::start_with_environment(&server, &[("all.cedar", allow_all)], environment).await;
+    let good = service.yaml.clone();
+    let file = service.directory.join("verdict.yaml").display().to_string();
+    let with_introspection = |url: &str| {
+        good.replace(
+            "leeway: 30s",
+            &format!(
+                "leeway: 30s\n    introspection: {{ url: \"{url}\", client_id: verdict, client_secret: s3cr3t }}"
+            ),
+        )
+    };
+    // What is wrong, the configuration, the secret in it, where `/readyz` says it failed, and whether
+    // the message (for the log) may quote the secret: a value, yes; a URL's credentials, never.
+    let cases = [
+        (
+            "a secret where a duration belongs",
+            good.replace("leeway: 30s", "leeway: \"leeway-secret-0001\""),
+            "leeway-secret-0001",
+            "issuers[0].leeway".to_owned(),
+            true,
+        ),
+        (
+            "credentials in a plain-http JWKS URL",
+            good.replace(
+                &server.jwks_uri(),
+                "http://verdict:jwks-password-0002@jwks.example.com/jwks.json",
+            ),
+            "jwks-password-0002",
+            "issuers[0].jwks_uri".to_owned(),
+            false,
+        ),
+        (
+            "credentials in an introspection URL that does not parse",
+            with_introspection(
+                "https://verdict:introspection-password-0004@idp.example.com:99999/",
+            ),
+            "introspection-password-0004",
+            "issuers[0].introspection.url".to_owned(),
+            false,
+        ),
+        (
+            "an environment secret where a number belongs",
+            good.replace(
+                "decision_ttl: 60s",
+                "decision_ttl: 60s\n  max_tokens: \"${VERDICT_TEST_SECRET}\"",
+            ),
+            "env-secret-value-0003",
+            "cache.max_tokens".to_owned(),
+            true,
+        ),
+        (
+            "a file that is not YAML",
+            "listen: [\"yaml-secret-0005\"\n  : {".to_owned(),
+            "yaml-secret-0005",
+            file,
+            true,
+        ),
+    ];
+    for (name, yaml, secret, path, may_quote) in &cases {
+        write_config(&service.directory, yaml, "{ path: policies }");
+        let error = service.reloader.reload().await.unwrap_err().to_string();
+        assert!(error.contains(path.as_str()), "{name}: {error}");
+        if !may_quote {
+            assert!(!error.contains(secret), "{name}: {error}");
+        }
+        let readyz = service.readyz().await;
+        let last = &readyz["reloads"]["last_failure"];
+        assert_eq!(last["paths"], json!([path]), "{name}: {last}");
+        assert!(
+            last["at"].as_str().unwrap().ends_with('Z'),
+            "{name}: {last}"
+        );
+        assert!(
+            !readyz.to_string().contains(secret),
+            "{name}: /readyz shows `{secret}`: {readyz}"
+        );
+    }
 }
