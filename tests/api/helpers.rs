@@ -298,7 +298,11 @@ impl TestApp {
     }
 
     pub fn from_config(config: Config) -> Self {
-        let clock = ManualClock::starting_at(T0);
+        Self::on_clock(config, ManualClock::starting_at(T0))
+    }
+
+    /// Builds the service on a clock it shares with others, without loading any keys.
+    pub fn on_clock(config: Config, clock: Arc<ManualClock>) -> Self {
         let state = verdict::app::state(config, clock.clone()).unwrap_or_else(|e| panic!("{e:#}"));
         Self { state, clock }
     }

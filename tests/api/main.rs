@@ -15,6 +15,7 @@ mod callers;
 mod cli;
 mod config;
 mod deploy;
+mod fuzz;
 mod generations;
 mod helpers;
 mod introspection;
