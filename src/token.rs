@@ -363,13 +363,9 @@ impl Verifier {
             return Err(TokenError::InvalidCharacters);
         }
         if let Some(cached) = self.cache.get(hash) {
-            if let Some(keys_fresh_until) = self.still_valid(&cached) {
+            if let Some(hit) = self.hit_if_still_valid(&cached) {
                 crate::metrics::global().token_cache_lookup(true);
-                return Ok(Verified {
-                    token: Arc::clone(&cached.token),
-                    cache_hit: true,
-                    keys_fresh_until,
-                });
+                return Ok(hit);
             }
             // Whatever made the hit fail (expiry, age, a replaced key) a fresh verification decides.
             self.cache.remove(hash);
@@ -422,27 +418,30 @@ impl Verifier {
             .map(|introspector| &**introspector)
     }
 
-    /// Whether a cached token would still verify as it did (DESIGN §3): its time claims hold now under
-    /// the issuer's rules, exactly as a fresh verification checks them, and the very key that verified
-    /// its signature is still in the issuer's fresh set (a key replaced under the same `kid` is not).
-    /// The issuer's settings are those the token was verified under: a verifier with other settings
-    /// starts with an empty cache. `Some` with when the keys go stale, if the token is still good.
-    fn still_valid(&self, cached: &CachedToken) -> Option<Option<i64>> {
+    /// The cache hit, if the cached token would still verify as it did (DESIGN §3): its time claims
+    /// hold now under the issuer's rules, exactly as a fresh verification checks them, and the very
+    /// key that verified its signature is still in the issuer's fresh set (a key replaced under the
+    /// same `kid` is not). The issuer's settings are those the token was verified under: a verifier
+    /// with other settings starts with an empty cache.
+    fn hit_if_still_valid(&self, cached: &CachedToken) -> Option<Verified> {
         let token = &cached.token;
         let issuer = self.issuers.get(token.issuer_index)?;
         TimeRules::of(&issuer.config)
             .check(&token.lifetime, self.now())
             .ok()?;
-        match &cached.key {
+        let key_in_force = match &cached.key {
             // An HMAC token's key is the issuer's configured secret, which the settings fix.
-            None => Some(None),
-            Some(key) => match issuer.keys.as_ref()?.lookup(&token.kid) {
-                KeyLookup::Found(current) if current.is_same_key(key) => {
-                    Some(self.keys_fresh_until(token.issuer_index, Some(key)))
-                }
-                _ => None,
-            },
-        }
+            None => true,
+            Some(key) => matches!(
+                issuer.keys.as_ref()?.lookup(&token.kid),
+                KeyLookup::Found(current) if current.is_same_key(key)
+            ),
+        };
+        key_in_force.then(|| Verified {
+            token: Arc::clone(token),
+            cache_hit: true,
+            keys_fresh_until: self.keys_fresh_until(token.issuer_index, cached.key.as_deref()),
+        })
     }
 
     /// When the key set of the issuer at `index` goes stale, if a key from it was used.
