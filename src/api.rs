@@ -9,6 +9,7 @@
 mod caller;
 mod error;
 mod limits;
+mod reloads;
 pub mod wire;
 
 use std::sync::{Arc, Mutex};
@@ -25,13 +26,13 @@ use serde_json::json;
 pub use caller::{Caller, CallerAuth};
 pub use error::ApiError;
 pub use limits::RequestLimits;
+pub use reloads::ReloadHistory;
 
 use crate::config::{PolicySource, ReloadConfig, ServiceSettings};
 use crate::decision::Engine;
 use crate::decision_log::{DecisionLog, DecisionRecord};
 use crate::keys::{IssuerKeys, KeyRefreshers};
 use crate::metrics::{self, Snapshot};
-use crate::reload::ReloadHistory;
 use crate::telemetry::TraceId;
 use error::StrictJson;
 use wire::{DecideRequest, DecideResponse};
@@ -211,7 +212,12 @@ async fn decide(
     };
     let started = Instant::now();
     let decision = generation.engine.decide(&input).await;
-    metrics::global().decided(&decision, started.elapsed().as_secs_f64());
+    metrics::global().decided(
+        decision.allow,
+        decision.error.as_str(),
+        &decision.trace.issuer_name,
+        started.elapsed().as_secs_f64(),
+    );
     if state.decision_log.is_enabled() {
         let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);
         state.decision_log.record(&DecisionRecord::new(

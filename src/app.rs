@@ -19,14 +19,7 @@ use crate::decision_log::DecisionLog;
 use crate::server::{self, Transport};
 use crate::token::Verifier;
 
-/// The HTTP client used for discovery and JWKS fetches.
-pub fn http_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .user_agent(concat!("verdict/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .context("building the HTTP client")
-}
+pub use crate::keys::fetch::http_client;
 
 /// Builds the shared state from a configuration, with no decision log. Keys are not loaded yet.
 pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {

@@ -417,17 +417,18 @@ impl Config {
         let Some(top) = errors.deserialize::<raw::Top>("", document) else {
             return Err(ConfigErrors(errors.0));
         };
-        let config = validate(top, base_dir, policy_origin, &mut errors, revision_of(text));
+        let config = validate(
+            top,
+            base_dir,
+            policy_origin,
+            &mut errors,
+            crate::digest::revision_of(text),
+        );
         match config {
             Some(config) if errors.0.is_empty() => Ok(config),
             _ => Err(ConfigErrors(errors.0)),
         }
     }
-}
-
-/// A short, stable fingerprint of some text, shown as the running revision.
-pub(crate) fn revision_of(text: &str) -> String {
-    crate::digest::short_hex(text.as_bytes(), 6)
 }
 
 #[derive(Default)]
@@ -652,7 +653,12 @@ fn validate(
                 let certificate_optional = callers.as_ref().is_some_and(|callers| {
                     callers.api_keys.is_some() || callers.google_id_token.is_some()
                 });
-                crate::tls::TlsSettings::load(&cert, &key, mtls, certificate_optional)
+                let clients = mtls.map(|mtls| crate::tls::ClientRules {
+                    ca: &mtls.ca,
+                    allowed_subjects: &mtls.allowed_subjects,
+                    certificate_optional,
+                });
+                crate::tls::TlsSettings::load(&cert, &key, clients)
                     .map_err(|problem| errors.push("tls", problem))
                     .ok()
             })

@@ -15,6 +15,11 @@ pub fn short_hex(data: &[u8], bytes: usize) -> String {
     hex(sha256(data).get(..bytes).unwrap_or_default())
 }
 
+/// A short, stable fingerprint of some text, shown as the running revision.
+pub fn revision_of(text: &str) -> String {
+    short_hex(text.as_bytes(), 6)
+}
+
 /// `bytes` in lower-case hex.
 pub fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write as _;

@@ -17,8 +17,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::decision::{Decision, ErrorCode};
-
 /// The counters and histograms the service updates as things happen.
 #[derive(Debug)]
 pub struct Metrics {
@@ -149,22 +147,14 @@ impl Metrics {
         }
     }
 
-    /// Counts a decision, under its issuer's configured name (`none` when unverified), and its
-    /// duration.
-    pub fn decided(&self, decision: &Decision, seconds: f64) {
-        let issuer = match decision.trace.issuer_name.as_str() {
-            "" => "none",
-            name => name,
-        };
-        let error = match decision.error {
-            ErrorCode::None => "none",
-            code => code.as_str(),
-        };
+    /// Counts a decision and its duration: `error` is its code (empty for none), `issuer` the
+    /// configured name of the credential's issuer (empty when unverified); either is `none` if empty.
+    pub fn decided(&self, allow: bool, error: &'static str, issuer: &str, seconds: f64) {
         self.decisions
             .get_or_create(&DecisionLabels {
-                outcome: if decision.allow { "allow" } else { "deny" },
-                error,
-                issuer: issuer.to_owned(),
+                outcome: if allow { "allow" } else { "deny" },
+                error: if error.is_empty() { "none" } else { error },
+                issuer: if issuer.is_empty() { "none" } else { issuer }.to_owned(),
             })
             .inc();
         self.decision_seconds.observe(seconds);

@@ -344,7 +344,7 @@ impl PolicySet {
             authorizer: Authorizer::new(),
             forbid_reasons,
             scope_permits,
-            revision: crate::config::revision_of(&fingerprint),
+            revision: crate::digest::revision_of(&fingerprint),
         })
     }
 

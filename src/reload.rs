@@ -11,11 +11,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, UNIX_EPOCH};
 
-use arc_swap::ArcSwapOption;
-use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 use crate::api::AppState;
@@ -24,23 +20,6 @@ use crate::config::{Config, ConfigErrors, Environment, PolicySource};
 
 /// The environment `${VAR}` references are read from, shared with the blocking loader.
 pub type SharedEnvironment = Arc<dyn Environment + Send + Sync>;
-
-/// Counts and the last failure of reloads, for `/readyz` (and metrics).
-#[derive(Debug, Default)]
-pub struct ReloadHistory {
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-    /// Seconds since the epoch of the last successful reload; 0 before the first.
-    last_success: AtomicU64,
-    last_failure: ArcSwapOption<Failure>,
-}
-
-#[derive(Debug)]
-struct Failure {
-    at: u64,
-    /// Where it failed; never the message, which may quote the configuration.
-    paths: Vec<String>,
-}
 
 /// Why a reload failed: the whole message, for the log, and where in the configuration it failed, which
 /// is all `/readyz` shows.
@@ -83,52 +62,6 @@ impl ReloadError {
             message: crate::redact::url_credentials(&message).into_owned(),
         }
     }
-}
-
-impl ReloadHistory {
-    fn record_success(&self, at: u64) {
-        self.succeeded.fetch_add(1, Ordering::Relaxed);
-        self.last_success.store(at, Ordering::Relaxed);
-    }
-
-    fn record_failure(&self, at: u64, error: &ReloadError) {
-        self.failed.fetch_add(1, Ordering::Relaxed);
-        self.last_failure.store(Some(Arc::new(Failure {
-            at,
-            paths: error.paths.clone(),
-        })));
-    }
-
-    pub fn succeeded(&self) -> u64 {
-        self.succeeded.load(Ordering::Relaxed)
-    }
-
-    pub fn failed(&self) -> u64 {
-        self.failed.load(Ordering::Relaxed)
-    }
-
-    /// The record as `/readyz` shows it: counts, times and the paths of the last failure, never its
-    /// message.
-    pub fn to_json(&self) -> Value {
-        let last_success = match self.last_success.load(Ordering::Relaxed) {
-            0 => Value::Null,
-            at => Value::from(rfc3339(at)),
-        };
-        let last_failure = self.last_failure.load().as_deref().map_or(
-            Value::Null,
-            |failure| json!({ "at": rfc3339(failure.at), "paths": failure.paths }),
-        );
-        json!({
-            "succeeded": self.succeeded(),
-            "failed": self.failed(),
-            "last_success": last_success,
-            "last_failure": last_failure,
-        })
-    }
-}
-
-fn rfc3339(seconds: u64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(seconds)).to_string()
 }
 
 /// Reloads the service's configuration file into its [`AppState`].
@@ -178,7 +111,7 @@ impl Reloader {
         Ok(Self {
             path: path.to_path_buf(),
             state,
-            http: crate::app::http_client()?,
+            http: crate::keys::fetch::http_client()?,
             clock,
             environment: EnvironmentHandle(environment),
             watched: Mutex::new(Watched {
@@ -211,7 +144,7 @@ impl Reloader {
                 );
             }
             Err(error) => {
-                self.state.reloads.record_failure(now, error);
+                self.state.reloads.record_failure(now, error.paths.clone());
                 tracing::warn!(
                     %error,
                     config_revision = %generation.config_revision,

@@ -56,7 +56,7 @@ pub fn init_with(log: &LogSettings, tracing: &TracingSettings) -> anyhow::Result
                 .with_http()
                 .with_protocol(Protocol::HttpJson)
                 .with_endpoint(url.as_str())
-                .with_http_client(crate::app::http_client()?)
+                .with_http_client(crate::keys::fetch::http_client()?)
                 .build()
                 .context("building the OTLP span exporter")?;
             let processor =

@@ -20,8 +20,6 @@ use tokio_rustls::rustls::server::danger::ClientCertVerifier;
 use tokio_rustls::rustls::{self, ServerConfig};
 use tokio_rustls::server::TlsStream;
 
-use crate::config::MtlsCallers;
-
 /// The longest a client may take to complete the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -53,6 +51,17 @@ impl ClientCertificates {
             && (self.allowed_subjects.is_empty()
                 || client_allowed(end_entity, &self.allowed_subjects))
     }
+}
+
+/// Which client certificates `callers.mtls` lets in, as [`TlsSettings::load`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientRules<'a> {
+    /// The PEM bundle of the CAs a client certificate must chain to.
+    pub ca: &'a Path,
+    /// When not empty, a certificate must match one (see [`client_allowed`]).
+    pub allowed_subjects: &'a [String],
+    /// A caller may authenticate another way (DESIGN §9), so a certificate is asked for, not demanded.
+    pub certificate_optional: bool,
 }
 
 /// The certificate chain a client presented when its connection opened, carried by every request on
@@ -94,22 +103,16 @@ impl ClientCertificate {
 }
 
 impl TlsSettings {
-    /// Loads the identity from a PEM certificate chain and private key; with `mtls`, client
-    /// certificates chained to its CA are asked for, and demanded unless `certificate_optional` (a
-    /// caller may authenticate another way, DESIGN §9).
-    pub fn load(
-        cert: &Path,
-        key: &Path,
-        mtls: Option<&MtlsCallers>,
-        certificate_optional: bool,
-    ) -> Result<Self, String> {
-        let verifier = mtls
-            .map(|mtls| client_verifier(&mtls.ca, certificate_optional))
+    /// Loads the identity from a PEM certificate chain and private key; with `clients`, client
+    /// certificates are asked for, and demanded unless it says they are optional.
+    pub fn load(cert: &Path, key: &Path, clients: Option<ClientRules<'_>>) -> Result<Self, String> {
+        let verifier = clients
+            .map(|rules| client_verifier(rules.ca, rules.certificate_optional))
             .transpose()?;
-        let clients = match (mtls, &verifier) {
-            (Some(mtls), Some(verifier)) => Some(Arc::new(ClientCertificates {
+        let clients = match (clients, &verifier) {
+            (Some(rules), Some(verifier)) => Some(Arc::new(ClientCertificates {
                 verifier: Arc::clone(verifier),
-                allowed_subjects: mtls.allowed_subjects.clone(),
+                allowed_subjects: rules.allowed_subjects.to_vec(),
             })),
             _ => None,
         };
