@@ -41,6 +41,18 @@ impl Server {
         }
     }
 
+    /// `verdict serve --config CONFIG`, with `RUST_LOG` set to `rust_log`, or removed so that the
+    /// configuration's `log.level` applies.
+    pub fn serve(config: &std::path::Path, rust_log: Option<&str>) -> Self {
+        let mut command = verdict();
+        command.args(["serve", "--config"]).arg(config);
+        match rust_log {
+            Some(filter) => command.env("RUST_LOG", filter),
+            None => command.env_remove("RUST_LOG"),
+        };
+        Self::spawn(command)
+    }
+
     /// Waits (bounded) for a line of `stream` containing `needle`, returning it.
     pub fn wait_for(stream: &mpsc::Receiver<String>, needle: &str) -> String {
         loop {

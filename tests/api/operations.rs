@@ -363,14 +363,7 @@ async fn json_logs_carry_a_severity_and_the_callouts_trace_id() {
         None,
         "decision_log: off\nlog: { format: json, level: \"verdict=debug,info\" }\n",
     );
-    let server = Server::spawn({
-        let mut command = verdict();
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env_remove("RUST_LOG");
-        command
-    });
+    let server = Server::serve(&config, None);
     let listening: Value =
         serde_json::from_str(&Server::wait_for(&server.stderr, "verdict listening")).unwrap();
     assert_eq!(listening["severity"], "INFO");
@@ -670,14 +663,7 @@ async fn no_field_of_a_callout_forges_a_log_line() {
             None,
             &format!("decision_log: off\nlog: {{ format: {format}, level: debug }}\n"),
         );
-        let mut server = Server::spawn({
-            let mut command = verdict();
-            command
-                .args(["serve", "--config"])
-                .arg(&config)
-                .env_remove("RUST_LOG");
-            command
-        });
+        let mut server = Server::serve(&config, None);
         let address = server.address();
         wait_ready(&address).await;
         // Each forgery in the two fields the debug log of a decision quotes from the callout: the

@@ -48,14 +48,7 @@ async fn no_credential_reaches_the_log() {
         ),
     )
     .unwrap();
-    let serve = Server::spawn({
-        let mut command = verdict();
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug");
-        command
-    });
+    let serve = Server::serve(&config, Some("debug"));
     let address = serve.address();
     let now = unix_now();
     let jwt = key.sign(&claims(&server.issuer(), now));
@@ -210,14 +203,7 @@ async fn url_credentials_remote_documents_and_config_values_reach_neither_readyz
     );
     let config = tempdir().join("verdict.yaml");
     std::fs::write(&config, format!("{rest}{issuers}")).unwrap();
-    let mut serve = Server::spawn({
-        let mut command = verdict();
-        command
-            .args(["serve", "--config"])
-            .arg(&config)
-            .env("RUST_LOG", "debug");
-        command
-    });
+    let mut serve = Server::serve(&config, Some("debug"));
     let address = serve.address();
     let failing = ["refused", "garbage", "discovered"];
     let loaded = wait_readyz(&address, "every key set tried", |body| {

@@ -59,11 +59,7 @@ async fn the_api_is_served_over_https_and_a_reload_renews_the_certificate() {
     std::fs::write(directory.join("tls.crt"), &first_cert).unwrap();
     std::fs::write(directory.join("tls.key"), &first_key).unwrap();
     let config = write_config(&directory, &server);
-    let serve = crate::cli::Server::spawn({
-        let mut command = verdict();
-        command.args(["serve", "--config"]).arg(&config);
-        command
-    });
+    let serve = crate::cli::Server::serve(&config, None);
     let address = serve.address();
     let first = client_trusting(&first_cert);
     let mut ready = Value::Null;
@@ -228,11 +224,7 @@ impl HttpsServer {
         let config = write_config(&directory, &server);
         let original = std::fs::read_to_string(&config).unwrap();
         write_callers(&config, &original, callers);
-        let serve = crate::cli::Server::spawn({
-            let mut command = verdict();
-            command.args(["serve", "--config"]).arg(&config);
-            command
-        });
+        let serve = crate::cli::Server::serve(&config, None);
         let address = serve.address();
         Self {
             serve,
