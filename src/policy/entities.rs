@@ -244,6 +244,42 @@ fn build_for(
     request: &PolicyRequest<'_>,
     extensions: &ExtensionValues,
 ) -> Result<(Request, Entities), Unrepresentable> {
+    let resource_uid = uid(&TYPES.route, request.path);
+    // Cedar takes the values by value; on the rare failure they are built again to find the culprit.
+    let resource_entity = Entity::new(
+        resource_uid.clone(),
+        HashMap::from(route_attributes(request)?),
+        HashSet::new(),
+    )
+    .map_err(|_| {
+        route_attributes(request).map_or_else(
+            |fault| fault,
+            |attributes| Unrepresentable::among(&attributes),
+        )
+    })?;
+
+    let entities = principal
+        .entities
+        .iter()
+        .cloned()
+        .chain(std::iter::once(resource_entity));
+    let entities =
+        Entities::from_entities(entities, None).map_err(|_| Unrepresentable::field("request"))?;
+
+    let context = Context::from_pairs(context(request, extensions)?).map_err(|_| {
+        context(request, extensions)
+            .map_or_else(|fault| fault, |pairs| Unrepresentable::among(&pairs))
+    })?;
+    let action = uid(&TYPES.action, request.method);
+    let cedar_request = Request::new(principal.uid.clone(), action, resource_uid, context, None)
+        .map_err(|_| Unrepresentable::field("request"))?;
+    Ok((cedar_request, entities))
+}
+
+/// The attributes of the `Route` resource.
+fn route_attributes(
+    request: &PolicyRequest<'_>,
+) -> Result<[(String, RestrictedExpression); 4], Unrepresentable> {
     let apigee = request.apigee;
     let apigee_record = RestrictedExpression::new_record([
         ("proxy".to_owned(), string(&apigee.proxy)),
@@ -254,34 +290,12 @@ fn build_for(
         ("developer".to_owned(), string(&apigee.developer)),
     ])
     .map_err(|_| Unrepresentable::field("apigee"))?;
-    let resource_uid = uid(&TYPES.route, request.path);
-    let attributes = [
+    Ok([
         ("path".to_owned(), string(request.path)),
         ("host".to_owned(), string(request.host)),
         ("segments".to_owned(), segments(request.path)?),
         ("apigee".to_owned(), apigee_record),
-    ];
-    let resource_entity = Entity::new(
-        resource_uid.clone(),
-        HashMap::from(attributes.clone()),
-        HashSet::new(),
-    )
-    .map_err(|_| Unrepresentable::among(&attributes))?;
-
-    let entities = principal
-        .entities
-        .iter()
-        .cloned()
-        .chain(std::iter::once(resource_entity));
-    let entities =
-        Entities::from_entities(entities, None).map_err(|_| Unrepresentable::field("request"))?;
-
-    let pairs = context(request, extensions)?;
-    let context = Context::from_pairs(pairs.clone()).map_err(|_| Unrepresentable::among(&pairs))?;
-    let action = uid(&TYPES.action, request.method);
-    let cedar_request = Request::new(principal.uid.clone(), action, resource_uid, context, None)
-        .map_err(|_| Unrepresentable::field("request"))?;
-    Ok((cedar_request, entities))
+    ])
 }
 
 fn context(
