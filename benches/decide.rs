@@ -22,11 +22,11 @@ use anyhow::{Context as _, bail};
 use criterion::Criterion;
 use fixture::{claims, config_yaml, issuer_router, mint_tokens, unix_now};
 use tokio::runtime::Runtime;
-use verdict::api::AppState;
 use verdict::clock::SystemClock;
 use verdict::config::{Config, PolicyOrigin};
 use verdict::decision::{DecisionInput, Engine};
 use verdict::demo::signing::SigningKey;
+use verdict::state::AppState;
 
 /// Distinct tokens minted for `decide/new_token`, cycled through in order.
 const NEW_TOKEN_COUNT: usize = 20_000;
@@ -226,7 +226,7 @@ fn bench_policy(
     let bearer = input
         .authorization
         .as_deref()
-        .and_then(verdict::token::bearer_token)
+        .and_then(verdict::credential::bearer_token)
         .context("the warm input has no bearer token")?;
     let verified = runtime
         .block_on(engine.verifier().verify(bearer))

@@ -15,9 +15,9 @@ use anyhow::{Context as _, bail};
 use criterion::{BenchmarkId, Criterion};
 use serde_json::json;
 use verdict::config::ClaimNames;
+use verdict::credential::{Credential, Provenance, TimeRules};
 use verdict::decision::{DecisionInput, policy_request};
 use verdict::policy::{DenyCode, PolicyFile, PolicySet};
-use verdict::token::{Provenance, TimeRules, VerifiedToken};
 
 /// The policy-set sizes measured.
 const SIZES: [usize; 3] = [10, 100, 1_000];
@@ -114,7 +114,7 @@ unless {{ context has client_ip && context.client_ip.isInRange(ip("10.0.0.0/8"))
     .map_err(|problems| anyhow::anyhow!(problems.join("\n")))
 }
 
-fn token(scopes: &[&str]) -> anyhow::Result<VerifiedToken> {
+fn token(scopes: &[&str]) -> anyhow::Result<Credential> {
     let claims = json!({
         "iss": "https://idp.example.com",
         "sub": "alice",
@@ -127,11 +127,11 @@ fn token(scopes: &[&str]) -> anyhow::Result<VerifiedToken> {
     verified(claims)
 }
 
-fn verified(claims: serde_json::Value) -> anyhow::Result<VerifiedToken> {
+fn verified(claims: serde_json::Value) -> anyhow::Result<Credential> {
     let serde_json::Value::Object(claims) = claims else {
         bail!("claims must be an object");
     };
-    VerifiedToken::from_claims(
+    Credential::from_claims(
         claims,
         &ClaimNames::default(),
         Provenance {

@@ -10,67 +10,20 @@ use anyhow::Context as _;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::api::{self, AppState, CallerAuth, Generation};
-use crate::apikeys::ApiKeyStore;
+use crate::api;
 use crate::clock::SharedClock;
 use crate::config::Config;
-use crate::decision::{Decider, Engine};
 use crate::decision_log::DecisionLog;
-use crate::server::{self, Transport};
-use crate::token::Verifier;
-
-pub use crate::keys::fetch::http_client;
+use crate::outbound::http_client;
+use crate::server::{self, HeadLimits, Transport};
+use crate::state::{AppState, Generation};
 
 /// Builds the shared state from a configuration, with no decision log. Keys are not loaded yet.
 pub fn state(config: Config, clock: SharedClock) -> anyhow::Result<AppState> {
     Ok(AppState::new(
-        generation(config, None, &http_client()?, clock)?,
+        Generation::build(config, None, &http_client()?, clock).map_err(anyhow::Error::msg)?,
         DecisionLog::off(),
     ))
-}
-
-/// Builds what serves requests from a configuration, taking over from `previous` what did not change:
-/// the whole verifier, with its token cache, when the issuer and limit settings are the same, or else
-/// the key sets of each issuer whose key settings are the same.
-pub fn generation(
-    config: Config,
-    previous: Option<&Generation>,
-    http: &reqwest::Client,
-    clock: SharedClock,
-) -> anyhow::Result<Generation> {
-    let previous_callers = previous.map(|generation| &generation.callers);
-    let previous = previous.map(|generation| generation.engine.verifier());
-    let verifier = Verifier::succeeding(
-        previous,
-        &config.issuers,
-        config.limits.max_token_bytes,
-        config.cache.max_tokens,
-        http,
-        Arc::clone(&clock),
-    );
-    let decider = Decider::new(
-        config.policies,
-        config.headers,
-        config.realm,
-        config.cache.decision_ttl,
-    );
-    let api_keys = ApiKeyStore::new(&config.api_keys).map_err(anyhow::Error::msg)?;
-    Ok(Generation {
-        engine: Engine::new(verifier, api_keys, decider, Arc::clone(&clock)),
-        callers: CallerAuth::new(
-            &config.callers,
-            config.tls.as_ref().and_then(|tls| tls.clients.clone()),
-            previous_callers,
-            http,
-            clock,
-        ),
-        config_revision: config.revision,
-        service: config.service,
-        policy_source: config.policy_source,
-        reload: config.reload,
-        referenced_files: config.referenced_files,
-        tls: config.tls,
-    })
 }
 
 /// A bound, ready-to-run service.
@@ -115,7 +68,7 @@ impl Application {
         };
         let decision_log = DecisionLog::open(&config.service.decision_log)?;
         let state = AppState::new(
-            generation(config, None, &http_client()?, clock)?,
+            Generation::build(config, None, &http_client()?, clock).map_err(anyhow::Error::msg)?,
             decision_log,
         );
         let router = api::router(state.clone()).merge(extra_routes);
@@ -158,6 +111,10 @@ impl Application {
             None => Transport::Plain,
         };
         drop(generation);
+        let head = HeadLimits {
+            max_bytes: settings.limits.max_header_bytes,
+            read_timeout: settings.limits.request_timeout,
+        };
         self.state.start_refreshing();
         let (stop, stopped) = tokio::sync::watch::channel(false);
         let admin = self.admin_listener.map(|listener| {
@@ -166,7 +123,7 @@ impl Application {
                 listener,
                 api::admin_router(self.state.clone()),
                 Transport::Plain,
-                settings.limits,
+                head,
                 settings.shutdown_grace,
                 async move {
                     let _ = stopped.wait_for(|stop| *stop).await;
@@ -181,7 +138,7 @@ impl Application {
             self.listener,
             self.router,
             transport,
-            settings.limits,
+            head,
             settings.shutdown_grace,
             signalled,
         )

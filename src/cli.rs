@@ -11,11 +11,11 @@ use anyhow::Context as _;
 use axum::Router;
 use clap::{ArgGroup, Parser, Subcommand};
 
-use crate::api::wire::DecideResponse;
 use crate::app::Application;
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClaimNames, Config, ProcessEnvironment};
 use crate::demo::{DEMO_LISTEN, Demo};
+use crate::fronts::service_callout::DecideResponse;
 use crate::offline::{self, OfflineDecider, Scenario, suite};
 use crate::reload::{self, Reloader};
 
@@ -207,7 +207,7 @@ fn new_api_key(entry: &NewApiKey) -> Result<(), String> {
             format!("--expires `{expires}` is not an RFC 3339 UTC time such as 2027-01-01T00:00:00Z ({error})")
         })?;
     }
-    let (key, hash) = crate::apikeys::generate()?;
+    let (key, hash) = crate::credential::api_key::generate()?;
     // JSON strings are YAML double-quoted scalars: the line pastes as YAML whatever the values hold.
     let quote = |text: &str| serde_json::to_string(text).unwrap_or_default();
     let list = |items: &[String]| {

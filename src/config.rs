@@ -56,7 +56,7 @@ pub struct Config {
     /// End-user API keys.
     pub api_keys: Vec<ApiKeyConfig>,
     /// HTTPS on `listen`: the identity, and the client certificates let in when `callers.mtls` is set.
-    pub tls: Option<Arc<crate::tls::TlsSettings>>,
+    pub tls: Option<Arc<crate::server::tls::TlsSettings>>,
     /// Files besides the policies that the configuration reads, for the reloader to watch.
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
@@ -653,12 +653,12 @@ fn validate(
                 let certificate_optional = callers.as_ref().is_some_and(|callers| {
                     callers.api_keys.is_some() || callers.google_id_token.is_some()
                 });
-                let clients = mtls.map(|mtls| crate::tls::ClientRules {
+                let clients = mtls.map(|mtls| crate::server::tls::ClientRules {
                     ca: &mtls.ca,
                     allowed_subjects: &mtls.allowed_subjects,
                     certificate_optional,
                 });
-                crate::tls::TlsSettings::load(&cert, &key, clients)
+                crate::server::tls::TlsSettings::load(&cert, &key, clients)
                     .map_err(|problem| errors.push("tls", problem))
                     .ok()
             })

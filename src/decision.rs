@@ -16,12 +16,12 @@ use axum::http::HeaderName;
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::apikeys::ApiKeyStore;
 use crate::clock::SharedClock;
+use crate::credential::ApiKeyStore;
+use crate::credential::{self, Credential, CredentialError, Verifier};
 use crate::policy::{
     ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts, Unrepresentable,
 };
-use crate::token::{self, TokenError, VerifiedToken, Verifier};
 
 /// The `error` of a decision (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +151,10 @@ impl Engine {
             Ok(path) => path,
             Err(error) => return decider.refuse_path(error),
         };
-        let bearer = input.authorization.as_deref().and_then(token::bearer_token);
+        let bearer = input
+            .authorization
+            .as_deref()
+            .and_then(credential::bearer_token);
         let api_key = input
             .api_key
             .as_deref()
@@ -168,7 +171,7 @@ impl Engine {
         let verified = match (bearer, api_key) {
             (Some(token), _) => self.verifier.verify_hashed(token, &digest).await,
             (None, Some(_)) => self.api_keys.verify(&digest, now),
-            (None, None) => Err(TokenError::Empty),
+            (None, None) => Err(CredentialError::Empty),
         };
         let verify_micros = micros_since(started);
         let verified = match verified {
@@ -237,7 +240,7 @@ impl Decider {
     /// ([`path::normalize`]) at `now` (seconds since the epoch).
     pub fn decide_verified(
         &self,
-        token: &VerifiedToken,
+        token: &Credential,
         input: &DecisionInput,
         path: &str,
         now: i64,
@@ -353,7 +356,7 @@ impl Decider {
         self.deny(400, ErrorCode::InvalidRequest, &problem.to_string())
     }
 
-    fn token_error(&self, error: TokenError) -> Decision {
+    fn token_error(&self, error: CredentialError) -> Decision {
         let description = error.to_string();
         if error.is_temporary() {
             self.deny(503, ErrorCode::TemporarilyUnavailable, &description)
@@ -391,7 +394,7 @@ impl Decider {
 /// What the policies see of one request: the verified token as the principal, the input as the route
 /// and context.
 pub fn policy_request<'a>(
-    token: &'a VerifiedToken,
+    token: &'a Credential,
     input: &'a DecisionInput,
     path: &'a str,
     now: i64,

@@ -48,7 +48,7 @@ pub struct DecisionRecord<'a> {
     pub time: String,
     pub decision_id: String,
     pub message_id: &'a str,
-    /// Who made the callout (see `api::Caller`).
+    /// Who made the callout (see `callers::Caller`).
     pub caller: &'a str,
     /// The configured issuer name (`api_key` for an API key) and the token's `iss`.
     pub issuer_name: &'a str,

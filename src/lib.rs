@@ -19,23 +19,25 @@
 //!   traces, time, hashing, and JSON without duplicate keys.
 
 pub mod api;
-pub mod apikeys;
 pub mod app;
+pub mod callers;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod credential;
 pub mod decision;
 pub mod decision_log;
 pub mod demo;
 pub mod digest;
-pub mod keys;
+pub mod fronts;
+pub mod jwks;
 pub mod metrics;
 pub mod offline;
+pub mod outbound;
 pub mod policy;
 pub mod redact;
 pub mod reload;
 pub mod server;
+pub mod state;
 pub mod strict_json;
 pub mod telemetry;
-pub mod tls;
-pub mod token;

@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use crate::api::wire::DecideRequest;
 use crate::config::{ClaimNames, Config};
+use crate::credential::{Credential, Provenance, TimeRules};
 use crate::decision::{Decider, Decision};
+use crate::fronts::service_callout::DecideRequest;
 use crate::policy::PolicySet;
-use crate::token::{Provenance, TimeRules, VerifiedToken};
 
 /// The realm of challenges when no configuration names one (the configuration's default).
 const DEFAULT_REALM: &str = "api";
@@ -145,7 +145,7 @@ impl OfflineDecider {
             .entry("exp")
             .or_insert_with(|| Value::from(now.saturating_add(DEFAULT_LIFETIME_SECONDS)));
         let (issuer, claim_names) = self.issuer_of(&token);
-        let verified = VerifiedToken::from_claims(
+        let verified = Credential::from_claims(
             token,
             claim_names,
             Provenance {

@@ -14,9 +14,9 @@ use std::sync::Arc;
 
 use tokio::sync::Mutex;
 
-use crate::api::AppState;
 use crate::clock::SharedClock;
 use crate::config::{Config, ConfigErrors, Environment, PolicySource};
+use crate::state::{AppState, Generation};
 
 /// The environment `${VAR}` references are read from, shared with the blocking loader.
 pub type SharedEnvironment = Arc<dyn Environment + Send + Sync>;
@@ -111,7 +111,7 @@ impl Reloader {
         Ok(Self {
             path: path.to_path_buf(),
             state,
-            http: crate::keys::fetch::http_client()?,
+            http: crate::outbound::http_client()?,
             clock,
             environment: EnvironmentHandle(environment),
             watched: Mutex::new(Watched {
@@ -175,8 +175,8 @@ impl Reloader {
             );
         }
         let generation =
-            crate::app::generation(config, Some(&current), &self.http, Arc::clone(&self.clock))
-                .map_err(|error| ReloadError::of_file(&self.path, &format!("{error:#}")))?;
+            Generation::build(config, Some(&current), &self.http, Arc::clone(&self.clock))
+                .map_err(|error| ReloadError::of_file(&self.path, &error))?;
         // Keys of an issuer new to this generation load before it serves, as they do at start.
         let running: Vec<_> = current.key_sets().cloned().collect();
         for keys in generation.key_sets() {

@@ -1,9 +1,14 @@
 //! The accept loop: HTTP/1.1 over TCP or TLS, with a bounded request head and a graceful shutdown.
 //!
-//! The request line and headers together may take at most `limits.max_header_bytes` (more gets 431)
-//! and must arrive within `limits.request_timeout`. When `shutdown` resolves the listener closes at
+//! The request line and headers together may take at most [`HeadLimits::max_bytes`] (more gets 431)
+//! and must arrive within [`HeadLimits::read_timeout`]. When `shutdown` resolves the listener closes at
 //! once; idle keep-alive connections close, requests in flight finish and their connections close
 //! after the response. Whatever is still running after the grace period is cut off.
+//!
+//! It knows nothing of the service it runs: the router is given, and so are the TLS settings, through
+//! [`TlsSource`], which the running state implements.
+
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -16,8 +21,16 @@ use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 
-use crate::config::ServerLimits;
-use crate::tls::{TlsSettings, TlsSource};
+use tls::{TlsSettings, TlsSource};
+
+/// The bounds on a request's head (its request line and headers).
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    /// The request line and headers together; a longer head gets 431.
+    pub max_bytes: usize,
+    /// How long the head may take to arrive.
+    pub read_timeout: Duration,
+}
 
 /// How connections on a listener are secured.
 #[derive(Clone)]
@@ -46,15 +59,15 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     transport: Transport,
-    limits: ServerLimits,
+    head: HeadLimits,
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
-        .header_read_timeout(limits.request_timeout)
-        .max_buf_size(limits.max_header_bytes)
-        .max_headers(max_header_count(limits.max_header_bytes));
+        .header_read_timeout(head.read_timeout)
+        .max_buf_size(head.max_bytes)
+        .max_headers(max_header_count(head.max_bytes));
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -78,7 +91,7 @@ pub async fn serve(
             let served = match transport {
                 Transport::Plain => serve_connection(stream, router, &http, watcher).await,
                 Transport::Tls { source, first } => {
-                    match crate::tls::accept(&*source, &first, stream, peer).await {
+                    match tls::accept(&*source, &first, stream, peer).await {
                         Some((stream, certificate)) => {
                             let router = match certificate {
                                 Some(certificate) => router.layer(Extension(certificate)),

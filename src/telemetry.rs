@@ -14,16 +14,13 @@
 use std::borrow::Cow;
 
 use anyhow::Context as _;
-use axum::extract::Request;
-use axum::http::HeaderMap;
-use axum::middleware::Next;
-use axum::response::Response;
+use http::HeaderMap;
 use opentelemetry::propagation::{Extractor, TextMapPropagator as _};
 use opentelemetry::trace::{TraceContextExt as _, TracerProvider as _};
 use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::{Event, Instrument as _, Level, Subscriber};
+use tracing::{Event, Level, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::fmt::format::{JsonFields, Writer};
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields, MakeWriter};
@@ -56,7 +53,7 @@ pub fn init_with(log: &LogSettings, tracing: &TracingSettings) -> anyhow::Result
                 .with_http()
                 .with_protocol(Protocol::HttpJson)
                 .with_endpoint(url.as_str())
-                .with_http_client(crate::keys::fetch::http_client()?)
+                .with_http_client(crate::outbound::http_client()?)
                 .build()
                 .context("building the OTLP span exporter")?;
             let processor =
@@ -202,11 +199,12 @@ fn needs_escape(c: char) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct TraceId(pub String);
 
-/// Middleware: runs the callout in a `callout` span that continues the proxy's `traceparent`, and
-/// hands its trace id to the handler (for the decision log) as a [`TraceId`] extension.
-pub async fn callout_span(mut request: Request, next: Next) -> Response {
+/// The span of one callout, continuing the W3C `traceparent` it carries (if any), and its trace id
+/// (empty when the callout is traced neither by its caller nor by an exporter), which the decision
+/// log records.
+pub fn callout_span(headers: &HeaderMap) -> (tracing::Span, TraceId) {
     let span = tracing::info_span!("callout", trace_id = tracing::field::Empty);
-    let remote = TraceContextPropagator::new().extract(&Headers(request.headers()));
+    let remote = TraceContextPropagator::new().extract(&Headers(headers));
     let mut context = remote.span().span_context().clone();
     if context.is_valid() {
         // Fails only when no span exporter is installed, when the parent matters to nobody.
@@ -224,8 +222,7 @@ pub async fn callout_span(mut request: Request, next: Next) -> Response {
     } else {
         String::new()
     };
-    request.extensions_mut().insert(TraceId(trace_id));
-    next.run(request).instrument(span).await
+    (span, TraceId(trace_id))
 }
 
 /// A request's headers, as the propagator reads them.

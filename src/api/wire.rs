@@ -1,176 +1,100 @@
-//! The callout's JSON wire types (DESIGN §2). The only module that knows the JSON shape of the API.
+//! The JSON shapes of the service's own endpoints: `/healthz`, `/readyz`, and the body of a
+//! callout-level failure. (Each front's shapes are in its module under [`crate::fronts`].)
 
-use std::collections::BTreeMap;
-use std::net::IpAddr;
+use serde::Serialize;
 
-use serde::{Deserialize, Deserializer, Serialize, de};
+use crate::jwks::KeyStatus;
+use crate::state::{FailedReload, Generation, ReloadRecord};
 
-use crate::decision::{Decision, DecisionInput};
-use crate::policy::ApigeeContext;
-
-/// The body of `POST /v1/decide`. Unknown fields are refused, so a misspelt `authorisation` is an
-/// error rather than a request without a token.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct DecideRequest {
-    pub authorization: Option<String>,
-    pub api_key: Option<String>,
-    pub method: String,
-    pub path: String,
-    pub host: Option<String>,
-    pub query: Option<String>,
-    pub client_ip: Option<String>,
-    pub headers: Option<BTreeMap<String, String>>,
-    #[serde(default, deserialize_with = "object")]
-    pub apigee: Option<ApigeeFields>,
-    pub message_id: Option<String>,
-}
-
-/// `apigee` in the request body.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApigeeFields {
-    pub proxy: Option<String>,
-    pub environment: Option<String>,
-    pub organization: Option<String>,
-    pub product: Option<String>,
-    pub app: Option<String>,
-    pub developer: Option<String>,
-}
-
-/// Deserializes an optional `T` only from a JSON object: serde's derived structs also accept an array,
-/// read by position, which would bypass `deny_unknown_fields`.
-fn object<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
-    deserializer: D,
-) -> Result<Option<T>, D::Error> {
-    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(fields) => T::deserialize(serde_json::Value::Object(fields))
-            .map(Some)
-            .map_err(de::Error::custom),
-    }
-}
-
-/// A request field that failed validation after parsing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {problem}")]
-pub struct FieldError {
-    pub field: &'static str,
-    pub problem: &'static str,
-}
-
-impl DecideRequest {
-    /// Checks the fields JSON cannot check and builds the engine's input. Apigee templates render unset
-    /// variables as empty strings, so an empty optional field counts as absent.
-    pub fn into_input(self) -> Result<DecisionInput, FieldError> {
-        let method = self.method.trim();
-        if method.is_empty() || method.len() > 32 || !method.bytes().all(is_token_char) {
-            return Err(FieldError {
-                field: "method",
-                problem: "must be an HTTP method such as `GET`",
-            });
-        }
-        // An empty path is the base path (DESIGN §2); the engine gives every other its normal form.
-        if !self.path.is_empty() && !self.path.starts_with('/') {
-            return Err(FieldError {
-                field: "path",
-                problem: "must start with `/`",
-            });
-        }
-        let client_ip = match self.client_ip.as_deref().map(str::trim) {
-            None | Some("") => None,
-            // An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) is its IPv4 address (DESIGN §2).
-            Some(text) => Some(
-                text.parse::<IpAddr>()
-                    .map_err(|_| FieldError {
-                        field: "client_ip",
-                        problem: "must be an IPv4 or IPv6 address",
-                    })?
-                    .to_canonical(),
-            ),
-        };
-        let mut headers = BTreeMap::new();
-        for (name, value) in self.headers.unwrap_or_default() {
-            // An Apigee template renders a header the client did not send as "".
-            if value.is_empty() {
-                continue;
-            }
-            let entry: &mut String = headers.entry(name.to_ascii_lowercase()).or_default();
-            if !entry.is_empty() {
-                entry.push_str(", ");
-            }
-            entry.push_str(&value);
-        }
-        let apigee = self.apigee.unwrap_or_default();
-        let authorization = self.authorization.filter(|value| !value.trim().is_empty());
-        let api_key = self.api_key.filter(|value| !value.is_empty());
-        Ok(DecisionInput {
-            authorization,
-            api_key,
-            method: method.to_ascii_uppercase(),
-            path: self.path,
-            host: self.host.unwrap_or_default(),
-            query: self.query.unwrap_or_default(),
-            client_ip,
-            headers,
-            apigee: ApigeeContext {
-                proxy: apigee.proxy.unwrap_or_default(),
-                environment: apigee.environment.unwrap_or_default(),
-                organization: apigee.organization.unwrap_or_default(),
-                product: apigee.product.unwrap_or_default(),
-                app: apigee.app.unwrap_or_default(),
-                developer: apigee.developer.unwrap_or_default(),
-            },
-            message_id: self.message_id.unwrap_or_default(),
-        })
-    }
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
-}
-
-/// The decision as the proxy reads it. Every field is always present, so the bundle's JSONPaths
-/// always resolve.
+/// `/healthz`: the process is up.
 #[derive(Debug, Serialize)]
-pub struct DecideResponse<'a> {
-    pub decision_id: String,
-    pub allow: bool,
-    pub status: u16,
-    pub error: &'static str,
-    pub error_description: &'a str,
-    pub www_authenticate: &'a str,
-    pub subject: &'a str,
-    pub client_id: &'a str,
-    pub issuer: &'a str,
-    pub scope: &'a str,
-    pub headers: &'a BTreeMap<String, String>,
-    pub cache_ttl: u64,
-    pub policies: &'a [String],
+pub struct Health {
+    pub status: &'static str,
 }
 
-impl<'a> From<&'a Decision> for DecideResponse<'a> {
-    fn from(decision: &'a Decision) -> Self {
+/// `/readyz`: whether every key set is loaded and fresh, and what the running generation holds. No
+/// URL credentials, response body or configuration value appears in it.
+#[derive(Debug, Serialize)]
+pub struct Readiness<'a> {
+    pub ready: bool,
+    pub config_revision: &'a str,
+    pub policy_revision: &'a str,
+    pub policies: usize,
+    pub issuers: Vec<KeySetReadiness>,
+    pub reloads: Reloads,
+}
+
+/// One key set in `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct KeySetReadiness {
+    pub name: String,
+    pub ready: bool,
+    pub keys: usize,
+    pub key_age_seconds: Option<u64>,
+    pub stale: bool,
+    pub last_error: Option<String>,
+}
+
+/// Reloads in `/readyz`: counts, times, and where the last failure was, never its message.
+#[derive(Debug, Serialize)]
+pub struct Reloads {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub last_success: Option<String>,
+    pub last_failure: Option<LastFailure>,
+}
+
+/// The last failed reload in `/readyz`.
+#[derive(Debug, Serialize)]
+pub struct LastFailure {
+    pub at: String,
+    pub paths: Vec<String>,
+}
+
+impl<'a> Readiness<'a> {
+    pub fn of(generation: &'a Generation, reloads: ReloadRecord) -> Self {
+        let policies = generation.engine.policies();
         Self {
-            decision_id: decision.decision_id.to_string(),
-            allow: decision.allow,
-            status: decision.status,
-            error: decision.error.as_str(),
-            error_description: &decision.error_description,
-            www_authenticate: &decision.www_authenticate,
-            subject: &decision.subject,
-            client_id: &decision.client_id,
-            issuer: &decision.issuer,
-            scope: &decision.scope,
-            headers: &decision.headers,
-            cache_ttl: decision.cache_ttl,
-            policies: &decision.policies,
+            ready: generation.is_ready(),
+            config_revision: &generation.config_revision,
+            policy_revision: policies.revision(),
+            policies: policies.len(),
+            issuers: generation
+                .key_sets()
+                .map(|keys| KeySetReadiness::from(keys.status()))
+                .collect(),
+            reloads: Reloads::from(reloads),
         }
     }
 }
 
-/// The body of a callout-level failure (400, 401, 413, 415, 500): not a decision.
+impl From<KeyStatus> for KeySetReadiness {
+    fn from(status: KeyStatus) -> Self {
+        Self {
+            ready: status.loaded && !status.stale,
+            name: status.name,
+            keys: status.key_count,
+            key_age_seconds: status.age_seconds,
+            stale: status.stale,
+            last_error: status.last_error,
+        }
+    }
+}
+
+impl From<ReloadRecord> for Reloads {
+    fn from(record: ReloadRecord) -> Self {
+        Self {
+            succeeded: record.succeeded,
+            failed: record.failed,
+            last_success: record.last_success,
+            last_failure: record
+                .last_failure
+                .map(|FailedReload { at, paths }| LastFailure { at, paths }),
+        }
+    }
+}
+
+/// The body of a callout-level failure (400, 401, 413, 415, 503): not a decision.
 #[derive(Debug, Serialize)]
 pub struct ErrorBody<'a> {
     pub error: &'a str,

@@ -9,9 +9,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{OfflineDecider, Scenario, load_policies};
-use crate::api::wire::DecideRequest;
 use crate::config::ClaimNames;
 use crate::decision::{Decision, ErrorCode};
+use crate::fronts::service_callout::DecideRequest;
 
 /// The file names a test file has.
 const TEST_FILE_SUFFIXES: [&str; 2] = [".test.yaml", ".test.yml"];

@@ -13,8 +13,8 @@ use base64::alphabet;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use serde_json::{Value, json};
+use verdict::credential::CredentialError;
 use verdict::demo::signing::{SigningKey, encode_json};
-use verdict::token::TokenError;
 
 use crate::helpers::{AUDIENCE, KeyServer, T0, TestApp, claims, config_yaml, ec_key, rsa_key};
 
@@ -208,7 +208,7 @@ enum Expected {
 }
 
 /// The usual answer to a bad token: 401 `invalid_token`, described by the verifier's reason.
-fn invalid_token(reason: TokenError) -> Expected {
+fn invalid_token(reason: CredentialError) -> Expected {
     Expected::Deny {
         status: 401,
         error: "invalid_token",
@@ -228,7 +228,7 @@ type Build = fn(&Fixture) -> String;
 
 #[tokio::test]
 async fn hostile_and_broken_tokens_are_denied_with_a_stable_error() {
-    use TokenError::*;
+    use CredentialError::*;
     let fixture = Fixture::start().await;
     let jwks_loads_before = fixture.issuer_a.jwks_hits() + fixture.issuer_b.jwks_hits();
 

@@ -20,8 +20,8 @@ use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestError, 
 use serde_json::{Map, Value, json};
 use verdict::clock::ManualClock;
 use verdict::config::{Config, ConfigErrors, PolicyOrigin};
+use verdict::credential::TokenCache;
 use verdict::demo::signing::encode_json;
-use verdict::token::TokenCache;
 
 use crate::helpers::{
     AUDIENCE, CALLER_KEY, KeyServer, T0, TestApp, claims, config_yaml, ec_key, example_policies,

@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 use tower::ServiceExt as _;
 use verdict::policy::PolicyFile;
+use verdict::state::Generation;
 
 use crate::helpers::{
     CALLER_KEY, KeyServer, T0, TestApp, claims, config_yaml, parse_config_with, rsa_key,
@@ -93,10 +94,9 @@ async fn a_reload_during_a_request_changes_neither_who_it_admits_nor_how_it_is_d
             text: "@id(\"nothing\") forbid (principal, action, resource);".into(),
         }],
     );
-    let http = verdict::app::http_client().unwrap();
+    let http = verdict::outbound::http_client().unwrap();
     let generation =
-        verdict::app::generation(next, Some(&app.state.current()), &http, app.clock.clone())
-            .unwrap();
+        Generation::build(next, Some(&app.state.current()), &http, app.clock.clone()).unwrap();
     app.state.install(generation);
     open.send(()).unwrap();
 

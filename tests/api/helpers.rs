@@ -17,11 +17,12 @@ use axum::routing::get;
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use verdict::api::{self, AppState};
+use verdict::api;
 use verdict::clock::ManualClock;
 use verdict::config::{Config, PolicyOrigin};
 use verdict::demo::signing::SigningKey;
 use verdict::policy::PolicyFile;
+use verdict::state::AppState;
 
 /// The time every test starts at: 2027-01-15T08:00:00Z.
 pub const T0: u64 = 1_800_000_000;

@@ -15,8 +15,8 @@ use axum::http::{Request, header};
 use http_body_util::BodyExt as _;
 use serde_json::{Value, json};
 use tower::ServiceExt as _;
-use verdict::api::AppState;
 use verdict::clock::SystemClock;
+use verdict::state::AppState;
 
 use crate::helpers::{CALLER_KEY, example_policies, parse_config_with};
 

@@ -49,7 +49,7 @@ fn main() {
                 let request: Value = serde_json::from_slice(data).unwrap_or_default();
                 let token = request["authorization"]
                     .as_str()
-                    .and_then(verdict::token::bearer_token)
+                    .and_then(verdict::credential::bearer_token)
                     .unwrap_or_default();
                 assert!(
                     fixture.is_valid_token(token),

@@ -10,7 +10,6 @@
 //! INVARIANT: a failed fetch (transport error, non-2xx, garbage, or a set with no usable key) never
 //! replaces the snapshot; only a successful fetch with at least one usable key does.
 
-pub(crate) mod fetch;
 pub mod jwk;
 
 use std::collections::HashMap;
@@ -20,10 +19,10 @@ use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use reqwest::Url;
-use serde::Deserialize;
 use tokio::sync::Mutex;
 
-pub use fetch::FetchError;
+pub use crate::outbound::FetchError;
+use crate::outbound::{self, discovery};
 pub use jwk::VerificationKey;
 
 use crate::clock::SharedClock;
@@ -109,12 +108,6 @@ pub struct KeyStatus {
     pub key_count: usize,
     pub age_seconds: Option<u64>,
     pub last_error: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    jwks_uri: String,
 }
 
 impl IssuerKeys {
@@ -318,14 +311,21 @@ impl IssuerKeys {
         let jwks_uri = match (&state.jwks_uri, &self.source) {
             (Some(uri), _) => uri.clone(),
             (None, KeySource::Discovery(discovery_url)) => {
-                let uri = self.discover(discovery_url).await?;
+                let uri = discovery::endpoint(
+                    &self.http,
+                    discovery_url,
+                    &self.issuer,
+                    discovery::Endpoint::Jwks,
+                    self.refresh.timeout,
+                )
+                .await?;
                 state.jwks_uri = Some(uri.clone());
                 uri
             }
             (None, KeySource::JwksUri(uri)) => uri.clone(),
             (None, KeySource::NoJwks) => return Err(FetchError::NoKeySet),
         };
-        let fetched = fetch::get_json(&self.http, &jwks_uri, self.refresh.timeout).await?;
+        let fetched = outbound::get_json(&self.http, &jwks_uri, self.refresh.timeout).await?;
         let invalid = |reason: String| FetchError::invalid(&jwks_uri, reason);
         let parsed = jwk::parse_key_set(&fetched.body).map_err(invalid)?;
         if parsed.keys.is_empty() {
@@ -335,28 +335,6 @@ impl IssuerKeys {
             )));
         }
         Ok((parsed, fetched.max_age))
-    }
-
-    async fn discover(&self, discovery_url: &Url) -> Result<Url, FetchError> {
-        let invalid = |reason: String| FetchError::invalid(discovery_url, reason);
-        let fetched = fetch::get_json(&self.http, discovery_url, self.refresh.timeout).await?;
-        let document: Discovery = fetch::parse_remote_json(&fetched.body)
-            .map_err(|reason| invalid(format!("not a discovery document: {reason}")))?;
-        // OIDC Discovery §4.3: the document must name exactly the issuer it was fetched for.
-        if document.issuer != self.issuer {
-            return Err(invalid(fetch::another_issuer(&self.issuer)));
-        }
-        let uri = Url::parse(&document.jwks_uri)
-            .map_err(|error| invalid(format!("bad `jwks_uri`: {error}")))?;
-        let secure =
-            uri.scheme() == "https" || (uri.scheme() == "http" && crate::config::is_loopback(&uri));
-        if !secure {
-            return Err(invalid(format!(
-                "`jwks_uri` `{}` is not https",
-                crate::redact::redacted(&uri)
-            )));
-        }
-        Ok(uri)
     }
 
     /// Loads keys until they load, then keeps them fresh. Runs until the task is dropped.

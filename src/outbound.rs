@@ -1,4 +1,8 @@
-//! Bounded HTTP GETs of discovery documents and key sets.
+//! Outbound HTTP: the one client, bounded GETs and POSTs, the rule that a remote endpoint is reached
+//! over https (or plain http on this machine only), and the parsing of what remote endpoints send.
+//! [`discovery`] reads OpenID Connect discovery documents with them.
+
+pub mod discovery;
 
 use std::time::Duration;
 
@@ -82,13 +86,34 @@ pub fn parse_remote_json<T: serde::de::DeserializeOwned>(document: &[u8]) -> Res
     serde_json::from_slice(document).map_err(|error| describe_json_error(&error))
 }
 
-/// Why a discovery document for `expected` is refused when it names another issuer. The issuer it did
-/// name is the remote document's text, and is not repeated.
-pub fn another_issuer(expected: &str) -> String {
-    format!(
-        "it names another issuer than `{}`",
-        crate::redact::url_credentials(expected)
-    )
+/// Why a URL may not be fetched: Verdict reaches remote endpoints (discovery, key sets,
+/// introspection) over https, and over plain http only on this machine (development and tests).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unfetchable {
+    #[error("must use https (plain http is allowed only on loopback)")]
+    PlainHttp,
+    #[error("unsupported URL scheme `{0}`")]
+    Scheme(String),
+}
+
+/// Whether `url` may be fetched: https anywhere, plain http on loopback only.
+pub fn fetchable(url: &Url) -> Result<(), Unfetchable> {
+    match url.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(url) => Ok(()),
+        "http" => Err(Unfetchable::PlainHttp),
+        scheme => Err(Unfetchable::Scheme(scheme.to_owned())),
+    }
+}
+
+/// Whether `url` names this machine: `localhost` or a loopback address.
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(domain)) => domain == "localhost",
+        Some(url::Host::Ipv4(address)) => address.is_loopback(),
+        Some(url::Host::Ipv6(address)) => address.is_loopback(),
+        None => false,
+    }
 }
 
 /// A `serde_json` error by its category and position only (see [`parse_remote_json`]).

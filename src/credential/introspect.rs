@@ -13,22 +13,21 @@ use std::sync::{Arc, Mutex};
 
 use reqwest::Url;
 use secrecy::ExposeSecret;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::OnceCell;
 
 use super::cache::TokenHash;
 use super::claims::{self, Lifetime, TimeRules};
-use super::{Provenance, TokenError, Verified, VerifiedToken};
+use super::{Credential, CredentialError, Provenance, Verified};
 use crate::clock::SharedClock;
 use crate::config::{ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig};
-use crate::keys::fetch::{self, FetchError};
+use crate::outbound::{self, FetchError, discovery};
 
 /// What introspection said about one token, as cached.
 #[derive(Debug, Clone)]
 enum Answer {
     Active {
-        token: Arc<VerifiedToken>,
+        token: Arc<Credential>,
         /// Seconds since the epoch after which the answer is asked again.
         until: i64,
     },
@@ -38,7 +37,7 @@ enum Answer {
 }
 
 /// One in-flight introspection, shared by every request for the same token.
-type Pending = Arc<OnceCell<Result<Answer, TokenError>>>;
+type Pending = Arc<OnceCell<Result<Answer, CredentialError>>>;
 
 /// Introspects the opaque tokens of one issuer.
 #[derive(Debug)]
@@ -51,12 +50,6 @@ pub struct Introspector {
     endpoint: OnceCell<Url>,
     answers: quick_cache::sync::Cache<TokenHash, Answer>,
     pending: Mutex<HashMap<TokenHash, Pending>>,
-}
-
-#[derive(Deserialize)]
-struct Discovery {
-    issuer: String,
-    introspection_endpoint: Option<String>,
 }
 
 impl Introspector {
@@ -85,7 +78,7 @@ impl Introspector {
     }
 
     /// Checks an opaque token, from the cache when an answer for it is still fresh.
-    pub async fn verify(&self, token: &str, hash: &TokenHash) -> Result<Verified, TokenError> {
+    pub async fn verify(&self, token: &str, hash: &TokenHash) -> Result<Verified, CredentialError> {
         let hash = *hash;
         let now = self.now();
         if let Some(answer) = self.answers.get(&hash) {
@@ -99,7 +92,7 @@ impl Introspector {
                         keys_fresh_until: None,
                     });
                 }
-                Answer::Inactive { until } if now < until => return Err(TokenError::Inactive),
+                Answer::Inactive { until } if now < until => return Err(CredentialError::Inactive),
                 _ => {
                     self.answers.remove(&hash);
                 }
@@ -148,15 +141,15 @@ impl Introspector {
                 cache_hit: false,
                 keys_fresh_until: None,
             }),
-            Answer::Inactive { .. } => Err(TokenError::Inactive),
+            Answer::Inactive { .. } => Err(CredentialError::Inactive),
         }
     }
 
     /// One exchange with the endpoint, and the checks on its answer.
-    async fn introspect(&self, token: &str) -> Result<Answer, TokenError> {
+    async fn introspect(&self, token: &str) -> Result<Answer, CredentialError> {
         let unavailable = |error: FetchError| {
             tracing::warn!(issuer = %self.issuer.name, %error, "introspection failed");
-            TokenError::IntrospectionUnavailable
+            CredentialError::IntrospectionUnavailable
         };
         let endpoint = self
             .endpoint
@@ -173,10 +166,10 @@ impl Introspector {
                 None
             }
         };
-        let body = fetch::post_form(&self.http, endpoint, &form, basic, self.config.timeout)
+        let body = outbound::post_form(&self.http, endpoint, &form, basic, self.config.timeout)
             .await
             .map_err(unavailable)?;
-        let answer: Map<String, Value> = fetch::parse_remote_json(&body).map_err(|reason| {
+        let answer: Map<String, Value> = outbound::parse_remote_json(&body).map_err(|reason| {
             unavailable(FetchError::invalid(
                 endpoint,
                 format!("not a JSON object: {reason}"),
@@ -189,7 +182,7 @@ impl Introspector {
         TimeRules::of(&self.issuer)
     }
 
-    fn check(&self, mut answer: Map<String, Value>) -> Result<Answer, TokenError> {
+    fn check(&self, mut answer: Map<String, Value>) -> Result<Answer, CredentialError> {
         let now = self.now();
         // RFC 7662 §2.2: `active` is a boolean; anything but `true` is an inactive token.
         if answer.get("active") != Some(&Value::Bool(true)) {
@@ -213,7 +206,7 @@ impl Introspector {
         )?;
         let until = lifetime.exp.min(cap);
         answer.remove("active");
-        let mut token = VerifiedToken::from_claims(
+        let mut token = Credential::from_claims(
             answer,
             &self.issuer.claims,
             Provenance {
@@ -238,27 +231,14 @@ impl Introspector {
             IntrospectionEndpoint::Url(url) => return Ok(url.clone()),
             IntrospectionEndpoint::Discovery(url) => url,
         };
-        let invalid = |reason: String| FetchError::invalid(discovery_url, reason);
-        let fetched = fetch::get_json(&self.http, discovery_url, self.config.timeout).await?;
-        let document: Discovery = fetch::parse_remote_json(&fetched.body)
-            .map_err(|reason| invalid(format!("not a discovery document: {reason}")))?;
-        if document.issuer != self.issuer.issuer {
-            return Err(invalid(fetch::another_issuer(&self.issuer.issuer)));
-        }
-        let endpoint = document
-            .introspection_endpoint
-            .ok_or_else(|| invalid("it names no `introspection_endpoint`".to_owned()))?;
-        let url = Url::parse(&endpoint)
-            .map_err(|error| invalid(format!("bad `introspection_endpoint`: {error}")))?;
-        let secure =
-            url.scheme() == "https" || (url.scheme() == "http" && crate::config::is_loopback(&url));
-        if !secure {
-            return Err(invalid(format!(
-                "`introspection_endpoint` `{}` is not https",
-                crate::redact::redacted(&url)
-            )));
-        }
-        Ok(url)
+        discovery::endpoint(
+            &self.http,
+            discovery_url,
+            &self.issuer.issuer,
+            discovery::Endpoint::Introspection,
+            self.config.timeout,
+        )
+        .await
     }
 
     fn now(&self) -> i64 {

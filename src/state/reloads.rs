@@ -6,7 +6,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
-use serde_json::{Value, json};
 
 /// Counts and the last failure of reloads, for `/readyz` (and metrics).
 #[derive(Debug, Default)]
@@ -48,22 +47,43 @@ impl ReloadHistory {
 
     /// The record as `/readyz` shows it: counts, times and the paths of the last failure, never its
     /// message.
-    pub fn to_json(&self) -> Value {
+    pub fn record(&self) -> ReloadRecord {
         let last_success = match self.last_success.load(Ordering::Relaxed) {
-            0 => Value::Null,
-            at => Value::from(rfc3339(at)),
+            0 => None,
+            at => Some(rfc3339(at)),
         };
-        let last_failure = self.last_failure.load().as_deref().map_or(
-            Value::Null,
-            |failure| json!({ "at": rfc3339(failure.at), "paths": failure.paths }),
-        );
-        json!({
-            "succeeded": self.succeeded(),
-            "failed": self.failed(),
-            "last_success": last_success,
-            "last_failure": last_failure,
-        })
+        let last_failure = self
+            .last_failure
+            .load()
+            .as_deref()
+            .map(|failure| FailedReload {
+                at: rfc3339(failure.at),
+                paths: failure.paths.clone(),
+            });
+        ReloadRecord {
+            succeeded: self.succeeded(),
+            failed: self.failed(),
+            last_success,
+            last_failure,
+        }
     }
+}
+
+/// What is known of reloads at one moment; times in RFC 3339.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadRecord {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub last_success: Option<String>,
+    pub last_failure: Option<FailedReload>,
+}
+
+/// When and where the last reload failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedReload {
+    pub at: String,
+    /// The configuration paths of the errors.
+    pub paths: Vec<String>,
 }
 
 fn rfc3339(seconds: u64) -> String {

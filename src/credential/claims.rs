@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 
-use super::TokenError;
+use super::CredentialError;
 use crate::config::IssuerConfig;
 
 /// The latest NumericDate accepted: 9999-12-31T23:59:59Z. Later values are nonsense, not long-lived
@@ -23,9 +23,9 @@ pub struct Lifetime {
 
 impl Lifetime {
     /// The lifetime the claims state; `exp` must be present.
-    pub fn from_claims(claims: &Map<String, Value>) -> Result<Self, TokenError> {
+    pub fn from_claims(claims: &Map<String, Value>) -> Result<Self, CredentialError> {
         Ok(Self {
-            exp: numeric_date(claims, "exp")?.ok_or(TokenError::MissingClaim("exp"))?,
+            exp: numeric_date(claims, "exp")?.ok_or(CredentialError::MissingClaim("exp"))?,
             nbf: numeric_date(claims, "nbf")?,
             iat: numeric_date(claims, "iat")?,
         })
@@ -54,22 +54,22 @@ impl TimeRules {
 
     /// Whether a credential with this lifetime is valid at `now`: before `exp`, not before `nbf`, not
     /// issued in the future, and no older than the maximum age, each within the leeway.
-    pub fn check(&self, lifetime: &Lifetime, now: i64) -> Result<(), TokenError> {
+    pub fn check(&self, lifetime: &Lifetime, now: i64) -> Result<(), CredentialError> {
         // RFC 7519 §4.1.4: the token is valid only *before* `exp`.
         if now >= lifetime.exp.saturating_add(self.leeway) {
-            return Err(TokenError::Expired);
+            return Err(CredentialError::Expired);
         }
         let latest_start = now.saturating_add(self.leeway);
         if lifetime.nbf.is_some_and(|nbf| nbf > latest_start) {
-            return Err(TokenError::NotYetValid);
+            return Err(CredentialError::NotYetValid);
         }
         if lifetime.iat.is_some_and(|iat| iat > latest_start) {
-            return Err(TokenError::IssuedInFuture);
+            return Err(CredentialError::IssuedInFuture);
         }
         if let Some(max_age) = self.max_age {
-            let iat = lifetime.iat.ok_or(TokenError::MissingClaim("iat"))?;
+            let iat = lifetime.iat.ok_or(CredentialError::MissingClaim("iat"))?;
             if now.saturating_sub(iat) > max_age.saturating_add(self.leeway) {
-                return Err(TokenError::TooOld);
+                return Err(CredentialError::TooOld);
             }
         }
         Ok(())
@@ -91,38 +91,42 @@ pub fn check_audience(
     aud: Option<&Value>,
     audiences: &[String],
     required: bool,
-) -> Result<(), TokenError> {
+) -> Result<(), CredentialError> {
     let matched = match aud {
-        None if required => return Err(TokenError::MissingClaim("aud")),
+        None if required => return Err(CredentialError::MissingClaim("aud")),
         None => return Ok(()),
         Some(Value::String(aud)) => audiences.contains(aud),
         Some(Value::Array(items)) if !items.is_empty() => {
             let mut matched = false;
             for item in items {
                 let Value::String(aud) = item else {
-                    return Err(TokenError::InvalidClaim("aud"));
+                    return Err(CredentialError::InvalidClaim("aud"));
                 };
                 matched |= audiences.contains(aud);
             }
             matched
         }
-        Some(_) => return Err(TokenError::InvalidClaim("aud")),
+        Some(_) => return Err(CredentialError::InvalidClaim("aud")),
     };
     if matched {
         Ok(())
     } else {
-        Err(TokenError::WrongAudience)
+        Err(CredentialError::WrongAudience)
     }
 }
 
 /// Whether the `iss` claim, when `required` or present, is exactly `issuer`.
-pub fn check_issuer(iss: Option<&Value>, issuer: &str, required: bool) -> Result<(), TokenError> {
+pub fn check_issuer(
+    iss: Option<&Value>,
+    issuer: &str,
+    required: bool,
+) -> Result<(), CredentialError> {
     match iss {
-        None if required => Err(TokenError::MissingClaim("iss")),
+        None if required => Err(CredentialError::MissingClaim("iss")),
         None => Ok(()),
         Some(Value::String(iss)) if iss == issuer => Ok(()),
-        Some(Value::String(_)) => Err(TokenError::UnknownIssuer),
-        Some(_) => Err(TokenError::InvalidClaim("iss")),
+        Some(Value::String(_)) => Err(CredentialError::UnknownIssuer),
+        Some(_) => Err(CredentialError::InvalidClaim("iss")),
     }
 }
 
@@ -131,14 +135,14 @@ pub fn check_issuer(iss: Option<&Value>, issuer: &str, required: bool) -> Result
 pub fn numeric_date(
     claims: &Map<String, Value>,
     name: &'static str,
-) -> Result<Option<i64>, TokenError> {
+) -> Result<Option<i64>, CredentialError> {
     match claims.get(name) {
         None => Ok(None),
         Some(Value::Number(number)) => match number.as_i64() {
             Some(seconds) if (0..=MAX_NUMERIC_DATE).contains(&seconds) => Ok(Some(seconds)),
-            _ => Err(TokenError::InvalidClaim(name)),
+            _ => Err(CredentialError::InvalidClaim(name)),
         },
-        Some(_) => Err(TokenError::InvalidClaim(name)),
+        Some(_) => Err(CredentialError::InvalidClaim(name)),
     }
 }
 
@@ -163,7 +167,7 @@ mod tests {
         ] {
             assert_eq!(
                 numeric_date(&claims(bad.clone()), "exp"),
-                Err(TokenError::InvalidClaim("exp")),
+                Err(CredentialError::InvalidClaim("exp")),
                 "{bad}"
             );
         }
@@ -178,10 +182,10 @@ mod tests {
             iat: Some(500),
         };
         let cases = [
-            (489, Err(TokenError::NotYetValid)),
+            (489, Err(CredentialError::NotYetValid)),
             (490, Ok(())),
             (610, Ok(())),
-            (611, Err(TokenError::TooOld)),
+            (611, Err(CredentialError::TooOld)),
         ];
         for (now, expected) in cases {
             assert_eq!(rules.check(&lifetime, now), expected, "at {now}");
@@ -192,13 +196,13 @@ mod tests {
             ..lifetime
         };
         assert_eq!(rules.check(&long, 1_009), Ok(()));
-        assert_eq!(rules.check(&long, 1_010), Err(TokenError::Expired));
+        assert_eq!(rules.check(&long, 1_010), Err(CredentialError::Expired));
         assert_eq!(rules.reusable_until(&lifetime), 600);
         assert_eq!(rules.reusable_until(&long), 1_000);
         let no_iat = Lifetime { iat: None, ..long };
         assert_eq!(
             rules.check(&no_iat, 900),
-            Err(TokenError::MissingClaim("iat"))
+            Err(CredentialError::MissingClaim("iat"))
         );
     }
 
@@ -208,7 +212,10 @@ mod tests {
         let check = |aud: Value| check_audience(Some(&aud), &audiences, true);
         assert_eq!(check("api://orders".into()), Ok(()));
         assert_eq!(check(serde_json::json!(["x", "api://orders"])), Ok(()));
-        assert_eq!(check("api://Orders".into()), Err(TokenError::WrongAudience));
+        assert_eq!(
+            check("api://Orders".into()),
+            Err(CredentialError::WrongAudience)
+        );
         for malformed in [
             serde_json::json!([]),
             serde_json::json!(["api://orders", 1]),
@@ -219,13 +226,13 @@ mod tests {
         ] {
             assert_eq!(
                 check(malformed.clone()),
-                Err(TokenError::InvalidClaim("aud")),
+                Err(CredentialError::InvalidClaim("aud")),
                 "{malformed}"
             );
         }
         assert_eq!(
             check_audience(None, &audiences, true),
-            Err(TokenError::MissingClaim("aud"))
+            Err(CredentialError::MissingClaim("aud"))
         );
         assert_eq!(check_audience(None, &audiences, false), Ok(()));
     }

@@ -82,14 +82,14 @@ struct RawKey {
 /// member name anywhere is refused whole: which duplicate wins (`"use":"enc","use":"sig"`) differs
 /// between parsers (RFC 7517 §4, RFC 8259 §4).
 pub fn parse_key_set(document: &[u8]) -> Result<ParsedKeySet, String> {
-    let raw: RawKeySet = crate::keys::fetch::parse_remote_json(document)
+    let raw: RawKeySet = crate::outbound::parse_remote_json(document)
         .map_err(|reason| format!("not a JWK set: {reason}"))?;
     let mut parsed = ParsedKeySet::default();
     for (index, value) in raw.keys.into_iter().enumerate() {
         let key: RawKey = match serde_json::from_value(value) {
             Ok(key) => key,
             Err(error) => {
-                let reason = crate::keys::fetch::describe_json_error(&error);
+                let reason = crate::outbound::describe_json_error(&error);
                 parsed.skipped.push(format!("keys[{index}]: {reason}"));
                 continue;
             }

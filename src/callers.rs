@@ -1,26 +1,20 @@
 //! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5): a caller
 //! key header, a Google-signed ID token in the callout's own `Authorization` header, or a client
 //! certificate, which the TLS listener checks at the handshake and the generation deciding each request
-//! checks again (`crate::tls::ClientCertificate`). Any one that is configured admits a caller.
+//! checks again (`crate::server::tls::ClientCertificate`). Any one that is configured admits a caller.
 
 use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
-use axum::Extension;
-use axum::extract::Request;
-use axum::http::{HeaderMap, HeaderName};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName};
 use secrecy::ExposeSecret;
 
-use super::Generation;
-use super::error::ApiError;
 use crate::clock::SharedClock;
 use crate::config::{Callers, GoogleIdTokenCallers};
+use crate::credential::{self, Verifier};
 use crate::digest::sha256;
-use crate::keys::IssuerKeys;
-use crate::tls::{ClientCertificate, ClientCertificates};
-use crate::token::{self, Verifier};
+use crate::jwks::IssuerKeys;
+use crate::server::tls::{ClientCertificate, ClientCertificates};
 
 /// How many verified caller tokens are kept (a caller reuses one token for up to an hour).
 const CALLER_TOKEN_CACHE: usize = 64;
@@ -28,7 +22,7 @@ const CALLER_TOKEN_CACHE: usize = 64;
 const MAX_CALLER_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Who made a callout, as the decision log names it: `api_key#N` (the Nth configured caller key),
-/// `google:<email>`, `mtls` or `anonymous`. Every request past [`require_caller`] carries one.
+/// `google:<email>`, `mtls` or `anonymous`.
 #[derive(Debug, Clone)]
 pub struct Caller(Arc<str>);
 
@@ -126,7 +120,7 @@ impl CallerAuth {
 
     /// The caller that the request's headers, or the client certificate of its connection, authenticate
     /// by these rules, if any.
-    async fn admits(
+    pub async fn admits(
         &self,
         headers: &HeaderMap,
         certificate: Option<&ClientCertificate>,
@@ -173,9 +167,9 @@ impl GoogleCheck {
     /// A valid ID token for the configured audience whose verified `email` is on the list.
     async fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
         let token = headers
-            .get(axum::http::header::AUTHORIZATION)
+            .get(http::header::AUTHORIZATION)
             .and_then(|value| value.to_str().ok())
-            .and_then(token::bearer_token)?;
+            .and_then(credential::bearer_token)?;
         let verified = match self.verifier.verify(token).await {
             Ok(verified) => verified.token,
             Err(error) => {
@@ -204,29 +198,5 @@ impl GoogleCheck {
                 None
             }
         }
-    }
-}
-
-/// Middleware refusing unauthenticated callers with 401 before the body is read, by the rules of the
-/// generation that decides the request.
-pub async fn require_caller(
-    Extension(generation): Extension<Arc<Generation>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
-    let certificate = request.extensions().get::<Arc<ClientCertificate>>();
-    let admitted = generation
-        .callers
-        .admits(
-            request.headers(),
-            certificate.map(|certificate| &**certificate),
-        )
-        .await;
-    match admitted {
-        Some(caller) => {
-            request.extensions_mut().insert(caller);
-            next.run(request).await
-        }
-        None => ApiError::UnauthenticatedCaller.into_response(),
     }
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use aws_lc_rs::constant_time;
 use serde_json::Map;
 
+use super::{Credential, CredentialError, Verified};
 use crate::config::ApiKeyConfig;
 use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
-use crate::token::{TokenError, Verified, VerifiedToken};
 
 /// The prefix of keys `verdict apikey new` makes, so a leaked one is easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "vk_";
@@ -29,7 +29,7 @@ pub struct ApiKeyStore {
 struct Entry {
     hash: [u8; 32],
     expires: Option<i64>,
-    token: Arc<VerifiedToken>,
+    token: Arc<Credential>,
 }
 
 impl ApiKeyStore {
@@ -49,8 +49,7 @@ impl ApiKeyStore {
                     claims: &Map::new(),
                 })
                 .map_err(|error| format!("API key `{}`: {error}", key.id))?;
-                let token =
-                    VerifiedToken::for_api_key(key, key.expires.unwrap_or(NEVER), principal);
+                let token = Credential::for_api_key(key, key.expires.unwrap_or(NEVER), principal);
                 Ok(Entry {
                     hash: key.hash,
                     expires: key.expires,
@@ -66,7 +65,7 @@ impl ApiKeyStore {
     }
 
     /// The principal of the key whose SHA-256 is `key_digest`, at `now` (seconds since the epoch).
-    pub fn verify(&self, key_digest: &[u8; 32], now: i64) -> Result<Verified, TokenError> {
+    pub fn verify(&self, key_digest: &[u8; 32], now: i64) -> Result<Verified, CredentialError> {
         let mut found = None;
         for entry in &self.entries {
             // Every entry is compared, whichever matches.
@@ -74,9 +73,9 @@ impl ApiKeyStore {
                 found = Some(entry);
             }
         }
-        let entry = found.ok_or(TokenError::UnknownApiKey)?;
+        let entry = found.ok_or(CredentialError::UnknownApiKey)?;
         if entry.expires.is_some_and(|expires| now >= expires) {
-            return Err(TokenError::Expired);
+            return Err(CredentialError::Expired);
         }
         Ok(Verified {
             token: Arc::clone(&entry.token),

@@ -1,0 +1,91 @@
+//! The body of a JSON callout: [`StrictJson`], which takes only a JSON object without duplicate keys,
+//! within the body limit, its rejections as [`ApiError`]s.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, Request};
+use axum::http::{HeaderMap, StatusCode, header};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        match rejection {
+            JsonRejection::JsonDataError(error) => {
+                Self::BadRequest(describe_serde_error(&error.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(error) => {
+                Self::BadRequest(describe_serde_error(&error.body_text()))
+            }
+            other => Self::BadRequest(other.body_text()),
+        }
+    }
+}
+
+/// axum prefixes serde's message ("Failed to deserialize the JSON body into the target type: ..."); the
+/// caller needs only serde's part, which names the field.
+fn describe_serde_error(text: &str) -> String {
+    let message = text
+        .rsplit_once("target type: ")
+        .map_or(text, |(_, message)| message);
+    let message = message
+        .strip_prefix("Failed to parse the request body as JSON: ")
+        .unwrap_or(message);
+    format!("malformed request body: {message}")
+}
+
+/// `Json<T>` that takes only a JSON object, with rejections as [`ApiError`]s.
+///
+/// serde's derived structs also accept a JSON array, read by position, which would bypass
+/// `deny_unknown_fields`; the body's first byte must therefore open an object.
+#[derive(Debug)]
+pub struct StrictJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        if !is_json(request.headers()) {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::BadRequest(rejection.body_text())
+                }
+            })?;
+        if bytes.iter().find(|byte| !byte.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest(
+                "malformed request body: expected a JSON object".into(),
+            ));
+        }
+        // DESIGN §2: duplicate keys anywhere in the body, nested objects included, are a 400.
+        crate::strict_json::check_unique_keys(&bytes)
+            .map_err(|error| ApiError::BadRequest(describe_serde_error(&error.to_string())))?;
+        let Json(value) = Json::<T>::from_bytes(&bytes)?;
+        Ok(Self(value))
+    }
+}
+
+/// `application/json`, or an `application/*+json` type, parameters aside.
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+    else {
+        return false;
+    };
+    let essence = value
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    essence == "application/json"
+        || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
