@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, LazyLock};
+use std::time::{Duration, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 
@@ -377,15 +378,8 @@ fn claim_value(value: &Value, depth: usize) -> Option<RestrictedExpression> {
 
 /// `context.time`: the decision time as a Cedar `datetime` and as UTC calendar fields.
 fn time_record(now: i64) -> Result<RestrictedExpression, String> {
-    let days = now.div_euclid(86_400);
-    let seconds_of_day = now.rem_euclid(86_400);
-    let (year, month, day) = civil_from_days(days);
-    // 1970-01-01 was a Thursday; ISO weekdays run from 1 (Monday) to 7 (Sunday).
-    let weekday = (days + 3).rem_euclid(7) + 1;
-    let hour = seconds_of_day / 3600;
-    let minute = seconds_of_day % 3600 / 60;
-    let second = seconds_of_day % 60;
-    let iso = format!("{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}Z");
+    let iso = rfc3339(now).ok_or_else(|| format!("the time {now} is before 1970"))?;
+    let (hour, minute, weekday) = time_of_week(now);
     RestrictedExpression::new_record([
         ("now".to_owned(), RestrictedExpression::new_datetime(iso)),
         ("unix".to_owned(), RestrictedExpression::new_long(now)),
@@ -399,24 +393,19 @@ fn time_record(now: i64) -> Result<RestrictedExpression, String> {
     .map_err(|error| error.to_string())
 }
 
-/// Days since 1970-01-01 to a proleptic Gregorian (year, month, day), after Howard Hinnant's
-/// `civil_from_days`.
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z.rem_euclid(146_097);
-    let year_of_era =
-        (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let month_index = (5 * day_of_year + 2) / 153;
-    let day = day_of_year - (153 * month_index + 2) / 5 + 1;
-    let month = if month_index < 10 {
-        month_index + 3
-    } else {
-        month_index - 9
-    };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    (year, month, day)
+/// `now` (seconds since the epoch) in RFC 3339, UTC, to the second.
+fn rfc3339(now: i64) -> Option<String> {
+    let at = UNIX_EPOCH.checked_add(Duration::from_secs(u64::try_from(now).ok()?))?;
+    Some(humantime::format_rfc3339_seconds(at).to_string())
+}
+
+/// The UTC hour, minute and ISO weekday (1 for Monday to 7 for Sunday) of `now`.
+fn time_of_week(now: i64) -> (i64, i64, i64) {
+    let days = now.div_euclid(86_400);
+    let seconds_of_day = now.rem_euclid(86_400);
+    // 1970-01-01 was a Thursday.
+    let weekday = (days + 3).rem_euclid(7) + 1;
+    (seconds_of_day / 3600, seconds_of_day % 3600 / 60, weekday)
 }
 
 #[cfg(test)]
@@ -465,10 +454,16 @@ mod tests {
     }
 
     #[test]
-    fn calendar_dates_match_known_days() {
-        assert_eq!(civil_from_days(0), (1970, 1, 1));
-        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
-        assert_eq!(civil_from_days(11_016), (2000, 2, 29));
-        assert_eq!(civil_from_days(-1), (1969, 12, 31));
+    fn the_time_fields_are_utc_calendar_fields() {
+        // 2000-02-29T13:45:30Z, a Tuesday.
+        let now = 11_016 * 86_400 + 13 * 3600 + 45 * 60 + 30;
+        assert_eq!(rfc3339(now).as_deref(), Some("2000-02-29T13:45:30Z"));
+        assert_eq!(time_of_week(now), (13, 45, 2));
+        assert_eq!(rfc3339(0).as_deref(), Some("1970-01-01T00:00:00Z"));
+        assert_eq!(time_of_week(0), (0, 0, 4));
+        // 2024-01-07, a Sunday, a second before midnight.
+        assert_eq!(time_of_week(19_729 * 86_400 + 86_399), (23, 59, 7));
+        assert_eq!(rfc3339(-1), None);
+        assert!(time_record(-1).is_err());
     }
 }

@@ -308,3 +308,164 @@ fn der_element(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
     let (contents, rest) = rest.split_at(length);
     Some((tag, contents, rest))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with this common name (if any), DNS names and URIs.
+    fn certificate(
+        common_name: Option<&str>,
+        dns: &[&str],
+        uris: &[&str],
+    ) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::new(
+            dns.iter()
+                .map(|name| (*name).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        if let Some(name) = common_name {
+            params
+                .distinguished_name
+                .push(rcgen::DnType::CommonName, name);
+        }
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example Org");
+        for uri in uris {
+            params.subject_alt_names.push(rcgen::SanType::URI(
+                rcgen::string::Ia5String::try_from(*uri).unwrap(),
+            ));
+        }
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn each_allowed_subject_form_matches_its_own_kind_of_name() {
+        let apigee = certificate(
+            Some("apigee-prod"),
+            &["gw.example.com"],
+            &["spiffe://example.com/apigee"],
+        );
+        let cases: &[(&str, bool)] = &[
+            ("CN=apigee-prod", true),
+            ("CN=apigee", false),
+            ("CN=Apigee-Prod", false),
+            ("CN=Example Org", false),
+            ("CN=gw.example.com", false),
+            ("DNS:gw.example.com", true),
+            ("DNS:apigee-prod", false),
+            ("DNS:example.com", false),
+            ("URI:spiffe://example.com/apigee", true),
+            ("URI:spiffe://example.com", false),
+            ("URI:gw.example.com", false),
+            ("apigee-prod", true),
+            ("gw.example.com", true),
+            ("spiffe://example.com/apigee", true),
+            ("Example Org", false),
+            ("O=Example Org", false),
+            ("", false),
+        ];
+        for (entry, allowed) in cases {
+            assert_eq!(
+                client_allowed(&apigee, &[(*entry).to_owned()]),
+                *allowed,
+                "{entry}"
+            );
+        }
+        assert!(!client_allowed(&apigee, &[]));
+        assert!(client_allowed(
+            &apigee,
+            &["CN=other".to_owned(), "DNS:gw.example.com".to_owned()]
+        ));
+    }
+
+    /// A DER element of `tag` around `contents` (short length form).
+    fn der(tag: u8, contents: &[u8]) -> Vec<u8> {
+        let mut element = vec![tag, u8::try_from(contents.len()).unwrap()];
+        element.extend_from_slice(contents);
+        element
+    }
+
+    /// One relative distinguished name: a SET of one `SEQUENCE { OID, value }`.
+    fn rdn(oid: &[u8], value_tag: u8, value: &str) -> Vec<u8> {
+        let attribute = [der(0x06, oid), der(value_tag, value.as_bytes())].concat();
+        der(0x31, &der(0x30, &attribute))
+    }
+
+    #[test]
+    fn every_common_name_of_a_name_is_read_whatever_its_string_type() {
+        const CN: &[u8] = &[0x55, 0x04, 0x03];
+        const O: &[u8] = &[0x55, 0x04, 0x0a];
+        let name = [
+            rdn(CN, 0x0c, "first"),
+            rdn(O, 0x0c, "Example Org"),
+            rdn(CN, 0x13, "second"),
+        ]
+        .concat();
+        assert_eq!(common_names(&name), ["first", "second"]);
+        assert_eq!(
+            common_names(&rdn(O, 0x0c, "Example Org")),
+            Vec::<String>::new()
+        );
+        // A name cut short yields what came before the cut, and nothing from the rest.
+        let cut = &name[..name.len() - 2];
+        assert_eq!(common_names(cut), ["first"]);
+        assert_eq!(common_names(&[]), Vec::<String>::new());
+        // A common name that is not UTF-8 is skipped.
+        let latin1 = der(
+            0x31,
+            &der(0x30, &[der(0x06, CN), der(0x0c, &[0xe9])].concat()),
+        );
+        assert_eq!(common_names(&latin1), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_certificate_without_a_common_name_matches_by_its_other_names() {
+        let none = certificate(None, &["only.example.com"], &[]);
+        assert!(!client_allowed(&none, &["CN=only.example.com".to_owned()]));
+        assert!(client_allowed(&none, &["only.example.com".to_owned()]));
+    }
+
+    #[test]
+    fn a_long_common_name_uses_the_long_length_form() {
+        let long = "a".repeat(200);
+        let certificate = certificate(Some(&long), &[], &[]);
+        assert!(client_allowed(&certificate, &[format!("CN={long}")]));
+    }
+
+    #[test]
+    fn der_elements_are_read_by_their_length_and_refused_when_cut_short() {
+        type Element<'a> = (u8, &'a [u8], &'a [u8]);
+        let cases: &[(&[u8], Option<Element<'_>>)] = &[
+            (
+                &[0x04, 0x02, b'h', b'i', 0xff],
+                Some((0x04, b"hi", &[0xff])),
+            ),
+            (&[0x04, 0x00], Some((0x04, b"", b""))),
+            (&[0x04, 0x81, 0x01, b'x'], Some((0x04, b"x", b""))),
+            (&[0x04, 0x82, 0x00, 0x01, b'x'], Some((0x04, b"x", b""))),
+            (&[0x04, 0x03, b'h', b'i'], None),
+            (&[0x04, 0x80], None),
+            (&[0x04, 0x85, 0, 0, 0, 0, 1, b'x'], None),
+            (&[0x04, 0x82, 0x01], None),
+            (&[0x04], None),
+            (&[], None),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(der_element(input), *expected, "{input:x?}");
+        }
+    }
+
+    #[test]
+    fn something_that_is_not_a_certificate_matches_nothing() {
+        let garbage = CertificateDer::from(vec![0x30, 0x03, 0x02, 0x01, 0x00]);
+        assert!(!client_allowed(
+            &garbage,
+            &["CN=x".to_owned(), "x".to_owned()]
+        ));
+    }
+}
