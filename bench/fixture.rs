@@ -1,4 +1,4 @@
-//! The benchmark issuer's side, shared by `benches/decide.rs` and `examples/bench_fixture.rs` (each
+//! The benchmark issuer's side, shared by `benches/decide.rs` and `bench/issuer.rs` (each
 //! includes this file with `#[path]`): distinct, valid RS256 tokens minted on every core, and the Verdict
 //! configuration that trusts their issuer.
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # bench/load.sh: load test of `POST /v1/decide` against the HTTP ceiling of this machine, on loopback.
 #
-# Starts the benchmark issuer (examples/bench_fixture.rs: JWKS, real RS256 tokens, Verdict configs),
-# Verdict, and the bare axum ceiling (examples/ceiling.rs), all on 127.0.0.1; then runs the same wrk
+# Starts the benchmark issuer (bench/issuer.rs: JWKS, real RS256 tokens, Verdict configs),
+# Verdict, and the bare axum ceiling (bench/ceiling.rs), all on 127.0.0.1; then runs the same wrk
 # load against each (a warm-up, then the measured run), with a rotating token per request
 # (bench/decide.lua). Prints requests/s and p50/p99 latency per target and Verdict's throughput as a
 # share of the ceiling's. Everything it starts is stopped on exit. See BENCHMARKS.md.
@@ -40,10 +40,10 @@ if ! command -v wrk >/dev/null 2>&1; then
 fi
 
 echo "building (release) verdict and the benchmark examples into ${TARGET_DIR}" >&2
-cargo build --release --locked --bin verdict --example ceiling --example bench_fixture
+cargo build --release --locked --bin verdict --example ceiling --example bench_issuer
 verdict_bin="${TARGET_DIR}/release/verdict"
 ceiling_bin="${TARGET_DIR}/release/examples/ceiling"
-fixture_bin="${TARGET_DIR}/release/examples/bench_fixture"
+fixture_bin="${TARGET_DIR}/release/examples/bench_issuer"
 
 work="$(mktemp -d)"
 pids=()

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/soak.sh: soak test of a real `verdict serve` on loopback (examples/soak.rs does the work).
+# bench/soak.sh: soak test of a real `verdict serve` on loopback (bench/soak.rs does the work).
 #
 # Holds Verdict at a fixed rate of `POST /v1/decide` callouts over kept-alive HTTP/1.1 connections,
 # with valid, invalid (bad signature, expired, wrong audience) and unknown-`kid` tokens, while the

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use verdict::config::Config;
 
-use crate::cli::{output, verdict};
-use crate::config::tempdir;
+use crate::helpers::tempdir;
 use crate::helpers::{KeyServer, T0, TestApp, claims, config_yaml, rsa_key};
+use crate::helpers::{output, verdict};
 
 const POLICIES: &str = r#"
 @id("keys-read")

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use verdict::config::{Config, ConfigErrors, PolicyOrigin};
 
-use crate::helpers::example_policies;
+use crate::helpers::{example_policies, tempdir};
 
 fn parse(yaml: &str, env: &[(&str, &str)]) -> Result<Config, ConfigErrors> {
     let env: HashMap<String, String> = env
@@ -215,17 +215,6 @@ fn load_policies(directory: &Path, schema: Option<&Path>) -> Result<Config, Vec<
         PolicyOrigin::Configured,
     )
     .map_err(|errors| errors.0.iter().map(ToString::to_string).collect())
-}
-
-/// A fresh directory under the target directory, removed at the start of the next run.
-pub fn tempdir() -> std::path::PathBuf {
-    static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let index = COUNTER.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let directory = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("config-test-{}-{index}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&directory);
-    std::fs::create_dir_all(&directory).unwrap();
-    directory
 }
 
 #[test]

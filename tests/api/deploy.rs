@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{Server, output, verdict};
-use crate::config::tempdir;
+use crate::helpers::tempdir;
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, claims, rsa_key, unix_now};
-use crate::tls::{Authority, identity};
+use crate::helpers::{Authority, identity};
+use crate::helpers::{Server, output, verdict};
 
 /// Where the image and the unit install the binary.
 const BINARY: &str = "/usr/local/bin/verdict";

@@ -1,5 +1,14 @@
-//! Shared test fixtures: a JWKS/discovery server on loopback that counts its hits, issuer keys, token
-//! minting, and the service built around a manual clock.
+//! Shared test fixtures, the only module the test modules import from: a JWKS/discovery server on
+//! loopback that counts its hits, issuer keys, token minting, and the service built around a manual
+//! clock; with [`process`] (the `verdict` binary as a child process), [`files`] and [`certificates`].
+
+mod certificates;
+mod files;
+mod process;
+
+pub use certificates::{Authority, identity};
+pub use files::tempdir;
+pub use process::{Server, output, verdict, wait_ready, wait_readyz};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -13,8 +13,8 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::cli::{Server, verdict, wait_ready};
-use crate::config::tempdir;
+use crate::helpers::tempdir;
+use crate::helpers::{Server, verdict, wait_ready};
 use verdict::demo::signing::SigningKey;
 
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key, unix_now};

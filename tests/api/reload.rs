@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use verdict::config::Config;
 use verdict::reload::Reloader;
 
-use crate::config::tempdir;
+use crate::helpers::tempdir;
 use crate::helpers::{KeyServer, TestApp, claims, config_yaml, rsa_key};
 
 /// A configuration file with a policy directory beside it, served by a [`TestApp`] with a reloader.

@@ -8,9 +8,9 @@ use axum::Router;
 use axum::routing::post;
 use serde_json::{Value, json};
 
-use crate::cli::{Server, verdict, wait_readyz};
-use crate::config::tempdir;
+use crate::helpers::tempdir;
 use crate::helpers::{AUDIENCE, JwksAnswer, KeyServer, claims, rsa_key, unix_now};
+use crate::helpers::{Server, verdict, wait_readyz};
 
 const CALLER_KEY: &str = "caller-key-that-must-not-be-logged-0123";
 const INTROSPECTION_SECRET: &str = "introspection-secret-not-for-logs-4567";
@@ -20,7 +20,7 @@ async fn no_credential_reaches_the_log() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
     let (api_key, entry) = {
-        let (status, stdout, _) = crate::cli::output(verdict().args([
+        let (status, stdout, _) = crate::helpers::output(verdict().args([
             "apikey",
             "new",
             "--id",

@@ -5,20 +5,9 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::cli::{output, verdict};
-use crate::config::tempdir;
-use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, rsa_key};
-
-/// A self-signed certificate for 127.0.0.1 and its key, as PEM.
-pub fn identity(name: &str) -> (String, String) {
-    let key = rcgen::KeyPair::generate().unwrap();
-    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    let cert = params.self_signed(&key).unwrap();
-    (cert.pem(), key.serialize_pem())
-}
+use crate::helpers::{
+    AUDIENCE, Authority, CALLER_KEY, KeyServer, identity, output, rsa_key, tempdir, verdict,
+};
 
 fn client_trusting(cert_pem: &str) -> reqwest::Client {
     reqwest::Client::builder()
@@ -59,7 +48,7 @@ async fn the_api_is_served_over_https_and_a_reload_renews_the_certificate() {
     std::fs::write(directory.join("tls.crt"), &first_cert).unwrap();
     std::fs::write(directory.join("tls.key"), &first_key).unwrap();
     let config = write_config(&directory, &server);
-    let serve = crate::cli::Server::serve(&config, None);
+    let serve = crate::helpers::Server::serve(&config, None);
     let address = serve.address();
     let first = client_trusting(&first_cert);
     let mut ready = Value::Null;
@@ -159,52 +148,10 @@ fn bad_tls_files_are_configuration_errors() {
     assert!(stderr.contains("callers.mtls: needs `tls`"), "{stderr}");
 }
 
-/// A CA, and certificates it (or another CA) signs for clients.
-pub struct Authority {
-    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
-    pub pem: String,
-}
-
-impl Authority {
-    pub fn new(name: &str) -> Self {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        params.key_usages = vec![
-            rcgen::KeyUsagePurpose::KeyCertSign,
-            rcgen::KeyUsagePurpose::DigitalSignature,
-        ];
-        let pem = params.self_signed(&key).unwrap().pem();
-        Self {
-            issuer: rcgen::Issuer::new(params, key),
-            pem,
-        }
-    }
-
-    /// A client certificate and key as one PEM, for `reqwest::Identity`.
-    pub fn client(&self, common_name: &str, expired: bool) -> String {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, common_name);
-        params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
-        if expired {
-            params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-            params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        }
-        let cert = params.signed_by(&key, &self.issuer).unwrap();
-        format!("{}{}", cert.pem(), key.serialize_pem())
-    }
-}
-
 /// A `verdict serve` over HTTPS whose caller section is rewritten by [`Self::callers`], with the CA
 /// `apigee-ca` for client certificates.
 struct HttpsServer {
-    serve: crate::cli::Server,
+    serve: crate::helpers::Server,
     address: String,
     server_cert: String,
     config: std::path::PathBuf,
@@ -224,7 +171,7 @@ impl HttpsServer {
         let config = write_config(&directory, &server);
         let original = std::fs::read_to_string(&config).unwrap();
         write_callers(&config, &original, callers);
-        let serve = crate::cli::Server::serve(&config, None);
+        let serve = crate::helpers::Server::serve(&config, None);
         let address = serve.address();
         Self {
             serve,

@@ -4,8 +4,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::cli::{output, verdict};
-use crate::config::tempdir;
+use crate::helpers::tempdir;
+use crate::helpers::{output, verdict};
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies")

@@ -6,7 +6,7 @@
 //! tokens are distinct (`sub` and `jti`), valid for six hours, with scope `orders:read`, which the
 //! example policies allow for `GET /orders/...`.
 
-#[path = "../bench/fixture.rs"]
+#[path = "fixture.rs"]
 mod fixture;
 
 use std::net::SocketAddr;
@@ -94,7 +94,7 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
 
 /// Marks a written configuration as this program's.
 fn config_header(yaml: String) -> String {
-    format!("# Written by examples/bench_fixture.rs for bench/load.sh.\n{yaml}")
+    format!("# Written by bench/issuer.rs for bench/load.sh.\n{yaml}")
 }
 
 /// Writes `text` beside `path`, then renames it into place.

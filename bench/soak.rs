@@ -10,7 +10,7 @@
 //! exit status is non-zero on any wrong decision, when Verdict exits early, or when its memory grows
 //! past the stated tolerance.
 
-#[path = "../bench/fixture.rs"]
+#[path = "fixture.rs"]
 mod fixture;
 
 use std::collections::BTreeMap;
@@ -809,7 +809,7 @@ fn soak_config(
         top.insert("decision_log".into(), json!(target));
     }
     let yaml = serde_norway::to_string(&config).context("writing the soak configuration")?;
-    Ok(format!("# Written by examples/soak.rs.\n{yaml}"))
+    Ok(format!("# Written by bench/soak.rs.\n{yaml}"))
 }
 
 /// Copies the example policies (the `*.cedar` files Verdict loads from `examples/policies`).
@@ -836,7 +836,7 @@ fn copy_policies(target: &Path) -> anyhow::Result<()> {
 /// half of it: a new comment and a `forbid` for a tenant no token has, which changes no decision.
 fn write_reload_policy(policies: &Path, generation: u64) -> anyhow::Result<()> {
     let text = format!(
-        "// Rewritten by examples/soak.rs before each SIGHUP; generation {generation}.\n\
+        "// Rewritten by bench/soak.rs before each SIGHUP; generation {generation}.\n\
          @id(\"soak-reload-{generation}\")\n\
          forbid (principal, action, resource)\n\
          when {{ principal.tenant == \"soak-reload-{generation}\" }};\n"
