@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 use verdict::demo::signing::{self, SigningKey};
 
 /// The audience of the benchmark tokens and configurations.
-pub const AUDIENCE: &str = "api://orders";
+pub(crate) const AUDIENCE: &str = "api://orders";
 /// The caller key of the benchmark configurations (`bench/load.sh` sends it too).
-pub const CALLER_KEY: &str = "bench-caller-key-0123456789";
+pub(crate) const CALLER_KEY: &str = "bench-caller-key-0123456789";
 
 /// A Verdict configuration trusting `issuer` (whose JWKS is `<issuer>/jwks.json` and introspection
 /// endpoint `<issuer>/introspect`), with the repository's example policies and a token cache of
 /// `max_tokens`.
-pub fn config_yaml(
+pub(crate) fn config_yaml(
     listen: SocketAddr,
     issuer: &str,
     max_tokens: usize,
@@ -60,7 +60,7 @@ cache:
 }
 
 /// Claims of a valid token for user `number`, good for six hours.
-pub fn claims(issuer: &str, number: usize, now: u64) -> Value {
+pub(crate) fn claims(issuer: &str, number: usize, now: u64) -> Value {
     json!({
         "iss": issuer,
         "sub": format!("user-{number:05}"),
@@ -75,7 +75,7 @@ pub fn claims(issuer: &str, number: usize, now: u64) -> Value {
 
 /// Mints `count` distinct tokens on every core (RS256 signing is far slower than verifying), in order of
 /// their number.
-pub fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Vec<String> {
+pub(crate) fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Vec<String> {
     let workers = std::thread::available_parallelism().map_or(1, usize::from);
     let chunk = count.div_ceil(workers).max(1);
     std::thread::scope(|scope| {
@@ -99,7 +99,7 @@ pub fn mint_tokens(key: &SigningKey, issuer: &str, now: u64, count: usize) -> Ve
 
 /// The benchmark issuer `issuer` (`http://<address>`): `key`'s JWKS at `/jwks.json`, and an
 /// introspection endpoint at `/introspect` answering every opaque token as active for user 0.
-pub fn issuer_router(key: &SigningKey, issuer: &str, now: u64) -> Router {
+pub(crate) fn issuer_router(key: &SigningKey, issuer: &str, now: u64) -> Router {
     let jwks = signing::jwks(&[key]);
     let mut active = claims(issuer, 0, now);
     if let Some(fields) = active.as_object_mut() {
@@ -123,7 +123,7 @@ pub fn issuer_router(key: &SigningKey, issuer: &str, now: u64) -> Router {
 }
 
 /// Seconds since the epoch.
-pub fn unix_now() -> anyhow::Result<u64> {
+pub(crate) fn unix_now() -> anyhow::Result<u64> {
     Ok(SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .context("the clock is before 1970")?

@@ -1,4 +1,5 @@
-//! The decision engine: credential → verified token → policy → [`Decision`].
+//! The decision engine: credential → verified [`Credential`] → policy → [`Decision`]. It knows no
+//! front: every gateway protocol maps its request to a [`DecisionInput`] and reads the `Decision`.
 //!
 //! [`Engine::decide`] is the one path every callout takes. It never fails: every problem becomes a deny
 //! with the status, error code and `WWW-Authenticate` challenge the proxy returns to its client
@@ -12,7 +13,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::http::HeaderName;
+use http::HeaderName;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -383,7 +384,7 @@ impl Decider {
                 _ => continue,
             };
             // A claim that cannot be a header value is left out rather than passed on mangled.
-            if axum::http::HeaderValue::from_str(&value).is_ok() {
+            if http::HeaderValue::from_str(&value).is_ok() {
                 headers.insert(header.as_str().to_owned(), value);
             }
         }

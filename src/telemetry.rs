@@ -234,7 +234,7 @@ impl Extractor for Headers<'_> {
     }
 
     fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(axum::http::HeaderName::as_str).collect()
+        self.0.keys().map(http::HeaderName::as_str).collect()
     }
 }
 

@@ -41,7 +41,7 @@ fn describe_serde_error(text: &str) -> String {
 /// serde's derived structs also accept a JSON array, read by position, which would bypass
 /// `deny_unknown_fields`; the body's first byte must therefore open an object.
 #[derive(Debug)]
-pub struct StrictJson<T>(pub T);
+pub(super) struct StrictJson<T>(pub(super) T);
 
 impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
     type Rejection = ApiError;

@@ -23,7 +23,7 @@ use crate::server::tls::ClientCertificate;
 use crate::state::{AppState, Generation};
 
 /// `callouts` behind the layers, in the order of this module's list.
-pub fn around_callouts(
+pub(super) fn around_callouts(
     callouts: Router<AppState>,
     state: &AppState,
     limits: &ServerLimits,

@@ -10,12 +10,12 @@ use crate::metrics::{self, Snapshot};
 use crate::state::AppState;
 
 /// The process is up.
-pub async fn healthz() -> Json<Health> {
+pub(super) async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// 200 when every key set is loaded and fresh, 503 before; the body says what the generation holds.
-pub async fn readyz(State(state): State<AppState>) -> Response {
+pub(super) async fn readyz(State(state): State<AppState>) -> Response {
     let generation = state.current();
     let body = Readiness::of(&generation, state.reloads.record());
     let status = if body.ready {
@@ -27,7 +27,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// The OpenMetrics text: the process-wide counters, and the states of the running generation.
-pub async fn metrics(State(state): State<AppState>) -> Response {
+pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let generation = state.current();
     let snapshot = Snapshot {
         key_sets: generation

@@ -162,7 +162,7 @@ pub(super) enum OneOrMany {
 }
 
 impl OneOrMany {
-    pub fn into_vec(self) -> Vec<String> {
+    pub(super) fn into_vec(self) -> Vec<String> {
         match self {
             Self::One(name) => vec![name],
             Self::Many(names) => names,

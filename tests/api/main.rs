@@ -4,7 +4,12 @@
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing,
+    clippy::string_slice,
     reason = "tests fail by panicking; the no-panic lints guard the request path"
+)]
+#![allow(
+    unreachable_pub,
+    reason = "a test binary exports nothing: `pub` marks what the helpers give the test modules"
 )]
 
 mod apikeys;
