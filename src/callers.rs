@@ -171,7 +171,7 @@ impl GoogleCheck {
             .and_then(|value| value.to_str().ok())
             .and_then(credential::bearer_token)?;
         let verified = match self.verifier.verify(token).await {
-            Ok(verified) => verified.token,
+            Ok(verified) => verified.credential,
             Err(error) => {
                 tracing::info!(%error, "refused a caller's ID token");
                 return None;

@@ -134,7 +134,7 @@ pub struct Credential {
 /// The result of verifying one token.
 #[derive(Debug, Clone)]
 pub struct Verified {
-    pub token: Arc<Credential>,
+    pub credential: Arc<Credential>,
     pub cache_hit: bool,
     /// The first second at which the keys that verified the token are past their staleness budget;
     /// `None` when no key set was involved. A decision is not reused past it either.
@@ -145,8 +145,8 @@ impl Verified {
     /// The first second at which a decision for this credential may no longer be reused.
     pub fn reusable_until(&self) -> i64 {
         self.keys_fresh_until
-            .map_or(self.token.reusable_until, |fresh_until| {
-                fresh_until.min(self.token.reusable_until)
+            .map_or(self.credential.reusable_until, |fresh_until| {
+                fresh_until.min(self.credential.reusable_until)
             })
     }
 }

@@ -184,7 +184,7 @@ impl Engine {
                 return decision;
             }
         };
-        let token = &verified.token;
+        let token = &verified.credential;
         let mut decision = decider.decide_verified(token, input, &path, now);
         // Nor past the freshness of the keys that verified the token.
         decision.cache_ttl = decision
@@ -201,7 +201,7 @@ impl Engine {
     }
 }
 
-/// Decides for a verified token: evaluates the policies and shapes the answer. Needs no issuer, so
+/// Decides for a verified credential: evaluates the policies and shapes the answer. Needs no issuer, so
 /// `verdict test` and `verdict decide` use it directly.
 #[derive(Debug)]
 pub struct Decider {
@@ -392,7 +392,7 @@ impl Decider {
     }
 }
 
-/// What the policies see of one request: the verified token as the principal, the input as the route
+/// What the policies see of one request: the verified credential as the principal, the input as the route
 /// and context.
 pub fn policy_request<'a>(
     token: &'a Credential,

@@ -2,7 +2,7 @@
 //! (`verdict decide`).
 //!
 //! A [`Scenario`] is a token's claims, taken on trust (no signature), and a callout body. The claims are
-//! read with an issuer's claim names into the same principal a verified token becomes, and the same
+//! read with an issuer's claim names into the same principal a verified credential becomes, and the same
 //! [`Decider`] as the service's decides, so what passes here behaves the same in production.
 
 pub mod suite;

@@ -3,7 +3,7 @@
 //!
 //! A presented key is hashed once and compared with every stored hash in constant time, so neither the
 //! key nor which entry it is close to shows in the timing. The principal of each key is built once, at
-//! load, like a verified token's.
+//! load, like a verified credential's.
 
 use std::sync::Arc;
 
@@ -78,7 +78,7 @@ impl ApiKeyStore {
             return Err(CredentialError::Expired);
         }
         Ok(Verified {
-            token: Arc::clone(&entry.token),
+            credential: Arc::clone(&entry.token),
             cache_hit: false,
             keys_fresh_until: None,
         })

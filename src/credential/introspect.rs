@@ -87,7 +87,7 @@ impl Introspector {
                     if now < until && self.rules().check(&token.lifetime, now).is_ok() =>
                 {
                     return Ok(Verified {
-                        token,
+                        credential: token,
                         cache_hit: true,
                         keys_fresh_until: None,
                     });
@@ -137,7 +137,7 @@ impl Introspector {
         }
         match answer? {
             Answer::Active { token, .. } => Ok(Verified {
-                token,
+                credential: token,
                 cache_hit: false,
                 keys_fresh_until: None,
             }),

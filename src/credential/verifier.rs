@@ -246,7 +246,7 @@ impl Verifier {
             }),
         );
         Ok(Verified {
-            token: verified,
+            credential: verified,
             cache_hit: false,
             keys_fresh_until,
         })
@@ -302,7 +302,7 @@ impl Verifier {
             ),
         };
         key_in_force.then(|| Verified {
-            token: Arc::clone(token),
+            credential: Arc::clone(token),
             cache_hit: true,
             keys_fresh_until: self.keys_fresh_until(token.issuer_index, cached.key.as_deref()),
         })

@@ -24,7 +24,7 @@ mod fuzz;
 mod generations;
 mod helpers;
 mod introspection;
-mod keys;
+mod jwks;
 mod oidc;
 mod operations;
 mod paths;

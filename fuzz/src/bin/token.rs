@@ -40,7 +40,7 @@ fn main() {
             assert!(
                 fixture.is_valid_token(&token),
                 "a token the fixture never minted verified (subject `{}`): {token}",
-                verified.token.subject
+                verified.credential.subject
             );
         }
     });
