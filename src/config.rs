@@ -6,6 +6,7 @@
 //! on its own so one bad entry does not hide the errors of the others; every error carries its path in
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
 
+mod callers;
 mod duration;
 mod env;
 mod issuers;
@@ -19,12 +20,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::HeaderName;
-use jsonwebtoken::Algorithm;
-use reqwest::Url;
-use secrecy::SecretString;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
 pub use issuers::{
     ClaimNames, ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig,
@@ -36,10 +35,6 @@ pub use service::{
 };
 
 use crate::policy::{PolicyFile, PolicySet};
-use issuers::check_fetchable;
-
-/// The default caller-key header (DESIGN §6).
-const DEFAULT_CALLER_KEY_HEADER: &str = "x-verdict-key";
 
 /// A validated configuration: everything the service needs, checked and compiled.
 #[derive(Debug)]
@@ -103,39 +98,6 @@ impl Default for ReloadConfig {
             interval: Duration::from_secs(2),
         }
     }
-}
-
-/// Who may call the decision API (DESIGN §5).
-#[derive(Debug)]
-pub struct Callers {
-    pub api_keys: Option<CallerApiKeys>,
-    /// Callers proving themselves with a Google-signed ID token (Apigee to Cloud Run).
-    pub google_id_token: Option<GoogleIdTokenCallers>,
-    /// Callers proving themselves with a client certificate (mutual TLS on the listener).
-    pub mtls: Option<MtlsCallers>,
-    pub allow_unauthenticated: bool,
-}
-
-/// Caller API keys: any of `keys` in `header` authenticates the caller.
-#[derive(Debug)]
-pub struct CallerApiKeys {
-    pub header: HeaderName,
-    pub keys: Vec<SecretString>,
-}
-
-/// Mutual TLS callers: certificates chained to `ca`; with `allowed_subjects`, only those matching one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MtlsCallers {
-    pub ca: PathBuf,
-    pub allowed_subjects: Vec<String>,
-}
-
-/// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
-/// `email` is one of `emails`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GoogleIdTokenCallers {
-    pub issuer: IssuerConfig,
-    pub emails: Vec<String>,
 }
 
 /// The verified-token cache and the decision reuse the callout may do.
@@ -327,9 +289,7 @@ fn validate(
         base_dir,
         errors,
     );
-    let callers = errors
-        .section::<raw::Callers>("callers", top.callers)
-        .and_then(|raw| validate_callers(raw, base_dir, errors));
+    let callers = callers::validate_callers(top.callers, base_dir, errors);
     let issuers = issuers::validate_issuers(top.issuers, errors);
 
     let mut policy_source = None;
@@ -560,125 +520,6 @@ fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
         *slot = u8::from_str_radix(text, 16).ok()?;
     }
     Some(out)
-}
-
-/// Google's ID token issuer and keys (OpenID Connect discovery at `https://accounts.google.com`).
-const GOOGLE_ISSUER: &str = "https://accounts.google.com";
-const GOOGLE_JWKS: &str = "https://www.googleapis.com/oauth2/v3/certs";
-
-fn validate_google_id_token(
-    raw: raw::GoogleIdToken,
-    errors: &mut Errors,
-) -> Option<GoogleIdTokenCallers> {
-    let path = "callers.google_id_token";
-    let before = errors.0.len();
-    if raw.audience.is_empty() {
-        errors.push(
-            format!("{path}.audience"),
-            "must not be empty (the service URL)",
-        );
-    }
-    if raw.emails.is_empty() || raw.emails.iter().any(String::is_empty) {
-        errors.push(
-            format!("{path}.emails"),
-            "list the service accounts allowed to call, e.g. apigee@project.iam.gserviceaccount.com",
-        );
-    }
-    let issuer = raw.issuer.unwrap_or_else(|| GOOGLE_ISSUER.to_owned());
-    let jwks = raw.jwks_uri.unwrap_or_else(|| GOOGLE_JWKS.to_owned());
-    let jwks_uri = match Url::parse(&jwks) {
-        Ok(url) => {
-            check_fetchable(&url, &jwks, &format!("{path}.jwks_uri"), errors);
-            Some(url)
-        }
-        Err(error) => {
-            errors.push(
-                format!("{path}.jwks_uri"),
-                format!("`{jwks}` is not a URL: {error}"),
-            );
-            None
-        }
-    };
-    if errors.0.len() > before {
-        return None;
-    }
-    Some(GoogleIdTokenCallers {
-        issuer: IssuerConfig {
-            name: "google_id_token caller".to_owned(),
-            issuer,
-            audiences: vec![raw.audience],
-            keys: KeySource::JwksUri(jwks_uri?),
-            algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(30),
-            max_token_age: None,
-            required_typ: None,
-            claims: ClaimNames::default(),
-            shared_secret: None,
-            jwks_refresh: JwksRefresh::default(),
-            introspection: None,
-        },
-        emails: raw.emails,
-    })
-}
-
-fn validate_callers(raw: raw::Callers, base_dir: &Path, errors: &mut Errors) -> Option<Callers> {
-    let api_keys = match raw.api_keys {
-        None => None,
-        Some(api_keys) => {
-            let header = api_keys
-                .header
-                .as_deref()
-                .unwrap_or(DEFAULT_CALLER_KEY_HEADER);
-            let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-                Ok(header) => Some(header),
-                Err(_) => {
-                    errors.push(
-                        "callers.api_keys.header",
-                        format!("`{header}` is not a valid header name"),
-                    );
-                    None
-                }
-            };
-            if api_keys.keys.is_empty() {
-                errors.push("callers.api_keys.keys", "at least one key is required");
-            }
-            for (index, key) in api_keys.keys.iter().enumerate() {
-                if key.len() < 16 {
-                    errors.push(
-                        format!("callers.api_keys.keys[{index}]"),
-                        "a caller key must be at least 16 characters",
-                    );
-                }
-            }
-            header.map(|header| CallerApiKeys {
-                header,
-                keys: api_keys.keys.into_iter().map(SecretString::from).collect(),
-            })
-        }
-    };
-    let google_id_token = raw
-        .google_id_token
-        .and_then(|raw| validate_google_id_token(raw, errors));
-    let mtls = raw.mtls.map(|raw| MtlsCallers {
-        ca: base_dir.join(raw.ca),
-        allowed_subjects: raw.allowed_subjects,
-    });
-    if api_keys.is_none()
-        && google_id_token.is_none()
-        && mtls.is_none()
-        && !raw.allow_unauthenticated
-    {
-        errors.push(
-            "callers",
-            "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
-        );
-    }
-    Some(Callers {
-        api_keys,
-        google_id_token,
-        mtls,
-        allow_unauthenticated: raw.allow_unauthenticated,
-    })
 }
 
 fn validate_headers(
