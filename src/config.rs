@@ -6,14 +6,15 @@
 //! on its own so one bad entry does not hide the errors of the others; every error carries its path in
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
 
+mod api_keys;
 mod callers;
 mod duration;
 mod env;
 mod issuers;
+mod policies;
 mod raw;
 mod service;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,7 @@ use axum::http::HeaderName;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+pub use api_keys::ApiKeyConfig;
 pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
 pub use issuers::{
@@ -30,11 +32,12 @@ pub use issuers::{
     JwksRefresh, KeySource,
 };
 pub(crate) use issuers::{is_hmac, is_loopback};
+pub use policies::{PolicyOrigin, PolicySource};
 pub use service::{
     DecisionLogTarget, LogFormat, LogSettings, ServerLimits, ServiceSettings, TracingSettings,
 };
 
-use crate::policy::{PolicyFile, PolicySet};
+use crate::policy::PolicySet;
 
 /// A validated configuration: everything the service needs, checked and compiled.
 #[derive(Debug)]
@@ -61,27 +64,6 @@ pub struct Config {
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
     pub revision: String,
-}
-
-/// One end-user API key: the hash of the key and the principal it stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyConfig {
-    pub id: String,
-    /// SHA-256 of the key.
-    pub hash: [u8; 32],
-    pub subject: String,
-    pub scopes: Vec<String>,
-    pub roles: Vec<String>,
-    pub tenant: String,
-    /// Seconds since the epoch from which the key is refused.
-    pub expires: Option<i64>,
-}
-
-/// The policy directory and schema file a configuration names, resolved against its directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicySource {
-    pub directory: PathBuf,
-    pub schema: Option<PathBuf>,
 }
 
 /// Whether and how often to look for changed configuration and policy files.
@@ -159,13 +141,6 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
-}
-
-/// Where the policy files come from: the configured directory, or files the caller already holds.
-#[derive(Debug)]
-pub enum PolicyOrigin {
-    Configured,
-    Embedded(Vec<PolicyFile>),
 }
 
 impl Config {
@@ -292,43 +267,8 @@ fn validate(
     let callers = callers::validate_callers(top.callers, base_dir, errors);
     let issuers = issuers::validate_issuers(top.issuers, errors);
 
-    let mut policy_source = None;
-    let policies = match policy_origin {
-        PolicyOrigin::Embedded(files) => PolicySet::compile(files)
-            .map_err(|problems| {
-                problems
-                    .into_iter()
-                    .for_each(|problem| errors.push("policies", problem))
-            })
-            .ok(),
-        PolicyOrigin::Configured => match top.policies {
-            None => {
-                errors.push(
-                    "policies",
-                    "required: give `path`, a directory of `*.cedar` files",
-                );
-                None
-            }
-            Some(value) => errors
-                .deserialize::<raw::Policies>("policies", value)
-                .and_then(|raw| {
-                    let source = PolicySource {
-                        directory: base_dir.join(raw.path),
-                        schema: raw.schema.map(|schema| base_dir.join(schema)),
-                    };
-                    let policies = PolicySet::load_dir(&source.directory, source.schema.as_deref())
-                        .map_err(|problems| {
-                            problems
-                                .into_iter()
-                                .for_each(|problem| errors.push("policies", problem))
-                        })
-                        .ok();
-                    policy_source = Some(source);
-                    policies
-                }),
-        },
-    };
-
+    let (policies, policy_source) =
+        policies::load_policies(top.policies, policy_origin, base_dir, errors);
     let headers = errors
         .section::<std::collections::BTreeMap<String, String>>("headers", top.headers)
         .map(|raw| validate_headers(raw, errors))
@@ -363,10 +303,8 @@ fn validate(
             })
         });
     let mut referenced_files = Vec::new();
-    let api_keys = errors
-        .section::<raw::EndUserKeys>("api_keys", top.api_keys)
-        .map(|raw| validate_api_keys(raw, base_dir, &mut referenced_files, errors))
-        .unwrap_or_default();
+    let api_keys =
+        api_keys::validate_api_keys(top.api_keys, base_dir, &mut referenced_files, errors);
     let mtls = callers.as_ref().and_then(|callers| callers.mtls.as_ref());
     let tls = match top.tls {
         None | Some(Value::Null) => {
@@ -425,101 +363,6 @@ fn validate(
         referenced_files,
         revision,
     })
-}
-
-fn validate_api_keys(
-    raw: raw::EndUserKeys,
-    base_dir: &Path,
-    referenced_files: &mut Vec<PathBuf>,
-    errors: &mut Errors,
-) -> Vec<ApiKeyConfig> {
-    let mut entries: Vec<(String, raw::EndUserKey)> = raw
-        .keys
-        .into_iter()
-        .enumerate()
-        .map(|(index, key)| (format!("api_keys.keys[{index}]"), key))
-        .collect();
-    if let Some(file) = raw.file {
-        let path = base_dir.join(&file);
-        referenced_files.push(path.clone());
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read `{}`: {error}", path.display()))
-            .and_then(|text| {
-                serde_path_to_error::deserialize::<_, raw::EndUserKeyFile>(
-                    serde_norway::Deserializer::from_str(&text),
-                )
-                .map_err(|error| {
-                    let at = error.path().to_string();
-                    format!("`{}`: {at}: {}", path.display(), error.into_inner())
-                })
-            });
-        match parsed {
-            Ok(file) => entries.extend(file.keys.into_iter().enumerate().map(|(index, key)| {
-                (
-                    format!("api_keys.file: `{}`: keys[{index}]", path.display()),
-                    key,
-                )
-            })),
-            Err(problem) => errors.push("api_keys.file", problem),
-        }
-    }
-    let mut ids = HashSet::new();
-    let mut keys = Vec::new();
-    for (path, key) in entries {
-        if key.id.is_empty() {
-            errors.push(format!("{path}.id"), "must not be empty");
-        } else if !ids.insert(key.id.clone()) {
-            errors.push(
-                format!("{path}.id"),
-                format!("duplicate API key id `{}`", key.id),
-            );
-        }
-        let hash = key.hash.strip_prefix("sha256:").and_then(parse_sha256);
-        let Some(hash) = hash else {
-            errors.push(
-                format!("{path}.hash"),
-                "must be `sha256:` and 64 hex digits, as `verdict apikey new` prints",
-            );
-            continue;
-        };
-        let expires = match key.expires.as_deref().map(humantime::parse_rfc3339) {
-            None => None,
-            Some(Ok(time)) => time
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok()),
-            Some(Err(error)) => {
-                errors.push(
-                    format!("{path}.expires"),
-                    format!("not an RFC 3339 UTC time such as 2027-01-01T00:00:00Z ({error})"),
-                );
-                continue;
-            }
-        };
-        keys.push(ApiKeyConfig {
-            subject: key.subject.unwrap_or_else(|| key.id.clone()),
-            id: key.id,
-            hash,
-            scopes: key.scopes,
-            roles: key.roles,
-            tenant: key.tenant.unwrap_or_default(),
-            expires,
-        });
-    }
-    keys
-}
-
-/// 64 hex digits as 32 bytes.
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0_u8; 32];
-    for (slot, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *slot = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
 }
 
 fn validate_headers(
