@@ -7,24 +7,29 @@
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
 
 mod api_keys;
+mod cache;
 mod callers;
 mod duration;
 mod env;
+mod headers;
 mod issuers;
+mod limits;
 mod policies;
 mod raw;
+mod reload;
 mod service;
+mod tls;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::HeaderName;
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use api_keys::ApiKeyConfig;
+pub use cache::CacheConfig;
 pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
 pub use issuers::{
@@ -32,10 +37,10 @@ pub use issuers::{
     JwksRefresh, KeySource,
 };
 pub(crate) use issuers::{is_hmac, is_loopback};
+pub use limits::{Limits, ServerLimits};
 pub use policies::{PolicyOrigin, PolicySource};
-pub use service::{
-    DecisionLogTarget, LogFormat, LogSettings, ServerLimits, ServiceSettings, TracingSettings,
-};
+pub use reload::ReloadConfig;
+pub use service::{DecisionLogTarget, LogFormat, LogSettings, ServiceSettings, TracingSettings};
 
 use crate::policy::PolicySet;
 
@@ -64,36 +69,6 @@ pub struct Config {
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
     pub revision: String,
-}
-
-/// Whether and how often to look for changed configuration and policy files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadConfig {
-    pub watch: bool,
-    pub interval: Duration,
-}
-
-impl Default for ReloadConfig {
-    fn default() -> Self {
-        Self {
-            watch: true,
-            interval: Duration::from_secs(2),
-        }
-    }
-}
-
-/// The verified-token cache and the decision reuse the callout may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    pub max_tokens: usize,
-    /// The `cache_ttl` of an allow, capped by the token's `exp`; zero tells the proxy not to cache.
-    pub decision_ttl: Duration,
-}
-
-/// Size limits applied before any parsing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_token_bytes: usize,
 }
 
 /// One configuration problem, located by its path in the file.
@@ -197,6 +172,8 @@ impl Config {
     }
 }
 
+/// The problems found so far, in the order found: every section's validation adds its own and goes
+/// on, so that one run reports them all.
 #[derive(Default)]
 struct Errors(Vec<ConfigError>);
 
@@ -235,6 +212,8 @@ impl Errors {
     }
 }
 
+/// Validates each section in turn, in file order, recording every problem; `None` when any section
+/// that the configuration cannot do without is wrong.
 fn validate(
     top: raw::Top,
     base_dir: &Path,
@@ -243,14 +222,9 @@ fn validate(
     revision: String,
 ) -> Option<Config> {
     let raw_limits = errors.section::<raw::Limits>("limits", top.limits);
-    let limits = raw_limits.as_ref().and_then(|raw| {
-        let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
-        if !(256..=64 * 1024).contains(&max_token_bytes) {
-            errors.push("limits.max_token_bytes", "must be between 256 and 65536");
-            return None;
-        }
-        Some(Limits { max_token_bytes })
-    });
+    let limits = raw_limits
+        .as_ref()
+        .and_then(|raw| limits::validate_limits(raw, errors));
     let service = service::validate(
         service::RawService {
             listen: top.listen,
@@ -266,86 +240,22 @@ fn validate(
     );
     let callers = callers::validate_callers(top.callers, base_dir, errors);
     let issuers = issuers::validate_issuers(top.issuers, errors);
-
     let (policies, policy_source) =
         policies::load_policies(top.policies, policy_origin, base_dir, errors);
-    let headers = errors
-        .section::<std::collections::BTreeMap<String, String>>("headers", top.headers)
-        .map(|raw| validate_headers(raw, errors))
-        .unwrap_or_default();
-    let cache = errors
-        .section::<raw::Cache>("cache", top.cache)
-        .and_then(|raw| {
-            let max_tokens = raw.max_tokens.unwrap_or(100_000);
-            if max_tokens == 0 {
-                errors.push("cache.max_tokens", "must be at least 1");
-                return None;
-            }
-            Some(CacheConfig {
-                max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
-                decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
-            })
-        });
-    let reload = errors
-        .section::<raw::Reload>("reload", top.reload)
-        .and_then(|raw| {
-            let defaults = ReloadConfig::default();
-            let interval = raw
-                .interval
-                .map_or(defaults.interval, |interval| interval.0);
-            if interval < Duration::from_millis(100) {
-                errors.push("reload.interval", "must be at least 100ms");
-                return None;
-            }
-            Some(ReloadConfig {
-                watch: raw.watch.unwrap_or(defaults.watch),
-                interval,
-            })
-        });
+    let headers = headers::validate_headers(top.headers, errors);
+    let cache = cache::validate_cache(top.cache, errors);
+    let reload = reload::validate_reload(top.reload, errors);
     let mut referenced_files = Vec::new();
     let api_keys =
         api_keys::validate_api_keys(top.api_keys, base_dir, &mut referenced_files, errors);
-    let mtls = callers.as_ref().and_then(|callers| callers.mtls.as_ref());
-    let tls = match top.tls {
-        None | Some(Value::Null) => {
-            if mtls.is_some() {
-                errors.push("callers.mtls", "needs `tls`: mutual TLS is part of HTTPS");
-            }
-            None
-        }
-        Some(value) => errors
-            .deserialize::<raw::Tls>("tls", value)
-            .and_then(|raw| {
-                let cert = base_dir.join(raw.cert);
-                let key = base_dir.join(raw.key);
-                referenced_files.extend([cert.clone(), key.clone()]);
-                referenced_files.extend(mtls.map(|mtls| mtls.ca.clone()));
-                // A caller that can authenticate otherwise need not present a certificate.
-                let certificate_optional = callers.as_ref().is_some_and(|callers| {
-                    callers.api_keys.is_some() || callers.google_id_token.is_some()
-                });
-                let clients = mtls.map(|mtls| crate::tls::ClientRules {
-                    ca: &mtls.ca,
-                    allowed_subjects: &mtls.allowed_subjects,
-                    certificate_optional,
-                });
-                crate::tls::TlsSettings::load(&cert, &key, clients)
-                    .map_err(|problem| errors.push("tls", problem))
-                    .ok()
-            })
-            .map(Arc::new),
-    };
-    let realm = top.realm.unwrap_or_else(|| "api".to_owned());
-    if realm.is_empty()
-        || realm
-            .chars()
-            .any(|c| c == '"' || c == '\\' || c.is_control())
-    {
-        errors.push(
-            "realm",
-            "must be non-empty, without quotes, backslashes or control characters",
-        );
-    }
+    let tls = tls::validate_tls(
+        top.tls,
+        callers.as_ref(),
+        base_dir,
+        &mut referenced_files,
+        errors,
+    );
+    let realm = headers::validate_realm(top.realm, errors);
 
     Some(Config {
         service: service?,
@@ -363,21 +273,4 @@ fn validate(
         referenced_files,
         revision,
     })
-}
-
-fn validate_headers(
-    raw: std::collections::BTreeMap<String, String>,
-    errors: &mut Errors,
-) -> Vec<(HeaderName, String)> {
-    let mut headers = Vec::new();
-    for (name, claim) in raw {
-        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            Ok(header) => headers.push((header, claim)),
-            Err(_) => errors.push(
-                format!("headers.{name}"),
-                format!("`{name}` is not a valid header name"),
-            ),
-        }
-    }
-    headers
 }
