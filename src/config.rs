@@ -9,6 +9,7 @@
 mod api_keys;
 mod cache;
 mod callers;
+mod defaults;
 mod duration;
 mod env;
 mod headers;
@@ -273,4 +274,128 @@ fn validate(
         referenced_files,
         revision,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use jsonwebtoken::Algorithm;
+    use reqwest::Url;
+
+    use super::*;
+    use crate::policy::PolicyFile;
+
+    /// The smallest configuration that validates: one issuer, one caller key, every default.
+    const MINIMAL: &str = r#"
+callers: { api_keys: { keys: ["caller-key-0123456789"] } }
+issuers:
+  - name: minimal
+    issuer: https://issuer.example
+    audiences: [api]
+"#;
+
+    fn parse(text: &str) -> Config {
+        let policies = vec![PolicyFile {
+            name: "all.cedar".to_owned(),
+            text: "permit(principal, action, resource);".to_owned(),
+        }];
+        match Config::parse(
+            text,
+            Path::new("."),
+            &HashMap::new(),
+            PolicyOrigin::Embedded(policies),
+        ) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
+    #[test]
+    fn what_the_file_leaves_out_takes_the_defaults() {
+        let config = parse(MINIMAL);
+        let issuer = &config.issuers[0];
+        assert_eq!(issuer.algorithms, [Algorithm::RS256, Algorithm::ES256]);
+        assert_eq!(issuer.leeway, Duration::from_secs(30));
+        assert_eq!(issuer.claims.subject, "sub");
+        assert_eq!(issuer.claims.scope, ["scope", "scp"]);
+        assert_eq!(issuer.claims.client_id, ["client_id", "azp", "cid"]);
+        assert_eq!(issuer.claims.roles, ["roles", "groups"]);
+        assert_eq!(
+            issuer.jwks_refresh,
+            JwksRefresh {
+                default_interval: Duration::from_secs(300),
+                min_interval: Duration::from_secs(60),
+                max_interval: Duration::from_secs(3600),
+                unknown_kid_cooldown: Duration::from_secs(30),
+                max_staleness: Duration::from_secs(86_400),
+                timeout: Duration::from_secs(2),
+            }
+        );
+        let callers = &config.callers;
+        assert_eq!(
+            callers.api_keys.as_ref().map(|keys| keys.header.as_str()),
+            Some("x-verdict-key")
+        );
+        assert_eq!(config.cache.max_tokens, 100_000);
+        assert_eq!(config.cache.decision_ttl, Duration::ZERO);
+        assert_eq!(config.limits.max_token_bytes, 8192);
+        assert_eq!(config.realm, "api");
+        assert!(config.reload.watch);
+        assert_eq!(config.reload.interval, Duration::from_secs(2));
+        let service = &config.service;
+        assert_eq!(service.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(service.decision_log, DecisionLogTarget::Stdout);
+        assert_eq!(service.log.format, LogFormat::Text);
+        assert_eq!(service.log.level, "info");
+        assert_eq!(service.tracing.service_name, "verdict");
+        assert_eq!(service.shutdown_grace, Duration::from_secs(8));
+        assert_eq!(
+            service.limits,
+            ServerLimits {
+                max_body_bytes: 64 * 1024,
+                max_header_bytes: 16 * 1024,
+                request_timeout: Duration::from_secs(5),
+                max_concurrent_requests: 1024,
+            }
+        );
+    }
+
+    #[test]
+    fn introspection_and_google_callers_take_the_defaults() {
+        let config = parse(
+            r#"
+callers: { google_id_token: { audience: "https://verdict.example", emails: [caller@example.com] } }
+issuers:
+  - name: opaque
+    issuer: https://issuer.example
+    audiences: [api]
+    introspection: { client_id: verdict, client_secret: introspection-secret }
+"#,
+        );
+        let introspection = config.issuers[0].introspection.as_ref();
+        let introspection = introspection.unwrap_or_else(|| panic!("no introspection"));
+        assert_eq!(
+            introspection.auth_method,
+            ClientAuthMethod::ClientSecretBasic
+        );
+        assert_eq!(introspection.timeout, Duration::from_secs(2));
+        assert_eq!(introspection.cache_ttl, Duration::from_secs(300));
+        assert_eq!(introspection.inactive_ttl, Duration::from_secs(30));
+        assert!(!introspection.default);
+        assert!(!introspection.require_audience);
+        let google = config.callers.google_id_token.as_ref();
+        let google = google.unwrap_or_else(|| panic!("no Google callers"));
+        assert_eq!(google.issuer.issuer, "https://accounts.google.com");
+        assert_eq!(
+            google.issuer.keys,
+            KeySource::JwksUri(
+                Url::parse("https://www.googleapis.com/oauth2/v3/certs")
+                    .unwrap_or_else(|error| panic!("{error}"))
+            )
+        );
+        assert_eq!(google.issuer.leeway, Duration::from_secs(30));
+    }
 }

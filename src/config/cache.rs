@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::{Errors, raw};
+use super::{Errors, defaults, raw};
 
 /// The verified-token cache and the decision reuse the callout may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,13 +17,15 @@ pub struct CacheConfig {
 /// Validates `cache:`; `None` when it is wrong.
 pub(super) fn validate_cache(value: Option<Value>, errors: &mut Errors) -> Option<CacheConfig> {
     let raw = errors.section::<raw::Cache>("cache", value)?;
-    let max_tokens = raw.max_tokens.unwrap_or(100_000);
+    let max_tokens = raw.max_tokens.unwrap_or(defaults::CACHE_MAX_TOKENS);
     if max_tokens == 0 {
         errors.push("cache.max_tokens", "must be at least 1");
         return None;
     }
     Some(CacheConfig {
         max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
-        decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
+        decision_ttl: raw
+            .decision_ttl
+            .map_or(defaults::CACHE_DECISION_TTL, |ttl| ttl.0),
     })
 }

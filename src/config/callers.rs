@@ -2,7 +2,6 @@
 //! ID token, or client certificate.
 
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use axum::http::HeaderName;
 use jsonwebtoken::Algorithm;
@@ -11,10 +10,7 @@ use secrecy::SecretString;
 use serde_norway::Value;
 
 use super::issuers::{ClaimNames, IssuerConfig, JwksRefresh, KeySource, check_fetchable};
-use super::{Errors, raw};
-
-/// The default caller-key header (DESIGN §6).
-const DEFAULT_CALLER_KEY_HEADER: &str = "x-verdict-key";
+use super::{Errors, defaults, raw};
 
 /// Who may call the decision API (DESIGN §5).
 #[derive(Debug)]
@@ -49,10 +45,6 @@ pub struct GoogleIdTokenCallers {
     pub emails: Vec<String>,
 }
 
-/// Google's ID token issuer and keys (OpenID Connect discovery at `https://accounts.google.com`).
-const GOOGLE_ISSUER: &str = "https://accounts.google.com";
-const GOOGLE_JWKS: &str = "https://www.googleapis.com/oauth2/v3/certs";
-
 fn validate_google_id_token(
     raw: raw::GoogleIdToken,
     errors: &mut Errors,
@@ -71,8 +63,12 @@ fn validate_google_id_token(
             "list the service accounts allowed to call, e.g. apigee@project.iam.gserviceaccount.com",
         );
     }
-    let issuer = raw.issuer.unwrap_or_else(|| GOOGLE_ISSUER.to_owned());
-    let jwks = raw.jwks_uri.unwrap_or_else(|| GOOGLE_JWKS.to_owned());
+    let issuer = raw
+        .issuer
+        .unwrap_or_else(|| defaults::GOOGLE_ISSUER.to_owned());
+    let jwks = raw
+        .jwks_uri
+        .unwrap_or_else(|| defaults::GOOGLE_JWKS_URI.to_owned());
     let jwks_uri = match Url::parse(&jwks) {
         Ok(url) => {
             check_fetchable(&url, &jwks, &format!("{path}.jwks_uri"), errors);
@@ -96,7 +92,7 @@ fn validate_google_id_token(
             audiences: vec![raw.audience],
             keys: KeySource::JwksUri(jwks_uri?),
             algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(30),
+            leeway: defaults::LEEWAY,
             max_token_age: None,
             required_typ: None,
             claims: ClaimNames::default(),
@@ -121,7 +117,7 @@ pub(super) fn validate_callers(
             let header = api_keys
                 .header
                 .as_deref()
-                .unwrap_or(DEFAULT_CALLER_KEY_HEADER);
+                .unwrap_or(defaults::CALLER_KEY_HEADER);
             let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
                 Ok(header) => Some(header),
                 Err(_) => {

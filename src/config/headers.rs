@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use axum::http::HeaderName;
 use serde_norway::Value;
 
-use super::Errors;
+use super::{Errors, defaults};
 
 /// Validates `headers:`: (header, claim name) pairs in file order, without those whose name is not a
 /// header name.
@@ -32,7 +32,7 @@ pub(super) fn validate_headers(
 
 /// Validates `realm`, which is quoted into challenges as it is written.
 pub(super) fn validate_realm(realm: Option<String>, errors: &mut Errors) -> String {
-    let realm = realm.unwrap_or_else(|| "api".to_owned());
+    let realm = realm.unwrap_or_else(|| defaults::REALM.to_owned());
     if realm.is_empty()
         || realm
             .chars()

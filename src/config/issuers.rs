@@ -9,7 +9,7 @@ use reqwest::Url;
 use secrecy::{ExposeSecret, SecretString};
 use serde_norway::Value;
 
-use super::{Errors, raw};
+use super::{Errors, defaults, raw};
 
 /// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
@@ -141,17 +141,19 @@ impl Default for ClaimNames {
 impl From<raw::Claims> for ClaimNames {
     fn from(claims: raw::Claims) -> Self {
         Self {
-            subject: claims.subject.unwrap_or_else(|| "sub".into()),
+            subject: claims
+                .subject
+                .unwrap_or_else(|| defaults::SUBJECT_CLAIM.to_owned()),
             scope: claims.scope.map_or_else(
-                || vec!["scope".into(), "scp".into()],
+                || Vec::from(defaults::SCOPE_CLAIMS.map(str::to_owned)),
                 raw::OneOrMany::into_vec,
             ),
             client_id: claims.client_id.map_or_else(
-                || vec!["client_id".into(), "azp".into(), "cid".into()],
+                || Vec::from(defaults::CLIENT_ID_CLAIMS.map(str::to_owned)),
                 raw::OneOrMany::into_vec,
             ),
             roles: claims.roles.map_or_else(
-                || vec!["roles".into(), "groups".into()],
+                || Vec::from(defaults::ROLES_CLAIMS.map(str::to_owned)),
                 raw::OneOrMany::into_vec,
             ),
             tenant: claims.tenant,
@@ -178,14 +180,12 @@ pub struct JwksRefresh {
 impl Default for JwksRefresh {
     fn default() -> Self {
         Self {
-            default_interval: Duration::from_secs(5 * 60),
-            min_interval: Duration::from_secs(60),
-            max_interval: Duration::from_secs(60 * 60),
-            unknown_kid_cooldown: Duration::from_secs(30),
-            max_staleness: Duration::from_secs(24 * 60 * 60),
-            // Below the shared flow's 3 s callout timeout: a callout waiting on a refetch from an
-            // endpoint that hangs still gets its answer.
-            timeout: Duration::from_secs(2),
+            default_interval: defaults::JWKS_DEFAULT_INTERVAL,
+            min_interval: defaults::JWKS_MIN_INTERVAL,
+            max_interval: defaults::JWKS_MAX_INTERVAL,
+            unknown_kid_cooldown: defaults::JWKS_UNKNOWN_KID_COOLDOWN,
+            max_staleness: defaults::JWKS_MAX_STALENESS,
+            timeout: defaults::JWKS_TIMEOUT,
         }
     }
 }
@@ -295,7 +295,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
 
     let algorithm_names = raw
         .algorithms
-        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
+        .unwrap_or_else(|| Vec::from(defaults::ALGORITHMS.map(str::to_owned)));
     let mut algorithms = Vec::new();
     for (index, name) in algorithm_names.iter().enumerate() {
         let at = format!("{path}.algorithms[{index}]");
@@ -417,7 +417,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         audiences: raw.audiences,
         keys: keys?,
         algorithms,
-        leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
+        leeway: raw.leeway.map_or(defaults::LEEWAY, |d| d.0),
         max_token_age: raw.max_token_age.map(|d| d.0),
         required_typ,
         claims,
@@ -467,7 +467,7 @@ fn validate_introspection(
             None
         }
     };
-    let timeout = raw.timeout.map_or(Duration::from_secs(2), |d| d.0);
+    let timeout = raw.timeout.map_or(defaults::INTROSPECTION_TIMEOUT, |d| d.0);
     if timeout.is_zero() {
         errors.push(format!("{path}.timeout"), "must be more than zero");
     }
@@ -483,11 +483,17 @@ fn validate_introspection(
         client_secret: SecretString::from(raw.client_secret),
         auth_method: auth_method?,
         timeout,
-        cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(300), |d| d.0),
-        inactive_ttl: raw.inactive_ttl.map_or(Duration::from_secs(30), |d| d.0),
+        cache_ttl: raw
+            .cache_ttl
+            .map_or(defaults::INTROSPECTION_CACHE_TTL, |d| d.0),
+        inactive_ttl: raw
+            .inactive_ttl
+            .map_or(defaults::INTROSPECTION_INACTIVE_TTL, |d| d.0),
         token_prefix: raw.token_prefix,
-        default: raw.default.unwrap_or(false),
-        require_audience: raw.require_audience.unwrap_or(false),
+        default: raw.default.unwrap_or(defaults::INTROSPECTION_DEFAULT),
+        require_audience: raw
+            .require_audience
+            .unwrap_or(defaults::INTROSPECTION_REQUIRE_AUDIENCE),
     })
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::{Errors, raw};
+use super::{Errors, defaults, raw};
 
 /// Size limits applied before any parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,17 +27,17 @@ pub struct ServerLimits {
 impl Default for ServerLimits {
     fn default() -> Self {
         Self {
-            max_body_bytes: 64 * 1024,
-            max_header_bytes: 16 * 1024,
-            request_timeout: Duration::from_secs(5),
-            max_concurrent_requests: 1024,
+            max_body_bytes: defaults::MAX_BODY_BYTES,
+            max_header_bytes: defaults::MAX_HEADER_BYTES,
+            request_timeout: defaults::REQUEST_TIMEOUT,
+            max_concurrent_requests: defaults::MAX_CONCURRENT_REQUESTS,
         }
     }
 }
 
 /// Validates the token half of `limits:`; `None` when it is wrong.
 pub(super) fn validate_limits(raw: &raw::Limits, errors: &mut Errors) -> Option<Limits> {
-    let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
+    let max_token_bytes = raw.max_token_bytes.unwrap_or(defaults::MAX_TOKEN_BYTES);
     if !(256..=64 * 1024).contains(&max_token_bytes) {
         errors.push("limits.max_token_bytes", "must be between 256 and 65536");
         return None;

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::{Errors, raw};
+use super::{Errors, defaults, raw};
 
 /// Whether and how often to look for changed configuration and policy files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -16,8 +16,8 @@ pub struct ReloadConfig {
 impl Default for ReloadConfig {
     fn default() -> Self {
         Self {
-            watch: true,
-            interval: Duration::from_secs(2),
+            watch: defaults::RELOAD_WATCH,
+            interval: defaults::RELOAD_INTERVAL,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use reqwest::Url;
 
 use super::limits::{self, ServerLimits};
-use super::{Errors, raw};
+use super::{Errors, defaults, raw};
 
 /// The process-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -62,16 +62,16 @@ pub struct TracingSettings {
 impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: defaults::LISTEN,
             admin_listen: None,
             decision_log: DecisionLogTarget::Stdout,
             log: LogSettings::default(),
             tracing: TracingSettings {
                 otlp_traces_url: None,
-                service_name: "verdict".to_owned(),
+                service_name: defaults::TRACING_SERVICE_NAME.to_owned(),
             },
             limits: ServerLimits::default(),
-            shutdown_grace: Duration::from_secs(8),
+            shutdown_grace: defaults::SHUTDOWN_GRACE_PERIOD,
         }
     }
 }
@@ -80,7 +80,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: "info".to_owned(),
+            level: defaults::LOG_LEVEL.to_owned(),
         }
     }
 }
