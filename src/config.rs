@@ -18,6 +18,7 @@ mod limits;
 mod policies;
 mod raw;
 mod reload;
+mod secret;
 mod service;
 mod tls;
 
@@ -41,6 +42,7 @@ pub(crate) use issuers::{is_hmac, is_loopback};
 pub use limits::{Limits, ServerLimits};
 pub use policies::{PolicyOrigin, PolicySource};
 pub use reload::ReloadConfig;
+pub use secret::Secret;
 pub use service::{DecisionLogTarget, LogFormat, LogSettings, ServiceSettings, TracingSettings};
 
 use crate::policy::PolicySet;

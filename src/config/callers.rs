@@ -6,11 +6,10 @@ use std::path::{Path, PathBuf};
 use axum::http::HeaderName;
 use jsonwebtoken::Algorithm;
 use reqwest::Url;
-use secrecy::SecretString;
 use serde_norway::Value;
 
 use super::issuers::{ClaimNames, IssuerConfig, JwksRefresh, KeySource, check_fetchable};
-use super::{Errors, defaults, raw};
+use super::{Errors, Secret, defaults, raw};
 
 /// Who may call the decision API (DESIGN §5).
 #[derive(Debug)]
@@ -27,7 +26,7 @@ pub struct Callers {
 #[derive(Debug)]
 pub struct CallerApiKeys {
     pub header: HeaderName,
-    pub keys: Vec<SecretString>,
+    pub keys: Vec<Secret>,
 }
 
 /// Mutual TLS callers: certificates chained to `ca`; with `allowed_subjects`, only those matching one.
@@ -141,7 +140,7 @@ pub(super) fn validate_callers(
             }
             header.map(|header| CallerApiKeys {
                 header,
-                keys: api_keys.keys.into_iter().map(SecretString::from).collect(),
+                keys: api_keys.keys.into_iter().map(Secret::new).collect(),
             })
         }
     };

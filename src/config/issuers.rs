@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::ExposeSecret;
 use serde_norway::Value;
 
-use super::{Errors, defaults, raw};
+use super::{Errors, Secret, defaults, raw};
 
 /// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
 const MIN_SHARED_SECRET_BYTES: usize = 32;
@@ -29,7 +29,7 @@ pub struct IssuerConfig {
     /// When set, the token's `typ` header must name this type (e.g. `at+jwt`, RFC 9068).
     pub required_typ: Option<String>,
     pub claims: ClaimNames,
-    pub shared_secret: Option<SecretString>,
+    pub shared_secret: Option<Secret>,
     pub jwks_refresh: JwksRefresh,
     /// How opaque tokens of this issuer are checked (RFC 7662), if it issues any.
     pub introspection: Option<IntrospectionConfig>,
@@ -40,7 +40,7 @@ pub struct IssuerConfig {
 pub struct IntrospectionConfig {
     pub endpoint: IntrospectionEndpoint,
     pub client_id: String,
-    pub client_secret: SecretString,
+    pub client_secret: Secret,
     pub auth_method: ClientAuthMethod,
     /// The whole exchange, connection to last byte.
     pub timeout: Duration,
@@ -283,7 +283,7 @@ fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<
         errors.push(format!("{path}.audiences"), "an audience must not be empty");
     }
 
-    let shared_secret = raw.shared_secret.map(SecretString::from);
+    let shared_secret = raw.shared_secret.map(Secret::new);
     if let Some(secret) = &shared_secret
         && secret.expose_secret().len() < MIN_SHARED_SECRET_BYTES
     {
@@ -480,7 +480,7 @@ fn validate_introspection(
     Some(IntrospectionConfig {
         endpoint: endpoint?,
         client_id: raw.client_id,
-        client_secret: SecretString::from(raw.client_secret),
+        client_secret: Secret::new(raw.client_secret),
         auth_method: auth_method?,
         timeout,
         cache_ttl: raw
