@@ -299,7 +299,13 @@ issuers:
     audiences: [api]
 "#;
 
+    /// `text` validated with no environment variables, as [`parse_in`] does.
     fn parse(text: &str) -> Config {
+        parse_in(text, &HashMap::new())
+    }
+
+    /// `text` validated with `environment` for its `${NAME}`s and one policy permitting everything.
+    fn parse_in(text: &str, environment: &HashMap<String, String>) -> Config {
         let policies = vec![PolicyFile {
             name: "all.cedar".to_owned(),
             text: "permit(principal, action, resource);".to_owned(),
@@ -307,7 +313,7 @@ issuers:
         match Config::parse(
             text,
             Path::new("."),
-            &HashMap::new(),
+            environment,
             PolicyOrigin::Embedded(policies),
         ) {
             Ok(config) => config,
@@ -399,5 +405,67 @@ issuers:
             )
         );
         assert_eq!(google.issuer.leeway, Duration::from_secs(30));
+    }
+
+    /// A configuration holding a secret of each kind, each given by a `${NAME}`.
+    const WITH_SECRETS: &str = r#"
+callers: { api_keys: { keys: ["${CALLER_KEY}"] } }
+issuers:
+  - name: hmac
+    issuer: https://hmac.example
+    audiences: [api]
+    algorithms: [HS256]
+    shared_secret: "${SHARED_SECRET}"
+  - name: opaque
+    issuer: https://opaque.example
+    audiences: [api]
+    introspection: { client_id: verdict, client_secret: "${CLIENT_SECRET}" }
+"#;
+
+    fn parse_with_secrets(caller_key: &str, shared_secret: &str, client_secret: &str) -> Config {
+        let environment: HashMap<String, String> = [
+            ("CALLER_KEY", caller_key),
+            ("SHARED_SECRET", shared_secret),
+            ("CLIENT_SECRET", client_secret),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
+        .collect();
+        parse_in(WITH_SECRETS, &environment)
+    }
+
+    const CALLER_KEY: &str = "caller-key-0123456789";
+    const SHARED_SECRET: &str = "hmac-secret-0123456789abcdef-0123";
+    const CLIENT_SECRET: &str = "introspection-secret";
+
+    #[test]
+    fn the_same_text_parsed_twice_is_equal() {
+        let one = parse(MINIMAL);
+        let two = parse(MINIMAL);
+        assert_eq!(one.issuers, two.issuers);
+        assert_eq!(one.callers, two.callers);
+        assert_eq!(one.service, two.service);
+        let one = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        let two = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        assert_eq!(one.issuers, two.issuers);
+        assert_eq!(one.callers, two.callers);
+    }
+
+    #[test]
+    fn configurations_differing_only_in_a_secret_are_unequal() {
+        let base = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        let caller_key = parse_with_secrets("caller-key-0123456780", SHARED_SECRET, CLIENT_SECRET);
+        assert_ne!(caller_key.callers, base.callers, "caller key");
+        assert_eq!(caller_key.issuers, base.issuers);
+        let shared = parse_with_secrets(
+            CALLER_KEY,
+            "hmac-secret-0123456789abcdef-0124",
+            CLIENT_SECRET,
+        );
+        assert_ne!(shared.issuers, base.issuers, "shared secret");
+        assert_eq!(shared.callers, base.callers);
+        let client = parse_with_secrets(CALLER_KEY, SHARED_SECRET, "introspection-secreT");
+        assert_ne!(client.issuers, base.issuers, "client secret");
+        assert_eq!(client.callers, base.callers);
     }
 }

@@ -12,7 +12,7 @@ use super::issuers::{ClaimNames, IssuerConfig, JwksRefresh, KeySource, check_fet
 use super::{Errors, Secret, defaults, raw};
 
 /// Who may call the decision API (DESIGN §5).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct Callers {
     pub api_keys: Option<CallerApiKeys>,
     /// Callers proving themselves with a Google-signed ID token (Apigee to Cloud Run).
@@ -23,7 +23,7 @@ pub struct Callers {
 }
 
 /// Caller API keys: any of `keys` in `header` authenticates the caller.
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct CallerApiKeys {
     pub header: HeaderName,
     pub keys: Vec<Secret>,
@@ -38,7 +38,7 @@ pub struct MtlsCallers {
 
 /// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
 /// `email` is one of `emails`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleIdTokenCallers {
     pub issuer: IssuerConfig,
     pub emails: Vec<String>,

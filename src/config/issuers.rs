@@ -15,7 +15,10 @@ use super::{Errors, Secret, defaults, raw};
 const MIN_SHARED_SECRET_BYTES: usize = 32;
 
 /// One trusted token issuer.
-#[derive(Debug, Clone)]
+///
+/// Equal to another when every field is (secrets by digest): a reload keeps the verifier and its token
+/// cache only for issuers that are all equal, so every field takes part, as the derive makes sure.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IssuerConfig {
     /// A short name for logs and metrics.
     pub name: String,
@@ -36,7 +39,7 @@ pub struct IssuerConfig {
 }
 
 /// An issuer's token introspection endpoint (RFC 7662) and Verdict's credentials for it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IntrospectionConfig {
     pub endpoint: IntrospectionEndpoint,
     pub client_id: String,
@@ -69,44 +72,6 @@ pub enum IntrospectionEndpoint {
 pub enum ClientAuthMethod {
     ClientSecretBasic,
     ClientSecretPost,
-}
-
-impl PartialEq for IntrospectionConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.endpoint == other.endpoint
-            && self.client_id == other.client_id
-            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
-            && self.auth_method == other.auth_method
-            && self.timeout == other.timeout
-            && self.cache_ttl == other.cache_ttl
-            && self.inactive_ttl == other.inactive_ttl
-            && self.token_prefix == other.token_prefix
-            && self.default == other.default
-            && self.require_audience == other.require_audience
-    }
-}
-
-impl PartialEq for IssuerConfig {
-    fn eq(&self, other: &Self) -> bool {
-        let secret = |config: &Self| {
-            config
-                .shared_secret
-                .as_ref()
-                .map(|s| s.expose_secret().to_owned())
-        };
-        self.name == other.name
-            && self.issuer == other.issuer
-            && self.audiences == other.audiences
-            && self.keys == other.keys
-            && self.algorithms == other.algorithms
-            && self.leeway == other.leeway
-            && self.max_token_age == other.max_token_age
-            && self.required_typ == other.required_typ
-            && self.claims == other.claims
-            && secret(self) == secret(other)
-            && self.jwks_refresh == other.jwks_refresh
-            && self.introspection == other.introspection
-    }
 }
 
 /// Where an issuer's verification keys come from.
@@ -556,4 +521,90 @@ pub(crate) fn is_hmac(algorithm: Algorithm) -> bool {
         algorithm,
         Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An issuer setting every field, as (key, YAML value) lines of its entry.
+    const BASE: [(&str, &str); 11] = [
+        ("name", "base"),
+        ("issuer", "https://issuer.example"),
+        ("audiences", "[api]"),
+        ("algorithms", "[RS256, HS256]"),
+        ("leeway", "30s"),
+        ("max_token_age", "1h"),
+        ("typ", "at+jwt"),
+        ("claims", "{ tenant: tenant }"),
+        ("shared_secret", "hmac-secret-0123456789abcdef-0123"),
+        ("jwks_refresh", "{ timeout: 2s }"),
+        (
+            "introspection",
+            "{ client_id: verdict, client_secret: introspection-secret, timeout: 2s, token_prefix: op_ }",
+        ),
+    ];
+
+    /// The issuer of [`BASE`] with `key` set to `value` (added when `BASE` has no such key).
+    fn issuer_with(change: Option<(&str, &str)>) -> IssuerConfig {
+        let mut lines: Vec<(&str, &str)> = BASE.to_vec();
+        if let Some((key, value)) = change {
+            match lines.iter_mut().find(|(line_key, _)| *line_key == key) {
+                Some(line) => line.1 = value,
+                None => lines.push((key, value)),
+            }
+        }
+        let yaml: String = lines
+            .iter()
+            .map(|(key, value)| format!("{key}: {value}\n"))
+            .collect();
+        let raw = serde_norway::from_str::<raw::Issuer>(&yaml)
+            .unwrap_or_else(|error| panic!("{error}:\n{yaml}"));
+        let mut errors = Errors::default();
+        let issuer = validate_issuer(raw, "issuers[0]", &mut errors);
+        assert!(errors.0.is_empty(), "{:?}:\n{yaml}", errors.0);
+        issuer.unwrap_or_else(|| panic!("no issuer:\n{yaml}"))
+    }
+
+    #[test]
+    fn the_same_entry_read_twice_is_equal() {
+        assert_eq!(issuer_with(None), issuer_with(None));
+    }
+
+    #[test]
+    fn changing_any_one_field_makes_issuers_unequal() {
+        let base = issuer_with(None);
+        let changes = [
+            ("name", "renamed"),
+            ("issuer", "https://other.example"),
+            ("audiences", "[api, other]"),
+            ("jwks_uri", "https://issuer.example/jwks"),
+            ("algorithms", "[RS256, ES256, HS256]"),
+            ("leeway", "31s"),
+            ("max_token_age", "2h"),
+            ("typ", "jwt"),
+            ("claims", "{ tenant: org }"),
+            ("shared_secret", "hmac-secret-0123456789abcdef-0124"),
+            ("jwks_refresh", "{ timeout: 3s }"),
+            (
+                "introspection",
+                "{ client_id: verdict, client_secret: introspection-secret, timeout: 3s, token_prefix: op_ }",
+            ),
+            (
+                "introspection",
+                "{ client_id: verdict, client_secret: introspection-secreT, timeout: 2s, token_prefix: op_ }",
+            ),
+            (
+                "introspection",
+                "{ client_id: verdict, client_secret: introspection-secret, timeout: 2s, token_prefix: op_, require_audience: true }",
+            ),
+        ];
+        for (key, value) in changes {
+            assert_ne!(
+                issuer_with(Some((key, value))),
+                base,
+                "`{key}: {value}` left the issuer equal"
+            );
+        }
+    }
 }
