@@ -5,6 +5,10 @@
 //! set, parsed URLs, checked algorithm lists). Each top-level section and each issuer is deserialized
 //! on its own so one bad entry does not hide the errors of the others; every error carries its path in
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
+//!
+//! Each section is validated in a file of its own name: `issuers`, `callers`, `api_keys`, `policies`,
+//! `headers` (with `realm`), `cache`, `limits`, `reload`, `tls`, and `service` for the settings kept
+//! until a restart. The defaults of them all are in `defaults`; secrets are a [`Secret`].
 
 mod api_keys;
 mod cache;

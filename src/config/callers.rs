@@ -44,6 +44,8 @@ pub struct GoogleIdTokenCallers {
     pub emails: Vec<String>,
 }
 
+/// Validates `callers.google_id_token`, with the issuer its tokens are verified against: Google's,
+/// unless `issuer` and `jwks_uri` name another.
 fn validate_google_id_token(
     raw: raw::GoogleIdToken,
     errors: &mut Errors,
