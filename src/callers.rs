@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use aws_lc_rs::constant_time::verify_slices_are_equal;
 use http::{HeaderMap, HeaderName};
-use secrecy::ExposeSecret;
 
 use crate::clock::SharedClock;
 use crate::config::{Callers, GoogleIdTokenCallers};
@@ -80,11 +79,7 @@ impl CallerAuth {
         }
         let api_key = callers.api_keys.as_ref().map(|api_keys| ApiKeyCheck {
             header: api_keys.header.clone(),
-            key_digests: api_keys
-                .keys
-                .iter()
-                .map(|key| sha256(key.expose_secret().as_bytes()))
-                .collect(),
+            key_digests: api_keys.keys.iter().map(|key| *key.digest()).collect(),
         });
         let google = callers.google_id_token.as_ref().map(|config| {
             let issuers = std::slice::from_ref(&config.issuer);

@@ -5,36 +5,51 @@
 //! set, parsed URLs, checked algorithm lists). Each top-level section and each issuer is deserialized
 //! on its own so one bad entry does not hide the errors of the others; every error carries its path in
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
+//!
+//! Each section is validated in a file of its own name: `issuers`, `callers`, `api_keys`, `policies`,
+//! `headers` (with `realm`), `cache`, `limits`, `reload`, `tls`, and `service` for the settings kept
+//! until a restart. The defaults of them all are in `defaults`; secrets are a [`Secret`].
 
+mod api_keys;
+mod cache;
+mod callers;
+mod defaults;
 mod duration;
 mod env;
+mod headers;
+mod issuers;
+mod limits;
+mod policies;
 mod raw;
+mod reload;
+mod secret;
 mod service;
+mod tls;
 
-use std::collections::HashSet;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::HeaderName;
-use jsonwebtoken::Algorithm;
-use reqwest::Url;
-use secrecy::{ExposeSecret, SecretString};
 use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
+pub use api_keys::ApiKeyConfig;
+pub use cache::CacheConfig;
+pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
-pub use service::{
-    DecisionLogTarget, LogFormat, LogSettings, ServerLimits, ServiceSettings, TracingSettings,
+pub(crate) use issuers::is_hmac;
+pub use issuers::{
+    ClaimNames, ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig,
+    JwksRefresh, KeySource,
 };
+pub use limits::{Limits, ServerLimits};
+pub use policies::{PolicyOrigin, PolicySource};
+pub use reload::ReloadConfig;
+pub use secret::Secret;
+pub use service::{DecisionLogTarget, LogFormat, LogSettings, ServiceSettings, TracingSettings};
 
-use crate::policy::{PolicyFile, PolicySet};
-
-/// The default caller-key header (DESIGN §6).
-const DEFAULT_CALLER_KEY_HEADER: &str = "x-verdict-key";
-/// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).
-const MIN_SHARED_SECRET_BYTES: usize = 32;
+use crate::policy::PolicySet;
 
 /// A validated configuration: everything the service needs, checked and compiled.
 #[derive(Debug)]
@@ -61,266 +76,6 @@ pub struct Config {
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
     pub revision: String,
-}
-
-/// One end-user API key: the hash of the key and the principal it stands for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiKeyConfig {
-    pub id: String,
-    /// SHA-256 of the key.
-    pub hash: [u8; 32],
-    pub subject: String,
-    pub scopes: Vec<String>,
-    pub roles: Vec<String>,
-    pub tenant: String,
-    /// Seconds since the epoch from which the key is refused.
-    pub expires: Option<i64>,
-}
-
-/// The policy directory and schema file a configuration names, resolved against its directory.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicySource {
-    pub directory: PathBuf,
-    pub schema: Option<PathBuf>,
-}
-
-/// Whether and how often to look for changed configuration and policy files.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ReloadConfig {
-    pub watch: bool,
-    pub interval: Duration,
-}
-
-impl Default for ReloadConfig {
-    fn default() -> Self {
-        Self {
-            watch: true,
-            interval: Duration::from_secs(2),
-        }
-    }
-}
-
-/// Who may call the decision API (DESIGN §5).
-#[derive(Debug)]
-pub struct Callers {
-    pub api_keys: Option<CallerApiKeys>,
-    /// Callers proving themselves with a Google-signed ID token (Apigee to Cloud Run).
-    pub google_id_token: Option<GoogleIdTokenCallers>,
-    /// Callers proving themselves with a client certificate (mutual TLS on the listener).
-    pub mtls: Option<MtlsCallers>,
-    pub allow_unauthenticated: bool,
-}
-
-/// Caller API keys: any of `keys` in `header` authenticates the caller.
-#[derive(Debug)]
-pub struct CallerApiKeys {
-    pub header: HeaderName,
-    pub keys: Vec<SecretString>,
-}
-
-/// Mutual TLS callers: certificates chained to `ca`; with `allowed_subjects`, only those matching one.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MtlsCallers {
-    pub ca: PathBuf,
-    pub allowed_subjects: Vec<String>,
-}
-
-/// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
-/// `email` is one of `emails`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GoogleIdTokenCallers {
-    pub issuer: IssuerConfig,
-    pub emails: Vec<String>,
-}
-
-/// One trusted token issuer.
-#[derive(Debug, Clone)]
-pub struct IssuerConfig {
-    /// A short name for logs and metrics.
-    pub name: String,
-    /// The exact `iss` value of its tokens.
-    pub issuer: String,
-    pub audiences: Vec<String>,
-    pub keys: KeySource,
-    pub algorithms: Vec<Algorithm>,
-    pub leeway: Duration,
-    pub max_token_age: Option<Duration>,
-    /// When set, the token's `typ` header must name this type (e.g. `at+jwt`, RFC 9068).
-    pub required_typ: Option<String>,
-    pub claims: ClaimNames,
-    pub shared_secret: Option<SecretString>,
-    pub jwks_refresh: JwksRefresh,
-    /// How opaque tokens of this issuer are checked (RFC 7662), if it issues any.
-    pub introspection: Option<IntrospectionConfig>,
-}
-
-/// An issuer's token introspection endpoint (RFC 7662) and Verdict's credentials for it.
-#[derive(Debug, Clone)]
-pub struct IntrospectionConfig {
-    pub endpoint: IntrospectionEndpoint,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    pub auth_method: ClientAuthMethod,
-    /// The whole exchange, connection to last byte.
-    pub timeout: Duration,
-    /// The longest an active answer is reused (never past the token's `exp`).
-    pub cache_ttl: Duration,
-    /// How long an inactive answer is reused.
-    pub inactive_ttl: Duration,
-    /// Opaque tokens starting with this are introspected here.
-    pub token_prefix: Option<String>,
-    /// Opaque tokens no prefix claims are introspected here.
-    pub default: bool,
-    /// Refuse an active answer without `aud`; an `aud` that is present is always checked.
-    pub require_audience: bool,
-}
-
-/// Where the introspection endpoint is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IntrospectionEndpoint {
-    Url(Url),
-    /// `introspection_endpoint` of the issuer's discovery document at this URL.
-    Discovery(Url),
-}
-
-/// How Verdict authenticates to the introspection endpoint (RFC 6749 §2.3.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuthMethod {
-    ClientSecretBasic,
-    ClientSecretPost,
-}
-
-impl PartialEq for IntrospectionConfig {
-    fn eq(&self, other: &Self) -> bool {
-        self.endpoint == other.endpoint
-            && self.client_id == other.client_id
-            && self.client_secret.expose_secret() == other.client_secret.expose_secret()
-            && self.auth_method == other.auth_method
-            && self.timeout == other.timeout
-            && self.cache_ttl == other.cache_ttl
-            && self.inactive_ttl == other.inactive_ttl
-            && self.token_prefix == other.token_prefix
-            && self.default == other.default
-            && self.require_audience == other.require_audience
-    }
-}
-
-impl PartialEq for IssuerConfig {
-    fn eq(&self, other: &Self) -> bool {
-        let secret = |config: &Self| {
-            config
-                .shared_secret
-                .as_ref()
-                .map(|s| s.expose_secret().to_owned())
-        };
-        self.name == other.name
-            && self.issuer == other.issuer
-            && self.audiences == other.audiences
-            && self.keys == other.keys
-            && self.algorithms == other.algorithms
-            && self.leeway == other.leeway
-            && self.max_token_age == other.max_token_age
-            && self.required_typ == other.required_typ
-            && self.claims == other.claims
-            && secret(self) == secret(other)
-            && self.jwks_refresh == other.jwks_refresh
-            && self.introspection == other.introspection
-    }
-}
-
-/// Where an issuer's verification keys come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeySource {
-    /// OIDC discovery at `<issuer>/.well-known/openid-configuration`.
-    Discovery(Url),
-    /// A configured JWKS URL.
-    JwksUri(Url),
-    /// No JWKS: the issuer signs JWTs with its `shared_secret` only, or issues only opaque tokens.
-    NoJwks,
-}
-
-/// Which claims carry the subject, scopes, client id, roles and tenant: an issuer's `claims:`.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
-#[serde(from = "raw::Claims")]
-pub struct ClaimNames {
-    pub subject: String,
-    /// Tried in order; the first present claim is used.
-    pub scope: Vec<String>,
-    pub client_id: Vec<String>,
-    pub roles: Vec<String>,
-    pub tenant: Option<String>,
-}
-
-impl Default for ClaimNames {
-    fn default() -> Self {
-        Self::from(raw::Claims::default())
-    }
-}
-
-impl From<raw::Claims> for ClaimNames {
-    fn from(claims: raw::Claims) -> Self {
-        Self {
-            subject: claims.subject.unwrap_or_else(|| "sub".into()),
-            scope: claims.scope.map_or_else(
-                || vec!["scope".into(), "scp".into()],
-                raw::OneOrMany::into_vec,
-            ),
-            client_id: claims.client_id.map_or_else(
-                || vec!["client_id".into(), "azp".into(), "cid".into()],
-                raw::OneOrMany::into_vec,
-            ),
-            roles: claims.roles.map_or_else(
-                || vec!["roles".into(), "groups".into()],
-                raw::OneOrMany::into_vec,
-            ),
-            tenant: claims.tenant,
-        }
-    }
-}
-
-/// How an issuer's JWKS is kept fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct JwksRefresh {
-    /// The refresh interval when the response carries no `Cache-Control: max-age`.
-    pub default_interval: Duration,
-    /// `max-age` is clamped into `min_interval..=max_interval`.
-    pub min_interval: Duration,
-    pub max_interval: Duration,
-    /// An unknown `kid` causes at most one fetch per this period.
-    pub unknown_kid_cooldown: Duration,
-    /// Keys not refreshed for this long stop being trusted.
-    pub max_staleness: Duration,
-    /// Timeout of one discovery or JWKS request.
-    pub timeout: Duration,
-}
-
-impl Default for JwksRefresh {
-    fn default() -> Self {
-        Self {
-            default_interval: Duration::from_secs(5 * 60),
-            min_interval: Duration::from_secs(60),
-            max_interval: Duration::from_secs(60 * 60),
-            unknown_kid_cooldown: Duration::from_secs(30),
-            max_staleness: Duration::from_secs(24 * 60 * 60),
-            // Below the shared flow's 3 s callout timeout: a callout waiting on a refetch from an
-            // endpoint that hangs still gets its answer.
-            timeout: Duration::from_secs(2),
-        }
-    }
-}
-
-/// The verified-token cache and the decision reuse the callout may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CacheConfig {
-    pub max_tokens: usize,
-    /// The `cache_ttl` of an allow, capped by the token's `exp`; zero tells the proxy not to cache.
-    pub decision_ttl: Duration,
-}
-
-/// Size limits applied before any parsing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    pub max_token_bytes: usize,
 }
 
 /// One configuration problem, located by its path in the file.
@@ -368,13 +123,6 @@ impl fmt::Display for ConfigErrors {
         }
         Ok(())
     }
-}
-
-/// Where the policy files come from: the configured directory, or files the caller already holds.
-#[derive(Debug)]
-pub enum PolicyOrigin {
-    Configured,
-    Embedded(Vec<PolicyFile>),
 }
 
 impl Config {
@@ -431,6 +179,8 @@ impl Config {
     }
 }
 
+/// The problems found so far, in the order found: every section's validation adds its own and goes
+/// on, so that one run reports them all.
 #[derive(Default)]
 struct Errors(Vec<ConfigError>);
 
@@ -469,6 +219,8 @@ impl Errors {
     }
 }
 
+/// Validates each section in turn, in file order, recording every problem; `None` when any section
+/// that the configuration cannot do without is wrong.
 fn validate(
     top: raw::Top,
     base_dir: &Path,
@@ -477,14 +229,9 @@ fn validate(
     revision: String,
 ) -> Option<Config> {
     let raw_limits = errors.section::<raw::Limits>("limits", top.limits);
-    let limits = raw_limits.as_ref().and_then(|raw| {
-        let max_token_bytes = raw.max_token_bytes.unwrap_or(8 * 1024);
-        if !(256..=64 * 1024).contains(&max_token_bytes) {
-            errors.push("limits.max_token_bytes", "must be between 256 and 65536");
-            return None;
-        }
-        Some(Limits { max_token_bytes })
-    });
+    let limits = raw_limits
+        .as_ref()
+        .and_then(|raw| limits::validate_limits(raw, errors));
     let service = service::validate(
         service::RawService {
             listen: top.listen,
@@ -498,183 +245,24 @@ fn validate(
         base_dir,
         errors,
     );
-    let callers = errors
-        .section::<raw::Callers>("callers", top.callers)
-        .and_then(|raw| validate_callers(raw, base_dir, errors));
-
-    let mut issuers = Vec::new();
-    let raw_issuers = top.issuers.unwrap_or_default();
-    if raw_issuers.is_empty() {
-        errors.push("issuers", "at least one issuer is required");
-    }
-    let mut names = HashSet::new();
-    let mut issuer_urls = HashSet::new();
-    for (index, value) in raw_issuers.into_iter().enumerate() {
-        let path = format!("issuers[{index}]");
-        let Some(raw) = errors.deserialize::<raw::Issuer>(&path, value) else {
-            continue;
-        };
-        if !names.insert(raw.name.clone()) {
-            errors.push(
-                format!("{path}.name"),
-                format!("duplicate issuer name `{}`", raw.name),
-            );
-        }
-        if !issuer_urls.insert(raw.issuer.clone()) {
-            errors.push(
-                format!("{path}.issuer"),
-                format!("duplicate issuer `{}`", raw.issuer),
-            );
-        }
-        if let Some(issuer) = validate_issuer(raw, &path, errors) {
-            issuers.push(issuer);
-        }
-    }
-
-    let introspecting: Vec<(usize, &IntrospectionConfig)> = issuers
-        .iter()
-        .enumerate()
-        .filter_map(|(index, issuer)| issuer.introspection.as_ref().map(|config| (index, config)))
-        .collect();
-    if introspecting
-        .iter()
-        .filter(|(_, config)| config.default)
-        .count()
-        > 1
-    {
-        errors.push(
-            "issuers",
-            "more than one issuer has `introspection.default: true`",
-        );
-    }
-    let mut prefixes = HashSet::new();
-    for (index, config) in &introspecting {
-        if let Some(prefix) = &config.token_prefix
-            && !prefixes.insert(prefix)
-        {
-            errors.push(
-                format!("issuers[{index}].introspection.token_prefix"),
-                format!("`{prefix}` is another issuer's prefix too"),
-            );
-        }
-    }
-
-    let mut policy_source = None;
-    let policies = match policy_origin {
-        PolicyOrigin::Embedded(files) => PolicySet::compile(files)
-            .map_err(|problems| {
-                problems
-                    .into_iter()
-                    .for_each(|problem| errors.push("policies", problem))
-            })
-            .ok(),
-        PolicyOrigin::Configured => match top.policies {
-            None => {
-                errors.push(
-                    "policies",
-                    "required: give `path`, a directory of `*.cedar` files",
-                );
-                None
-            }
-            Some(value) => errors
-                .deserialize::<raw::Policies>("policies", value)
-                .and_then(|raw| {
-                    let source = PolicySource {
-                        directory: base_dir.join(raw.path),
-                        schema: raw.schema.map(|schema| base_dir.join(schema)),
-                    };
-                    let policies = PolicySet::load_dir(&source.directory, source.schema.as_deref())
-                        .map_err(|problems| {
-                            problems
-                                .into_iter()
-                                .for_each(|problem| errors.push("policies", problem))
-                        })
-                        .ok();
-                    policy_source = Some(source);
-                    policies
-                }),
-        },
-    };
-
-    let headers = errors
-        .section::<std::collections::BTreeMap<String, String>>("headers", top.headers)
-        .map(|raw| validate_headers(raw, errors))
-        .unwrap_or_default();
-    let cache = errors
-        .section::<raw::Cache>("cache", top.cache)
-        .and_then(|raw| {
-            let max_tokens = raw.max_tokens.unwrap_or(100_000);
-            if max_tokens == 0 {
-                errors.push("cache.max_tokens", "must be at least 1");
-                return None;
-            }
-            Some(CacheConfig {
-                max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
-                decision_ttl: raw.decision_ttl.map_or(Duration::ZERO, |ttl| ttl.0),
-            })
-        });
-    let reload = errors
-        .section::<raw::Reload>("reload", top.reload)
-        .and_then(|raw| {
-            let defaults = ReloadConfig::default();
-            let interval = raw
-                .interval
-                .map_or(defaults.interval, |interval| interval.0);
-            if interval < Duration::from_millis(100) {
-                errors.push("reload.interval", "must be at least 100ms");
-                return None;
-            }
-            Some(ReloadConfig {
-                watch: raw.watch.unwrap_or(defaults.watch),
-                interval,
-            })
-        });
+    let callers = callers::validate_callers(top.callers, base_dir, errors);
+    let issuers = issuers::validate_issuers(top.issuers, errors);
+    let (policies, policy_source) =
+        policies::load_policies(top.policies, policy_origin, base_dir, errors);
+    let headers = headers::validate_headers(top.headers, errors);
+    let cache = cache::validate_cache(top.cache, errors);
+    let reload = reload::validate_reload(top.reload, errors);
     let mut referenced_files = Vec::new();
-    let api_keys = errors
-        .section::<raw::EndUserKeys>("api_keys", top.api_keys)
-        .map(|raw| validate_api_keys(raw, base_dir, &mut referenced_files, errors))
-        .unwrap_or_default();
-    let mtls = callers.as_ref().and_then(|callers| callers.mtls.as_ref());
-    let tls = match top.tls {
-        None | Some(Value::Null) => {
-            if mtls.is_some() {
-                errors.push("callers.mtls", "needs `tls`: mutual TLS is part of HTTPS");
-            }
-            None
-        }
-        Some(value) => errors
-            .deserialize::<raw::Tls>("tls", value)
-            .and_then(|raw| {
-                let cert = base_dir.join(raw.cert);
-                let key = base_dir.join(raw.key);
-                referenced_files.extend([cert.clone(), key.clone()]);
-                referenced_files.extend(mtls.map(|mtls| mtls.ca.clone()));
-                // A caller that can authenticate otherwise need not present a certificate.
-                let certificate_optional = callers.as_ref().is_some_and(|callers| {
-                    callers.api_keys.is_some() || callers.google_id_token.is_some()
-                });
-                let clients = mtls.map(|mtls| crate::server::tls::ClientRules {
-                    ca: &mtls.ca,
-                    allowed_subjects: &mtls.allowed_subjects,
-                    certificate_optional,
-                });
-                crate::server::tls::TlsSettings::load(&cert, &key, clients)
-                    .map_err(|problem| errors.push("tls", problem))
-                    .ok()
-            })
-            .map(Arc::new),
-    };
-    let realm = top.realm.unwrap_or_else(|| "api".to_owned());
-    if realm.is_empty()
-        || realm
-            .chars()
-            .any(|c| c == '"' || c == '\\' || c.is_control())
-    {
-        errors.push(
-            "realm",
-            "must be non-empty, without quotes, backslashes or control characters",
-        );
-    }
+    let api_keys =
+        api_keys::validate_api_keys(top.api_keys, base_dir, &mut referenced_files, errors);
+    let tls = tls::validate_tls(
+        top.tls,
+        callers.as_ref(),
+        base_dir,
+        &mut referenced_files,
+        errors,
+    );
+    let realm = headers::validate_realm(top.realm, errors);
 
     Some(Config {
         service: service?,
@@ -694,530 +282,194 @@ fn validate(
     })
 }
 
-fn validate_api_keys(
-    raw: raw::EndUserKeys,
-    base_dir: &Path,
-    referenced_files: &mut Vec<PathBuf>,
-    errors: &mut Errors,
-) -> Vec<ApiKeyConfig> {
-    let mut entries: Vec<(String, raw::EndUserKey)> = raw
-        .keys
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::net::SocketAddr;
+    use std::time::Duration;
+
+    use jsonwebtoken::Algorithm;
+    use reqwest::Url;
+
+    use super::*;
+    use crate::policy::PolicyFile;
+
+    /// The smallest configuration that validates: one issuer, one caller key, every default.
+    const MINIMAL: &str = r#"
+callers: { api_keys: { keys: ["caller-key-0123456789"] } }
+issuers:
+  - name: minimal
+    issuer: https://issuer.example
+    audiences: [api]
+"#;
+
+    /// `text` validated with no environment variables, as [`parse_in`] does.
+    fn parse(text: &str) -> Config {
+        parse_in(text, &HashMap::new())
+    }
+
+    /// `text` validated with `environment` for its `${NAME}`s and one policy permitting everything.
+    fn parse_in(text: &str, environment: &HashMap<String, String>) -> Config {
+        let policies = vec![PolicyFile {
+            name: "all.cedar".to_owned(),
+            text: "permit(principal, action, resource);".to_owned(),
+        }];
+        match Config::parse(
+            text,
+            Path::new("."),
+            environment,
+            PolicyOrigin::Embedded(policies),
+        ) {
+            Ok(config) => config,
+            Err(errors) => panic!("{errors}"),
+        }
+    }
+
+    #[test]
+    fn what_the_file_leaves_out_takes_the_defaults() {
+        let config = parse(MINIMAL);
+        let issuer = &config.issuers[0];
+        assert_eq!(issuer.algorithms, [Algorithm::RS256, Algorithm::ES256]);
+        assert_eq!(issuer.leeway, Duration::from_secs(30));
+        assert_eq!(issuer.claims.subject, "sub");
+        assert_eq!(issuer.claims.scope, ["scope", "scp"]);
+        assert_eq!(issuer.claims.client_id, ["client_id", "azp", "cid"]);
+        assert_eq!(issuer.claims.roles, ["roles", "groups"]);
+        assert_eq!(
+            issuer.jwks_refresh,
+            JwksRefresh {
+                default_interval: Duration::from_secs(300),
+                min_interval: Duration::from_secs(60),
+                max_interval: Duration::from_secs(3600),
+                unknown_kid_cooldown: Duration::from_secs(30),
+                max_staleness: Duration::from_secs(86_400),
+                timeout: Duration::from_secs(2),
+            }
+        );
+        let callers = &config.callers;
+        assert_eq!(
+            callers.api_keys.as_ref().map(|keys| keys.header.as_str()),
+            Some("x-verdict-key")
+        );
+        assert_eq!(config.cache.max_tokens, 100_000);
+        assert_eq!(config.cache.decision_ttl, Duration::ZERO);
+        assert_eq!(config.limits.max_token_bytes, 8192);
+        assert_eq!(config.realm, "api");
+        assert!(config.reload.watch);
+        assert_eq!(config.reload.interval, Duration::from_secs(2));
+        let service = &config.service;
+        assert_eq!(service.listen, SocketAddr::from(([0, 0, 0, 0], 8080)));
+        assert_eq!(service.decision_log, DecisionLogTarget::Stdout);
+        assert_eq!(service.log.format, LogFormat::Text);
+        assert_eq!(service.log.level, "info");
+        assert_eq!(service.tracing.service_name, "verdict");
+        assert_eq!(service.shutdown_grace, Duration::from_secs(8));
+        assert_eq!(
+            service.limits,
+            ServerLimits {
+                max_body_bytes: 64 * 1024,
+                max_header_bytes: 16 * 1024,
+                request_timeout: Duration::from_secs(5),
+                max_concurrent_requests: 1024,
+            }
+        );
+    }
+
+    #[test]
+    fn introspection_and_google_callers_take_the_defaults() {
+        let config = parse(
+            r#"
+callers: { google_id_token: { audience: "https://verdict.example", emails: [caller@example.com] } }
+issuers:
+  - name: opaque
+    issuer: https://issuer.example
+    audiences: [api]
+    introspection: { client_id: verdict, client_secret: introspection-secret }
+"#,
+        );
+        let introspection = config.issuers[0].introspection.as_ref();
+        let introspection = introspection.unwrap_or_else(|| panic!("no introspection"));
+        assert_eq!(
+            introspection.auth_method,
+            ClientAuthMethod::ClientSecretBasic
+        );
+        assert_eq!(introspection.timeout, Duration::from_secs(2));
+        assert_eq!(introspection.cache_ttl, Duration::from_secs(300));
+        assert_eq!(introspection.inactive_ttl, Duration::from_secs(30));
+        assert!(!introspection.default);
+        assert!(!introspection.require_audience);
+        let google = config.callers.google_id_token.as_ref();
+        let google = google.unwrap_or_else(|| panic!("no Google callers"));
+        assert_eq!(google.issuer.issuer, "https://accounts.google.com");
+        assert_eq!(
+            google.issuer.keys,
+            KeySource::JwksUri(
+                Url::parse("https://www.googleapis.com/oauth2/v3/certs")
+                    .unwrap_or_else(|error| panic!("{error}"))
+            )
+        );
+        assert_eq!(google.issuer.leeway, Duration::from_secs(30));
+    }
+
+    /// A configuration holding a secret of each kind, each given by a `${NAME}`.
+    const WITH_SECRETS: &str = r#"
+callers: { api_keys: { keys: ["${CALLER_KEY}"] } }
+issuers:
+  - name: hmac
+    issuer: https://hmac.example
+    audiences: [api]
+    algorithms: [HS256]
+    shared_secret: "${SHARED_SECRET}"
+  - name: opaque
+    issuer: https://opaque.example
+    audiences: [api]
+    introspection: { client_id: verdict, client_secret: "${CLIENT_SECRET}" }
+"#;
+
+    fn parse_with_secrets(caller_key: &str, shared_secret: &str, client_secret: &str) -> Config {
+        let environment: HashMap<String, String> = [
+            ("CALLER_KEY", caller_key),
+            ("SHARED_SECRET", shared_secret),
+            ("CLIENT_SECRET", client_secret),
+        ]
         .into_iter()
-        .enumerate()
-        .map(|(index, key)| (format!("api_keys.keys[{index}]"), key))
+        .map(|(name, value)| (name.to_owned(), value.to_owned()))
         .collect();
-    if let Some(file) = raw.file {
-        let path = base_dir.join(&file);
-        referenced_files.push(path.clone());
-        let parsed = std::fs::read_to_string(&path)
-            .map_err(|error| format!("cannot read `{}`: {error}", path.display()))
-            .and_then(|text| {
-                serde_path_to_error::deserialize::<_, raw::EndUserKeyFile>(
-                    serde_norway::Deserializer::from_str(&text),
-                )
-                .map_err(|error| {
-                    let at = error.path().to_string();
-                    format!("`{}`: {at}: {}", path.display(), error.into_inner())
-                })
-            });
-        match parsed {
-            Ok(file) => entries.extend(file.keys.into_iter().enumerate().map(|(index, key)| {
-                (
-                    format!("api_keys.file: `{}`: keys[{index}]", path.display()),
-                    key,
-                )
-            })),
-            Err(problem) => errors.push("api_keys.file", problem),
-        }
+        parse_in(WITH_SECRETS, &environment)
     }
-    let mut ids = HashSet::new();
-    let mut keys = Vec::new();
-    for (path, key) in entries {
-        if key.id.is_empty() {
-            errors.push(format!("{path}.id"), "must not be empty");
-        } else if !ids.insert(key.id.clone()) {
-            errors.push(
-                format!("{path}.id"),
-                format!("duplicate API key id `{}`", key.id),
-            );
-        }
-        let hash = key.hash.strip_prefix("sha256:").and_then(parse_sha256);
-        let Some(hash) = hash else {
-            errors.push(
-                format!("{path}.hash"),
-                "must be `sha256:` and 64 hex digits, as `verdict apikey new` prints",
-            );
-            continue;
-        };
-        let expires = match key.expires.as_deref().map(humantime::parse_rfc3339) {
-            None => None,
-            Some(Ok(time)) => time
-                .duration_since(std::time::UNIX_EPOCH)
-                .ok()
-                .and_then(|elapsed| i64::try_from(elapsed.as_secs()).ok()),
-            Some(Err(error)) => {
-                errors.push(
-                    format!("{path}.expires"),
-                    format!("not an RFC 3339 UTC time such as 2027-01-01T00:00:00Z ({error})"),
-                );
-                continue;
-            }
-        };
-        keys.push(ApiKeyConfig {
-            subject: key.subject.unwrap_or_else(|| key.id.clone()),
-            id: key.id,
-            hash,
-            scopes: key.scopes,
-            roles: key.roles,
-            tenant: key.tenant.unwrap_or_default(),
-            expires,
-        });
-    }
-    keys
-}
 
-/// 64 hex digits as 32 bytes.
-fn parse_sha256(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0_u8; 32];
-    for (slot, pair) in out.iter_mut().zip(hex.as_bytes().chunks(2)) {
-        let text = std::str::from_utf8(pair).ok()?;
-        *slot = u8::from_str_radix(text, 16).ok()?;
-    }
-    Some(out)
-}
+    const CALLER_KEY: &str = "caller-key-0123456789";
+    const SHARED_SECRET: &str = "hmac-secret-0123456789abcdef-0123";
+    const CLIENT_SECRET: &str = "introspection-secret";
 
-/// Google's ID token issuer and keys (OpenID Connect discovery at `https://accounts.google.com`).
-const GOOGLE_ISSUER: &str = "https://accounts.google.com";
-const GOOGLE_JWKS: &str = "https://www.googleapis.com/oauth2/v3/certs";
+    #[test]
+    fn the_same_text_parsed_twice_is_equal() {
+        let one = parse(MINIMAL);
+        let two = parse(MINIMAL);
+        assert_eq!(one.issuers, two.issuers);
+        assert_eq!(one.callers, two.callers);
+        assert_eq!(one.service, two.service);
+        let one = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        let two = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        assert_eq!(one.issuers, two.issuers);
+        assert_eq!(one.callers, two.callers);
+    }
 
-fn validate_google_id_token(
-    raw: raw::GoogleIdToken,
-    errors: &mut Errors,
-) -> Option<GoogleIdTokenCallers> {
-    let path = "callers.google_id_token";
-    let before = errors.0.len();
-    if raw.audience.is_empty() {
-        errors.push(
-            format!("{path}.audience"),
-            "must not be empty (the service URL)",
+    #[test]
+    fn configurations_differing_only_in_a_secret_are_unequal() {
+        let base = parse_with_secrets(CALLER_KEY, SHARED_SECRET, CLIENT_SECRET);
+        let caller_key = parse_with_secrets("caller-key-0123456780", SHARED_SECRET, CLIENT_SECRET);
+        assert_ne!(caller_key.callers, base.callers, "caller key");
+        assert_eq!(caller_key.issuers, base.issuers);
+        let shared = parse_with_secrets(
+            CALLER_KEY,
+            "hmac-secret-0123456789abcdef-0124",
+            CLIENT_SECRET,
         );
+        assert_ne!(shared.issuers, base.issuers, "shared secret");
+        assert_eq!(shared.callers, base.callers);
+        let client = parse_with_secrets(CALLER_KEY, SHARED_SECRET, "introspection-secreT");
+        assert_ne!(client.issuers, base.issuers, "client secret");
+        assert_eq!(client.callers, base.callers);
     }
-    if raw.emails.is_empty() || raw.emails.iter().any(String::is_empty) {
-        errors.push(
-            format!("{path}.emails"),
-            "list the service accounts allowed to call, e.g. apigee@project.iam.gserviceaccount.com",
-        );
-    }
-    let issuer = raw.issuer.unwrap_or_else(|| GOOGLE_ISSUER.to_owned());
-    let jwks = raw.jwks_uri.unwrap_or_else(|| GOOGLE_JWKS.to_owned());
-    let jwks_uri = match Url::parse(&jwks) {
-        Ok(url) => {
-            check_fetchable(&url, &jwks, &format!("{path}.jwks_uri"), errors);
-            Some(url)
-        }
-        Err(error) => {
-            errors.push(
-                format!("{path}.jwks_uri"),
-                format!("`{jwks}` is not a URL: {error}"),
-            );
-            None
-        }
-    };
-    if errors.0.len() > before {
-        return None;
-    }
-    Some(GoogleIdTokenCallers {
-        issuer: IssuerConfig {
-            name: "google_id_token caller".to_owned(),
-            issuer,
-            audiences: vec![raw.audience],
-            keys: KeySource::JwksUri(jwks_uri?),
-            algorithms: vec![Algorithm::RS256],
-            leeway: Duration::from_secs(30),
-            max_token_age: None,
-            required_typ: None,
-            claims: ClaimNames::default(),
-            shared_secret: None,
-            jwks_refresh: JwksRefresh::default(),
-            introspection: None,
-        },
-        emails: raw.emails,
-    })
-}
-
-fn validate_callers(raw: raw::Callers, base_dir: &Path, errors: &mut Errors) -> Option<Callers> {
-    let api_keys = match raw.api_keys {
-        None => None,
-        Some(api_keys) => {
-            let header = api_keys
-                .header
-                .as_deref()
-                .unwrap_or(DEFAULT_CALLER_KEY_HEADER);
-            let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-                Ok(header) => Some(header),
-                Err(_) => {
-                    errors.push(
-                        "callers.api_keys.header",
-                        format!("`{header}` is not a valid header name"),
-                    );
-                    None
-                }
-            };
-            if api_keys.keys.is_empty() {
-                errors.push("callers.api_keys.keys", "at least one key is required");
-            }
-            for (index, key) in api_keys.keys.iter().enumerate() {
-                if key.len() < 16 {
-                    errors.push(
-                        format!("callers.api_keys.keys[{index}]"),
-                        "a caller key must be at least 16 characters",
-                    );
-                }
-            }
-            header.map(|header| CallerApiKeys {
-                header,
-                keys: api_keys.keys.into_iter().map(SecretString::from).collect(),
-            })
-        }
-    };
-    let google_id_token = raw
-        .google_id_token
-        .and_then(|raw| validate_google_id_token(raw, errors));
-    let mtls = raw.mtls.map(|raw| MtlsCallers {
-        ca: base_dir.join(raw.ca),
-        allowed_subjects: raw.allowed_subjects,
-    });
-    if api_keys.is_none()
-        && google_id_token.is_none()
-        && mtls.is_none()
-        && !raw.allow_unauthenticated
-    {
-        errors.push(
-            "callers",
-            "no caller authentication is configured; add `api_keys`, or set `allow_unauthenticated: true` to accept any caller",
-        );
-    }
-    Some(Callers {
-        api_keys,
-        google_id_token,
-        mtls,
-        allow_unauthenticated: raw.allow_unauthenticated,
-    })
-}
-
-fn validate_issuer(raw: raw::Issuer, path: &str, errors: &mut Errors) -> Option<IssuerConfig> {
-    let before = errors.0.len();
-    if raw.name.is_empty() {
-        errors.push(format!("{path}.name"), "must not be empty");
-    }
-    let issuer_url = match Url::parse(&raw.issuer) {
-        Ok(url) => {
-            check_fetchable(&url, &raw.issuer, &format!("{path}.issuer"), errors);
-            Some(url)
-        }
-        Err(error) => {
-            errors.push(
-                format!("{path}.issuer"),
-                format!("`{}` is not a URL: {error}", raw.issuer),
-            );
-            None
-        }
-    };
-    if raw.audiences.is_empty() {
-        errors.push(
-            format!("{path}.audiences"),
-            "at least one audience is required",
-        );
-    }
-    if raw.audiences.iter().any(String::is_empty) {
-        errors.push(format!("{path}.audiences"), "an audience must not be empty");
-    }
-
-    let shared_secret = raw.shared_secret.map(SecretString::from);
-    if let Some(secret) = &shared_secret
-        && secret.expose_secret().len() < MIN_SHARED_SECRET_BYTES
-    {
-        errors.push(
-            format!("{path}.shared_secret"),
-            format!("must be at least {MIN_SHARED_SECRET_BYTES} bytes"),
-        );
-    }
-
-    let algorithm_names = raw
-        .algorithms
-        .unwrap_or_else(|| vec!["RS256".into(), "ES256".into()]);
-    let mut algorithms = Vec::new();
-    for (index, name) in algorithm_names.iter().enumerate() {
-        let at = format!("{path}.algorithms[{index}]");
-        match parse_algorithm(name) {
-            Ok(algorithm) => {
-                if is_hmac(algorithm) && shared_secret.is_none() {
-                    errors.push(
-                        at,
-                        format!("`{name}` needs the issuer's own `shared_secret`"),
-                    );
-                } else {
-                    algorithms.push(algorithm);
-                }
-            }
-            Err(message) => errors.push(at, message),
-        }
-    }
-    if algorithm_names.is_empty() {
-        errors.push(
-            format!("{path}.algorithms"),
-            "at least one algorithm is required",
-        );
-    }
-
-    let introspection = raw.introspection.and_then(|raw| {
-        validate_introspection(
-            raw,
-            issuer_url.as_ref(),
-            &format!("{path}.introspection"),
-            errors,
-        )
-    });
-    let keys = match (raw.jwks_uri, raw.discovery) {
-        (Some(_), Some(true)) => {
-            errors.push(
-                format!("{path}.jwks_uri"),
-                "give either `jwks_uri` or `discovery: true`, not both",
-            );
-            None
-        }
-        (Some(uri), _) => match Url::parse(&uri) {
-            Ok(url) => {
-                check_fetchable(&url, &uri, &format!("{path}.jwks_uri"), errors);
-                Some(KeySource::JwksUri(url))
-            }
-            Err(error) => {
-                errors.push(
-                    format!("{path}.jwks_uri"),
-                    format!("`{uri}` is not a URL: {error}"),
-                );
-                None
-            }
-        },
-        (None, Some(false)) => {
-            let hmac_only =
-                algorithms.iter().all(|algorithm| is_hmac(*algorithm)) && shared_secret.is_some();
-            let introspection_only = introspection
-                .as_ref()
-                .is_some_and(|config| matches!(config.endpoint, IntrospectionEndpoint::Url(_)));
-            if hmac_only || introspection_only {
-                Some(KeySource::NoJwks)
-            } else {
-                errors.push(
-                    format!("{path}.discovery"),
-                    "with discovery off, give `jwks_uri` (or `introspection.url` for an issuer of opaque tokens only)",
-                );
-                None
-            }
-        }
-        (None, _) => issuer_url
-            .as_ref()
-            .map(|url| KeySource::Discovery(discovery_url(url))),
-    };
-
-    let claims = ClaimNames::from(raw.claims.unwrap_or_default());
-
-    let defaults = JwksRefresh::default();
-    let refresh = raw.jwks_refresh.unwrap_or_default();
-    let jwks_refresh = JwksRefresh {
-        default_interval: refresh
-            .default_interval
-            .map_or(defaults.default_interval, |d| d.0),
-        min_interval: refresh.min_interval.map_or(defaults.min_interval, |d| d.0),
-        max_interval: refresh.max_interval.map_or(defaults.max_interval, |d| d.0),
-        unknown_kid_cooldown: refresh
-            .unknown_kid_cooldown
-            .map_or(defaults.unknown_kid_cooldown, |d| d.0),
-        max_staleness: refresh
-            .max_staleness
-            .map_or(defaults.max_staleness, |d| d.0),
-        timeout: refresh.timeout.map_or(defaults.timeout, |d| d.0),
-    };
-    if jwks_refresh.min_interval > jwks_refresh.max_interval {
-        errors.push(
-            format!("{path}.jwks_refresh"),
-            "`min_interval` must not exceed `max_interval`",
-        );
-    }
-    if jwks_refresh.max_staleness <= jwks_refresh.max_interval {
-        errors.push(
-            format!("{path}.jwks_refresh.max_staleness"),
-            "must exceed `max_interval`, or keys would go stale between two refreshes",
-        );
-    }
-    if jwks_refresh.timeout.is_zero() {
-        errors.push(
-            format!("{path}.jwks_refresh.timeout"),
-            "must be more than zero",
-        );
-    }
-
-    let required_typ = raw.typ.map(|typ| typ.to_ascii_lowercase());
-    if errors.0.len() > before {
-        return None;
-    }
-    Some(IssuerConfig {
-        name: raw.name,
-        issuer: raw.issuer,
-        audiences: raw.audiences,
-        keys: keys?,
-        algorithms,
-        leeway: raw.leeway.map_or(Duration::from_secs(30), |d| d.0),
-        max_token_age: raw.max_token_age.map(|d| d.0),
-        required_typ,
-        claims,
-        shared_secret,
-        jwks_refresh,
-        introspection,
-    })
-}
-
-fn validate_introspection(
-    raw: raw::Introspection,
-    issuer: Option<&Url>,
-    path: &str,
-    errors: &mut Errors,
-) -> Option<IntrospectionConfig> {
-    let before = errors.0.len();
-    let endpoint = match raw.url {
-        Some(text) => match Url::parse(&text) {
-            Ok(url) => {
-                check_fetchable(&url, &text, &format!("{path}.url"), errors);
-                Some(IntrospectionEndpoint::Url(url))
-            }
-            Err(error) => {
-                errors.push(
-                    format!("{path}.url"),
-                    format!("`{text}` is not a URL: {error}"),
-                );
-                None
-            }
-        },
-        None => issuer.map(|issuer| IntrospectionEndpoint::Discovery(discovery_url(issuer))),
-    };
-    if raw.client_id.is_empty() {
-        errors.push(format!("{path}.client_id"), "must not be empty");
-    }
-    if raw.client_secret.is_empty() {
-        errors.push(format!("{path}.client_secret"), "must not be empty");
-    }
-    let auth_method = match raw.auth_method.as_deref() {
-        None | Some("client_secret_basic") => Some(ClientAuthMethod::ClientSecretBasic),
-        Some("client_secret_post") => Some(ClientAuthMethod::ClientSecretPost),
-        Some(other) => {
-            errors.push(
-                format!("{path}.auth_method"),
-                format!("`{other}` is not one of `client_secret_basic`, `client_secret_post`"),
-            );
-            None
-        }
-    };
-    let timeout = raw.timeout.map_or(Duration::from_secs(2), |d| d.0);
-    if timeout.is_zero() {
-        errors.push(format!("{path}.timeout"), "must be more than zero");
-    }
-    if raw.token_prefix.as_deref() == Some("") {
-        errors.push(format!("{path}.token_prefix"), "must not be empty");
-    }
-    if errors.0.len() > before {
-        return None;
-    }
-    Some(IntrospectionConfig {
-        endpoint: endpoint?,
-        client_id: raw.client_id,
-        client_secret: SecretString::from(raw.client_secret),
-        auth_method: auth_method?,
-        timeout,
-        cache_ttl: raw.cache_ttl.map_or(Duration::from_secs(300), |d| d.0),
-        inactive_ttl: raw.inactive_ttl.map_or(Duration::from_secs(30), |d| d.0),
-        token_prefix: raw.token_prefix,
-        default: raw.default.unwrap_or(false),
-        require_audience: raw.require_audience.unwrap_or(false),
-    })
-}
-
-/// `<issuer>/.well-known/openid-configuration`, as OIDC Discovery §4 builds it.
-fn discovery_url(issuer: &Url) -> Url {
-    let mut url = issuer.clone();
-    let path = format!(
-        "{}/.well-known/openid-configuration",
-        issuer.path().trim_end_matches('/')
-    );
-    url.set_path(&path);
-    url
-}
-
-/// Keys must come over HTTPS, except from this machine (development and tests).
-fn check_fetchable(url: &Url, written: &str, path: &str, errors: &mut Errors) {
-    match url.scheme() {
-        "https" => {}
-        "http" if is_loopback(url) => {}
-        "http" => errors.push(
-            path,
-            format!("`{written}` must use https (plain http is allowed only on loopback)"),
-        ),
-        scheme => errors.push(path, format!("unsupported URL scheme `{scheme}`")),
-    }
-}
-
-pub(crate) fn is_loopback(url: &Url) -> bool {
-    match url.host() {
-        Some(url::Host::Domain(domain)) => domain == "localhost",
-        Some(url::Host::Ipv4(address)) => address.is_loopback(),
-        Some(url::Host::Ipv6(address)) => address.is_loopback(),
-        None => false,
-    }
-}
-
-fn parse_algorithm(name: &str) -> Result<Algorithm, String> {
-    if name.eq_ignore_ascii_case("none") {
-        return Err("`none` is never allowed".into());
-    }
-    match name {
-        "RS256" => Ok(Algorithm::RS256),
-        "RS384" => Ok(Algorithm::RS384),
-        "RS512" => Ok(Algorithm::RS512),
-        "PS256" => Ok(Algorithm::PS256),
-        "PS384" => Ok(Algorithm::PS384),
-        "PS512" => Ok(Algorithm::PS512),
-        "ES256" => Ok(Algorithm::ES256),
-        "ES384" => Ok(Algorithm::ES384),
-        "EdDSA" => Ok(Algorithm::EdDSA),
-        "HS256" => Ok(Algorithm::HS256),
-        "HS384" => Ok(Algorithm::HS384),
-        "HS512" => Ok(Algorithm::HS512),
-        other => Err(format!("unknown algorithm `{other}`")),
-    }
-}
-
-pub(crate) fn is_hmac(algorithm: Algorithm) -> bool {
-    matches!(
-        algorithm,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512
-    )
-}
-
-fn validate_headers(
-    raw: std::collections::BTreeMap<String, String>,
-    errors: &mut Errors,
-) -> Vec<(HeaderName, String)> {
-    let mut headers = Vec::new();
-    for (name, claim) in raw {
-        match HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()) {
-            Ok(header) => headers.push((header, claim)),
-            Err(_) => errors.push(
-                format!("headers.{name}"),
-                format!("`{name}` is not a valid header name"),
-            ),
-        }
-    }
-    headers
 }

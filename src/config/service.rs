@@ -1,6 +1,6 @@
 //! How the process runs, as opposed to how it decides: its sockets, logs, traces, request limits and
 //! shutdown. These are read at start and kept until exit; a reload that changes them says that a restart
-//! is needed.
+//! is needed. The request limits are checked with the rest of `limits:`, in [`super::limits`].
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::{Errors, raw};
+use super::limits::{self, ServerLimits};
+use super::{Errors, defaults, raw};
 
 /// The process-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,31 +59,19 @@ pub struct TracingSettings {
     pub service_name: String,
 }
 
-/// Limits on what one request may cost the server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    pub max_body_bytes: usize,
-    /// The request line and headers together.
-    pub max_header_bytes: usize,
-    /// A request not answered by then gets 503.
-    pub request_timeout: Duration,
-    /// Decisions in progress at once; one more is refused at once with 503 and `Retry-After`.
-    pub max_concurrent_requests: usize,
-}
-
 impl Default for ServiceSettings {
     fn default() -> Self {
         Self {
-            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            listen: defaults::LISTEN,
             admin_listen: None,
             decision_log: DecisionLogTarget::Stdout,
             log: LogSettings::default(),
             tracing: TracingSettings {
                 otlp_traces_url: None,
-                service_name: "verdict".to_owned(),
+                service_name: defaults::TRACING_SERVICE_NAME.to_owned(),
             },
             limits: ServerLimits::default(),
-            shutdown_grace: Duration::from_secs(8),
+            shutdown_grace: defaults::SHUTDOWN_GRACE_PERIOD,
         }
     }
 }
@@ -91,18 +80,7 @@ impl Default for LogSettings {
     fn default() -> Self {
         Self {
             format: LogFormat::Text,
-            level: "info".to_owned(),
-        }
-    }
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_body_bytes: 64 * 1024,
-            max_header_bytes: 16 * 1024,
-            request_timeout: Duration::from_secs(5),
-            max_concurrent_requests: 1024,
+            level: defaults::LOG_LEVEL.to_owned(),
         }
     }
 }
@@ -154,7 +132,7 @@ pub(super) fn validate(
     let tracing = errors
         .section::<raw::Tracing>("tracing", raw.tracing)
         .and_then(|raw| validate_tracing(raw, errors));
-    let server_limits = limits.and_then(|raw| validate_limits(raw, errors));
+    let server_limits = limits.and_then(|raw| limits::validate_server_limits(raw, errors));
     let shutdown_grace = errors
         .section::<raw::Shutdown>("shutdown", raw.shutdown)
         .and_then(|raw| {
@@ -249,45 +227,4 @@ fn validate_tracing(raw: raw::Tracing, errors: &mut Errors) -> Option<TracingSet
         otlp_traces_url,
         service_name,
     })
-}
-
-fn validate_limits(raw: &raw::Limits, errors: &mut Errors) -> Option<ServerLimits> {
-    let defaults = ServerLimits::default();
-    let mut valid = true;
-    let mut within = |path: &str, value: usize, range: std::ops::RangeInclusive<usize>| {
-        if !range.contains(&value) {
-            errors.push(
-                path,
-                format!("must be between {} and {}", range.start(), range.end()),
-            );
-            valid = false;
-        }
-        value
-    };
-    let limits = ServerLimits {
-        max_body_bytes: within(
-            "limits.max_body_bytes",
-            raw.max_body_bytes.unwrap_or(defaults.max_body_bytes),
-            1024..=1024 * 1024,
-        ),
-        max_header_bytes: within(
-            "limits.max_header_bytes",
-            raw.max_header_bytes.unwrap_or(defaults.max_header_bytes),
-            8 * 1024..=1024 * 1024,
-        ),
-        request_timeout: raw
-            .request_timeout
-            .map_or(defaults.request_timeout, |timeout| timeout.0),
-        max_concurrent_requests: within(
-            "limits.max_concurrent_requests",
-            raw.max_concurrent_requests
-                .unwrap_or(defaults.max_concurrent_requests),
-            1..=1_000_000,
-        ),
-    };
-    if !(Duration::from_millis(10)..=Duration::from_secs(300)).contains(&limits.request_timeout) {
-        errors.push("limits.request_timeout", "must be between 10ms and 5m");
-        valid = false;
-    }
-    valid.then_some(limits)
 }
