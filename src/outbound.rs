@@ -263,6 +263,36 @@ mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
 
+    #[test]
+    fn remote_endpoints_are_https_or_on_this_machine() {
+        let cases = [
+            ("https://idp.example.com/keys", Ok(())),
+            ("https://10.0.0.1/keys", Ok(())),
+            ("http://localhost:8080/keys", Ok(())),
+            ("http://127.0.0.1/keys", Ok(())),
+            ("http://127.9.9.9/keys", Ok(())),
+            ("http://[::1]:80/keys", Ok(())),
+            ("http://idp.example.com/keys", Err(Unfetchable::PlainHttp)),
+            (
+                "http://localhost.example.com/keys",
+                Err(Unfetchable::PlainHttp),
+            ),
+            ("http://10.0.0.1/keys", Err(Unfetchable::PlainHttp)),
+            (
+                "http://[::ffff:127.0.0.1]/keys",
+                Err(Unfetchable::PlainHttp),
+            ),
+            (
+                "ftp://localhost/keys",
+                Err(Unfetchable::Scheme("ftp".into())),
+            ),
+            ("file:///etc/keys", Err(Unfetchable::Scheme("file".into()))),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(fetchable(&Url::parse(url).unwrap()), expected, "{url}");
+        }
+    }
+
     fn headers(value: &str) -> HeaderMap {
         let mut headers = HeaderMap::new();
         headers.insert(
