@@ -129,6 +129,7 @@ pub(super) async fn verify(
     Ok((verified, key_set_key))
 }
 
+/// The checks of a signed token's claims, in order: time, audience, `typ`; then the principal they name.
 fn check_claims(
     issuer: &TrustedIssuer,
     algorithm: Algorithm,

@@ -21,7 +21,7 @@ use crate::jwks::{IssuerKeys, KeyLookup, VerificationKey};
 /// whether that very key is still in its issuer's fresh set.
 #[derive(Debug)]
 pub struct CachedToken {
-    token: Arc<Credential>,
+    credential: Arc<Credential>,
     /// `None` for an HMAC token, whose key is the issuer's configured secret.
     key: Option<Arc<VerificationKey>>,
 }
@@ -241,7 +241,7 @@ impl Verifier {
         self.cache.insert(
             *hash,
             Arc::new(CachedToken {
-                token: Arc::clone(&verified),
+                credential: Arc::clone(&verified),
                 key,
             }),
         );
@@ -288,7 +288,7 @@ impl Verifier {
     /// same `kid` is not). The issuer's settings are those the token was verified under: a verifier
     /// with other settings starts with an empty cache.
     fn hit_if_still_valid(&self, cached: &CachedToken) -> Option<Verified> {
-        let token = &cached.token;
+        let token = &cached.credential;
         let issuer = self.issuers.get(token.issuer_index)?;
         TimeRules::of(&issuer.config)
             .check(&token.lifetime, self.now())
