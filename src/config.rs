@@ -16,6 +16,7 @@ mod callers;
 mod defaults;
 mod duration;
 mod env;
+mod errors;
 mod headers;
 mod issuers;
 mod limits;
@@ -26,18 +27,17 @@ mod secret;
 mod service;
 mod tls;
 
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use axum::http::HeaderName;
-use serde::de::DeserializeOwned;
 use serde_norway::Value;
 
 pub use api_keys::ApiKeyConfig;
 pub use cache::CacheConfig;
 pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
+pub use errors::{ConfigError, ConfigErrors};
 pub(crate) use issuers::is_hmac;
 pub use issuers::{
     ClaimNames, ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig,
@@ -47,6 +47,8 @@ pub use limits::{Limits, ServerLimits};
 pub use policies::{PolicyOrigin, PolicySource};
 pub use reload::ReloadConfig;
 pub use secret::Secret;
+
+use errors::Errors;
 pub use service::{DecisionLogTarget, LogFormat, LogSettings, ServiceSettings, TracingSettings};
 
 use crate::policy::PolicySet;
@@ -76,53 +78,6 @@ pub struct Config {
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
     pub revision: String,
-}
-
-/// One configuration problem, located by its path in the file.
-///
-/// The message may quote what the file says (a value it could not parse, in backticks), so it goes to
-/// the operator's terminal and log, never to `/readyz`, which names only the `path`. Built through
-/// [`ConfigError::new`], whose message shows no URL credentials.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub path: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    /// A problem at `path` (empty for the file as a whole); any URL's userinfo in `message` is hidden.
-    pub fn new(path: impl Into<String>, message: impl AsRef<str>) -> Self {
-        Self {
-            path: path.into(),
-            message: crate::redact::url_credentials(message.as_ref()).into_owned(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.path.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "{}: {}", self.path, self.message)
-        }
-    }
-}
-
-/// Every problem found in a configuration, in file order.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct ConfigErrors(pub Vec<ConfigError>);
-
-impl fmt::Display for ConfigErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for (index, error) in self.0.iter().enumerate() {
-            if index > 0 {
-                writeln!(f)?;
-            }
-            write!(f, "{error}")?;
-        }
-        Ok(())
-    }
 }
 
 impl Config {
@@ -175,46 +130,6 @@ impl Config {
         match config {
             Some(config) if errors.0.is_empty() => Ok(config),
             _ => Err(ConfigErrors(errors.0)),
-        }
-    }
-}
-
-/// The problems found so far, in the order found: every section's validation adds its own and goes
-/// on, so that one run reports them all.
-#[derive(Default)]
-struct Errors(Vec<ConfigError>);
-
-impl Errors {
-    fn push(&mut self, path: impl Into<String>, message: impl AsRef<str>) {
-        self.0.push(ConfigError::new(path, message));
-    }
-
-    /// Deserializes one section, recording the first error inside it with its full path.
-    fn deserialize<T: DeserializeOwned>(&mut self, path: &str, value: Value) -> Option<T> {
-        match serde_path_to_error::deserialize::<_, T>(value) {
-            Ok(parsed) => Some(parsed),
-            Err(error) => {
-                let inner = error.path().to_string();
-                let full = match (path.is_empty(), inner.as_str()) {
-                    (_, ".") => path.to_owned(),
-                    (true, _) => inner,
-                    (false, inner) if inner.starts_with('[') => format!("{path}{inner}"),
-                    (false, inner) => format!("{path}.{inner}"),
-                };
-                self.push(full, error.into_inner().to_string());
-                None
-            }
-        }
-    }
-
-    fn section<T: DeserializeOwned + Default>(
-        &mut self,
-        path: &str,
-        value: Option<Value>,
-    ) -> Option<T> {
-        match value {
-            None | Some(Value::Null) => Some(T::default()),
-            Some(value) => self.deserialize(path, value),
         }
     }
 }

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
-use super::{Errors, raw};
+use super::errors::Errors;
+use super::raw;
 
 /// One end-user API key: the hash of the key and the principal it stands for.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::{Errors, defaults, raw};
+use super::errors::Errors;
+use super::{defaults, raw};
 
 /// The verified-token cache and the decision reuse the callout may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

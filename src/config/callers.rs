@@ -8,8 +8,10 @@ use jsonwebtoken::Algorithm;
 use reqwest::Url;
 use serde_norway::Value;
 
+use super::errors::Errors;
 use super::issuers::{ClaimNames, IssuerConfig, JwksRefresh, KeySource, check_fetchable};
-use super::{Errors, Secret, defaults, raw};
+use super::secret::Secret;
+use super::{defaults, raw};
 
 /// Who may call the decision API (DESIGN §5).
 #[derive(Debug, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 
 use serde_norway::Value;
 
-use super::ConfigError;
+use super::errors::ConfigError;
 
 /// Where `${NAME}` values come from. Production reads the process environment; tests pass a map, so
 /// that no test has to mutate the process environment.

@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use axum::http::HeaderName;
 use serde_norway::Value;
 
-use super::{Errors, defaults};
+use super::defaults;
+use super::errors::Errors;
 
 /// Validates `headers:`: (header, claim name) pairs in file order, without those whose name is not a
 /// header name.

@@ -9,7 +9,9 @@ use reqwest::Url;
 use secrecy::ExposeSecret;
 use serde_norway::Value;
 
-use super::{Errors, Secret, defaults, raw};
+use super::errors::Errors;
+use super::secret::Secret;
+use super::{defaults, raw};
 use crate::outbound::{self, Unfetchable, discovery};
 
 /// HMAC secrets shorter than this are refused (RFC 7518 §3.2 asks for at least the hash size).

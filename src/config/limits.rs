@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use super::{Errors, defaults, raw};
+use super::errors::Errors;
+use super::{defaults, raw};
 
 /// Size limits applied before any parsing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde_norway::Value;
 
-use super::{Errors, raw};
+use super::errors::Errors;
+use super::raw;
 use crate::policy::{PolicyFile, PolicySet};
 
 /// The policy directory and schema file a configuration names, resolved against its directory.

@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use serde_norway::Value;
 
-use super::{Errors, defaults, raw};
+use super::errors::Errors;
+use super::{defaults, raw};
 
 /// Whether and how often to look for changed configuration and policy files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use reqwest::Url;
 
+use super::errors::Errors;
 use super::limits::{self, ServerLimits};
-use super::{Errors, defaults, raw};
+use super::{defaults, raw};
 
 /// The process-wide settings.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use serde_norway::Value;
 
 use super::callers::Callers;
-use super::{Errors, raw};
+use super::errors::Errors;
+use super::raw;
 use crate::server::tls::{ClientRules, TlsSettings};
 
 /// Validates `tls:` and loads what it names; the files it reads join `referenced_files`. `callers.mtls`

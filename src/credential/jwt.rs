@@ -8,16 +8,24 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use jsonwebtoken::Algorithm;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use serde_json::{Map, Value};
 
 use super::claims::{self, Lifetime, TimeRules};
-use super::verifier::TrustedIssuer;
 use super::{Credential, CredentialError, Provenance};
-use crate::jwks::{KeyLookup, VerificationKey};
+use crate::config::IssuerConfig;
+use crate::jwks::{IssuerKeys, KeyLookup, VerificationKey};
 
 /// A `kid` longer than this is refused before any key lookup.
 const MAX_KID_LENGTH: usize = 256;
+
+/// One issuer as JWT verification sees it: its settings, its key set, and its HMAC key.
+#[derive(Debug)]
+pub(super) struct TrustedIssuer {
+    pub(super) config: IssuerConfig,
+    pub(super) keys: Option<Arc<IssuerKeys>>,
+    pub(super) hmac_key: Option<DecodingKey>,
+}
 
 /// Verifies a compact JWT afresh against `issuers`, by the checks of DESIGN §3 in their order; with it,
 /// the key from the issuer's key set that checked its signature (`None` for an HMAC token).

@@ -12,7 +12,8 @@ use secrecy::ExposeSecret;
 use super::cache::{TokenCache, TokenHash};
 use super::claims::TimeRules;
 use super::introspect::Introspector;
-use super::{Credential, CredentialError, Verified, jwt};
+use super::jwt::{self, TrustedIssuer};
+use super::{Credential, CredentialError, Verified};
 use crate::clock::SharedClock;
 use crate::config::{IssuerConfig, KeySource};
 use crate::jwks::{IssuerKeys, KeyLookup, VerificationKey};
@@ -24,14 +25,6 @@ pub struct CachedToken {
     credential: Arc<Credential>,
     /// `None` for an HMAC token, whose key is the issuer's configured secret.
     key: Option<Arc<VerificationKey>>,
-}
-
-/// One issuer as the verifier sees it.
-#[derive(Debug)]
-pub(super) struct TrustedIssuer {
-    pub(super) config: IssuerConfig,
-    pub(super) keys: Option<Arc<IssuerKeys>>,
-    pub(super) hmac_key: Option<DecodingKey>,
 }
 
 /// Verifies bearer tokens against the configured issuers: JWTs by their signature and claims, opaque
