@@ -1,6 +1,6 @@
 //! The HTTP edge: the routes of the API and admin listeners. Every callout passes the [`layers`], in
 //! their order, before its front reads it; the front maps its request to the engine's input, and
-//! [`decide_and_record`] decides it, logs and counts it, the same way for every front.
+//! `Callout::decide` decides it, logs and counts it, the same way for every front.
 //!
 //! [`router`] builds the axum `Router` apart from any socket, so tests drive it with `oneshot`.
 
@@ -13,28 +13,48 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::routing::{any, get, post};
+use axum::{Json, Router};
 
 pub use error::{ApiError, Rejected};
 
 use crate::callers::Caller;
 use crate::decision::{Decision, DecisionInput};
 use crate::decision_log::DecisionRecord;
+use crate::fronts::Front;
+use crate::fronts::forward_auth;
 use crate::fronts::service_callout::{DecideRequest, DecideResponse};
 use crate::metrics;
 use crate::state::{AppState, Generation};
 use crate::telemetry::TraceId;
 use body::StrictJson;
+use layers::CallerRefused;
 
 /// The service's routes; `/metrics` too unless the configuration gives it an `admin_listen` of its own.
 pub fn router(state: AppState) -> Router {
     let generation = state.current();
-    let callouts = Router::new().route("/v1/decide", post(service_callout));
+    let limits = &generation.service.limits;
+    let service_callout = Router::new().route("/v1/decide", post(service_callout));
+    let forward_auth = Router::new()
+        .route(forward_auth::PREFIX, any(forward_auth))
+        .route(&format!("{}/", forward_auth::PREFIX), any(forward_auth))
+        .route(
+            &format!("{}/{{*path}}", forward_auth::PREFIX),
+            any(forward_auth),
+        );
     let router =
-        layers::around_callouts(callouts, &state, &generation.service.limits).merge(probes());
+        layers::around_callouts(service_callout, &state, limits, CallerRefused::Unauthorized)
+            .merge(layers::around_callouts(
+                forward_auth,
+                &state,
+                limits,
+                CallerRefused::ServerError,
+            ))
+            .merge(probes());
     let router = if generation.service.admin_listen.is_none() {
         router.route("/metrics", get(probes::metrics))
     } else {
@@ -59,58 +79,90 @@ fn probes() -> Router<AppState> {
 
 /// `POST /v1/decide`, Apigee's ServiceCallout.
 async fn service_callout(
-    State(state): State<AppState>,
-    Extension(generation): Extension<Arc<Generation>>,
-    Extension(caller): Extension<Caller>,
-    trace_id: Option<Extension<TraceId>>,
+    callout: Callout,
     StrictJson(request): StrictJson<DecideRequest>,
 ) -> Response {
     let input = match request.into_input() {
         Ok(input) => input,
         Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
     };
-    let trace_id = trace_id.as_ref().map_or("", |Extension(TraceId(id))| id);
-    let decision = decide_and_record(&state, &generation, &input, &caller, trace_id).await;
+    let decision = callout.decide(&input, Front::ServiceCallout).await;
     Json(DecideResponse::from(&decision)).into_response()
 }
 
-/// Decides `input` by `generation`'s engine, and counts, logs and records the decision: the one step
-/// every front takes.
-pub async fn decide_and_record(
-    state: &AppState,
-    generation: &Generation,
-    input: &DecisionInput,
-    caller: &Caller,
-    trace_id: &str,
-) -> Decision {
-    let started = Instant::now();
-    let decision = generation.engine.decide(input).await;
-    metrics::global().decided(
-        decision.allow,
-        decision.error.as_str(),
-        &decision.trace.issuer_name,
-        started.elapsed().as_secs_f64(),
-    );
-    if state.decision_log.is_enabled() {
-        state.decision_log.record(&DecisionRecord::new(
-            &decision,
-            input,
-            caller.as_str(),
-            trace_id,
-        ));
+/// `/v1/forward-auth[/<path>]`, any method: nginx, Traefik, HAProxy and Envoy's HTTP ext_authz. The
+/// body is never read.
+async fn forward_auth(callout: Callout, method: Method, uri: Uri, headers: HeaderMap) -> Response {
+    let settings = &callout.generation.forward_auth;
+    let input = match forward_auth::input(&method, &uri, &headers, settings) {
+        Ok(input) => input,
+        Err(error) => return ApiError::BadRequest(error.to_string()).into_response(),
+    };
+    let decision = callout.decide(&input, Front::ForwardAuth).await;
+    let identity_headers = callout.generation.engine.upstream_headers();
+    forward_auth::answer(&decision, identity_headers).into_response()
+}
+
+/// What the layers hand every front's handler: the state, the request's generation, its caller and
+/// its trace id.
+struct Callout {
+    state: AppState,
+    generation: Arc<Generation>,
+    caller: Caller,
+    trace_id: Option<TraceId>,
+}
+
+impl FromRequestParts<AppState> for Callout {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
+        let missing = || StatusCode::INTERNAL_SERVER_ERROR.into_response();
+        Ok(Self {
+            state: state.clone(),
+            generation: parts.extensions.get().cloned().ok_or_else(missing)?,
+            caller: parts.extensions.get().cloned().ok_or_else(missing)?,
+            trace_id: parts.extensions.get().cloned(),
+        })
     }
-    tracing::debug!(
-        decision_id = %decision.decision_id,
-        message_id = %input.message_id,
-        allow = decision.allow,
-        status = decision.status,
-        error = decision.error.as_str(),
-        subject = %decision.subject,
-        kid = %decision.trace.kid,
-        cache_hit = decision.trace.token_cache_hit,
-        verify_us = decision.trace.verify_micros,
-        policy_us = decision.trace.policy_micros,
-        "decision"
-    );
-    decision
+}
+
+impl Callout {
+    /// Decides `input` by the request's generation, and counts, logs and records the decision as
+    /// asked by `front`: the one step every front takes.
+    async fn decide(&self, input: &DecisionInput, front: Front) -> Decision {
+        let started = Instant::now();
+        let decision = self.generation.engine.decide(input).await;
+        metrics::global().decided(
+            decision.allow,
+            decision.error.as_str(),
+            &decision.trace.issuer_name,
+            started.elapsed().as_secs_f64(),
+        );
+        let log = &self.state.decision_log;
+        if log.is_enabled() {
+            let trace_id = self.trace_id.as_ref().map_or("", |TraceId(id)| id);
+            log.record(&DecisionRecord::new(
+                &decision,
+                input,
+                self.caller.as_str(),
+                front.as_str(),
+                trace_id,
+            ));
+        }
+        tracing::debug!(
+            decision_id = %decision.decision_id,
+            message_id = %input.message_id,
+            front = front.as_str(),
+            allow = decision.allow,
+            status = decision.status,
+            error = decision.error.as_str(),
+            subject = %decision.subject,
+            kid = %decision.trace.kid,
+            cache_hit = decision.trace.token_cache_hit,
+            verify_us = decision.trace.verify_micros,
+            policy_us = decision.trace.policy_micros,
+            "decision"
+        );
+        decision
+    }
 }

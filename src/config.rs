@@ -7,7 +7,7 @@
 //! the file (`issuers[1].audiences: ...`). Nothing here binds a port.
 //!
 //! Each section is validated in a file of its own name: `issuers`, `callers`, `api_keys`, `policies`,
-//! `headers` (with `realm`), `cache`, `limits`, `reload`, `tls`, and `service` for the settings kept
+//! `headers` (with `realm`), `cache`, `limits`, `reload`, `tls`, `forward_auth`, and `service` for the settings kept
 //! until a restart. The defaults of them all are in `defaults`; secrets are a [`Secret`].
 
 mod api_keys;
@@ -17,6 +17,7 @@ mod defaults;
 mod duration;
 mod env;
 mod errors;
+mod forward_auth;
 mod headers;
 mod issuers;
 mod limits;
@@ -38,6 +39,7 @@ pub use cache::CacheConfig;
 pub use callers::{CallerApiKeys, Callers, GoogleIdTokenCallers, MtlsCallers};
 pub use env::{Environment, ProcessEnvironment};
 pub use errors::{ConfigError, ConfigErrors};
+pub use forward_auth::ForwardAuthConfig;
 pub(crate) use issuers::is_hmac;
 pub use issuers::{
     ClaimNames, ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig,
@@ -74,6 +76,8 @@ pub struct Config {
     pub api_keys: Vec<ApiKeyConfig>,
     /// HTTPS on `listen`: the identity, and the client certificates let in when `callers.mtls` is set.
     pub tls: Option<Arc<crate::server::tls::TlsSettings>>,
+    /// What the forward-auth front reads of the original request.
+    pub forward_auth: ForwardAuthConfig,
     /// Files besides the policies that the configuration reads, for the reloader to watch.
     pub referenced_files: Vec<PathBuf>,
     /// A short hash of the configuration text, reported by `/readyz`.
@@ -178,6 +182,7 @@ fn validate(
         errors,
     );
     let realm = headers::validate_realm(top.realm, errors);
+    let forward_auth = forward_auth::validate_forward_auth(top.forward_auth, errors);
 
     Some(Config {
         service: service?,
@@ -192,6 +197,7 @@ fn validate(
         reload: reload?,
         api_keys,
         tls,
+        forward_auth,
         referenced_files,
         revision,
     })

@@ -145,6 +145,12 @@ impl Engine {
         &self.decider.policies
     }
 
+    /// The upstream headers an allow may set (`headers:`), in file order; a decision sets those whose
+    /// claim the credential has.
+    pub fn upstream_headers(&self) -> impl Iterator<Item = &HeaderName> {
+        self.decider.headers.iter().map(|(header, _)| header)
+    }
+
     /// Decides one request.
     pub async fn decide(&self, input: &DecisionInput) -> Decision {
         let decider = &self.decider;

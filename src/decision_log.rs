@@ -50,6 +50,8 @@ pub struct DecisionRecord<'a> {
     pub message_id: &'a str,
     /// Who made the callout (see `callers::Caller`).
     pub caller: &'a str,
+    /// Which front asked: `service_callout`, `forward_auth`.
+    pub front: &'a str,
     /// The configured issuer name (`api_key` for an API key) and the token's `iss`.
     pub issuer_name: &'a str,
     pub issuer: &'a str,
@@ -77,6 +79,7 @@ impl<'a> DecisionRecord<'a> {
         decision: &'a Decision,
         input: &'a DecisionInput,
         caller: &'a str,
+        front: &'a str,
         trace_id: &'a str,
     ) -> Self {
         Self {
@@ -84,6 +87,7 @@ impl<'a> DecisionRecord<'a> {
             decision_id: decision.decision_id.to_string(),
             message_id: &input.message_id,
             caller,
+            front,
             issuer_name: &decision.trace.issuer_name,
             issuer: &decision.issuer,
             subject: &decision.subject,
@@ -348,7 +352,13 @@ mod tests {
         let records = BACKLOG * 2 + 1000;
         // With the sink blocked, every call returns: a blocking `record` would never get here.
         for _ in 0..records {
-            log.record(&DecisionRecord::new(&decision, &input, "test", ""));
+            log.record(&DecisionRecord::new(
+                &decision,
+                &input,
+                "test",
+                "service_callout",
+                "",
+            ));
         }
         let dropped = log.dropped();
         assert!(dropped >= BACKLOG as u64, "dropped {dropped} of {records}");

@@ -18,7 +18,7 @@ pub use reloads::{FailedReload, ReloadHistory, ReloadRecord};
 
 use crate::callers::CallerAuth;
 use crate::clock::SharedClock;
-use crate::config::{Config, PolicySource, ReloadConfig, ServiceSettings};
+use crate::config::{Config, ForwardAuthConfig, PolicySource, ReloadConfig, ServiceSettings};
 use crate::credential::{ApiKeyStore, Verifier};
 use crate::decision::{Decider, Engine};
 use crate::decision_log::DecisionLog;
@@ -58,6 +58,8 @@ pub struct Generation {
     pub referenced_files: Vec<PathBuf>,
     /// The listener's TLS settings, when it serves HTTPS.
     pub tls: Option<Arc<TlsSettings>>,
+    /// What the forward-auth front reads of the original request.
+    pub forward_auth: ForwardAuthConfig,
 }
 
 impl Generation {
@@ -102,6 +104,7 @@ impl Generation {
             reload: config.reload,
             referenced_files: config.referenced_files,
             tls: config.tls,
+            forward_auth: config.forward_auth,
         })
     }
 

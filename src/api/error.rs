@@ -14,6 +14,10 @@ pub enum ApiError {
     BadRequest(String),
     #[error("the caller is not authenticated")]
     UnauthenticatedCaller,
+    /// The proxy asking a forward-auth question is not authenticated: a 500, since the proxy would
+    /// pass a 401 on to its client, who is not at fault (DESIGN §9).
+    #[error("the proxy is not authenticated as a caller")]
+    UnauthenticatedProxy,
     #[error("the request body is larger than allowed")]
     TooLarge,
     #[error("the request body must be `application/json`")]
@@ -31,6 +35,9 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             Self::UnauthenticatedCaller => (StatusCode::UNAUTHORIZED, "unauthenticated_caller"),
+            Self::UnauthenticatedProxy => {
+                (StatusCode::INTERNAL_SERVER_ERROR, "unauthenticated_caller")
+            }
             Self::TooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "request_too_large"),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type")
@@ -45,7 +52,7 @@ impl ApiError {
     pub fn reason(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
-            Self::UnauthenticatedCaller => "unauthenticated_caller",
+            Self::UnauthenticatedCaller | Self::UnauthenticatedProxy => "unauthenticated_caller",
             Self::TooLarge => "too_large",
             Self::UnsupportedMediaType => "unsupported_media_type",
             Self::Overloaded => "overloaded",

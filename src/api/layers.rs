@@ -6,7 +6,8 @@
 //! 3. [`count_rejections`] counts every callout refused below it, by reason.
 //! 4. [`within_limits`] sheds a callout over `max_concurrent_requests` and bounds the rest by
 //!    `request_timeout`.
-//! 5. [`require_caller`] authenticates the caller by the generation's rules, before the body is read.
+//! 5. [`require_caller`] authenticates the caller by the generation's rules, before the body is read;
+//!    a caller refused gets the front's [`CallerRefused`] answer.
 //! 6. The body limit (`max_body_bytes`), for a front that reads one.
 
 use std::sync::Arc;
@@ -22,16 +23,26 @@ use crate::config::ServerLimits;
 use crate::server::tls::ClientCertificate;
 use crate::state::{AppState, Generation};
 
+/// How a front answers a caller that fails caller authentication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum CallerRefused {
+    /// 401: the caller is the client of the answer (a JSON callout).
+    Unauthorized,
+    /// 500: the caller is a proxy that would pass a 401 on to its own client (forward auth).
+    ServerError,
+}
+
 /// `callouts` behind the layers, in the order of this module's list.
 pub(super) fn around_callouts(
     callouts: Router<AppState>,
     state: &AppState,
     limits: &ServerLimits,
+    refused: CallerRefused,
 ) -> Router<AppState> {
     // A layer added later wraps those added before it: this reads from the innermost out.
     callouts
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .route_layer(middleware::from_fn(require_caller))
+        .route_layer(middleware::from_fn_with_state(refused, require_caller))
         .route_layer(middleware::from_fn_with_state(state.clone(), within_limits))
         .route_layer(middleware::from_fn(count_rejections))
         .route_layer(middleware::from_fn(traced))
@@ -86,9 +97,10 @@ async fn within_limits(State(state): State<AppState>, request: Request, next: Ne
     }
 }
 
-/// Refuses an unauthenticated caller with 401, by the rules of the generation that decides the
-/// request; hands the admitted one on as a `Caller` extension.
+/// Refuses an unauthenticated caller, by the rules of the generation that decides the request, as the
+/// front answers that; hands the admitted one on as a `Caller` extension.
 async fn require_caller(
+    State(refused): State<CallerRefused>,
     Extension(generation): Extension<Arc<Generation>>,
     mut request: Request,
     next: Next,
@@ -106,6 +118,9 @@ async fn require_caller(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        None => ApiError::UnauthenticatedCaller.into_response(),
+        None => match refused {
+            CallerRefused::Unauthorized => ApiError::UnauthenticatedCaller.into_response(),
+            CallerRefused::ServerError => ApiError::UnauthenticatedProxy.into_response(),
+        },
     }
 }

@@ -103,3 +103,8 @@ pub(super) const REALM: &str = "api";
 pub(super) const RELOAD_WATCH: bool = true;
 /// `reload.interval`: how often changed files are looked for.
 pub(super) const RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// `forward_auth.api_key_header`: the header the Apigee bundles read the client's API key from, too.
+pub(super) const FORWARD_AUTH_API_KEY_HEADER: &str = "x-api-key";
+/// `forward_auth.context_headers`: the headers the Apigee bundles put in `headers`, too.
+pub(super) const FORWARD_AUTH_CONTEXT_HEADERS: &[&str] = &["x-request-id", "x-tenant"];

@@ -24,10 +24,20 @@ pub(super) struct Top {
     pub reload: Option<Value>,
     pub api_keys: Option<Value>,
     pub tls: Option<Value>,
+    pub forward_auth: Option<Value>,
     pub decision_log: Option<String>,
     pub log: Option<Value>,
     pub tracing: Option<Value>,
     pub shutdown: Option<Value>,
+}
+
+/// `forward_auth`: what the forward-auth front reads of the original request besides DESIGN §9's
+/// headers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ForwardAuth {
+    pub api_key_header: Option<String>,
+    pub context_headers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,10 +2,10 @@
 //! client request, answered with the decision as JSON. The only module that knows those shapes.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
+use super::FieldError;
 use crate::decision::{Decision, DecisionInput};
 use crate::policy::ApigeeContext;
 
@@ -52,25 +52,11 @@ fn object<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
     }
 }
 
-/// A request field that failed validation after parsing.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("`{field}`: {problem}")]
-pub struct FieldError {
-    pub field: &'static str,
-    pub problem: &'static str,
-}
-
 impl DecideRequest {
     /// Checks the fields JSON cannot check and builds the engine's input. Apigee templates render unset
     /// variables as empty strings, so an empty optional field counts as absent.
     pub fn into_input(self) -> Result<DecisionInput, FieldError> {
-        let method = self.method.trim();
-        if method.is_empty() || method.len() > 32 || !method.bytes().all(is_token_char) {
-            return Err(FieldError {
-                field: "method",
-                problem: "must be an HTTP method such as `GET`",
-            });
-        }
+        let method = super::method("method", &self.method)?;
         // An empty path is the base path (DESIGN §2); the engine gives every other its normal form.
         if !self.path.is_empty() && !self.path.starts_with('/') {
             return Err(FieldError {
@@ -81,14 +67,7 @@ impl DecideRequest {
         let client_ip = match self.client_ip.as_deref().map(str::trim) {
             None | Some("") => None,
             // An IPv4-mapped IPv6 address (`::ffff:10.1.2.3`) is its IPv4 address (DESIGN §2).
-            Some(text) => Some(
-                text.parse::<IpAddr>()
-                    .map_err(|_| FieldError {
-                        field: "client_ip",
-                        problem: "must be an IPv4 or IPv6 address",
-                    })?
-                    .to_canonical(),
-            ),
+            Some(text) => Some(super::ip_address("client_ip", text)?),
         };
         let mut headers = BTreeMap::new();
         for (name, value) in self.headers.unwrap_or_default() {
@@ -108,7 +87,7 @@ impl DecideRequest {
         Ok(DecisionInput {
             authorization,
             api_key,
-            method: method.to_ascii_uppercase(),
+            method,
             path: self.path,
             host: self.host.unwrap_or_default(),
             query: self.query.unwrap_or_default(),
@@ -125,11 +104,6 @@ impl DecideRequest {
             message_id: self.message_id.unwrap_or_default(),
         })
     }
-}
-
-/// RFC 9110 `tchar`.
-fn is_token_char(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&byte)
 }
 
 /// The decision as the proxy reads it. Every field is always present, so the bundle's JSONPaths

@@ -332,11 +332,19 @@ impl TestApp {
 
     /// Sends a raw request through the router.
     pub async fn send(&self, request: Request<Body>) -> (StatusCode, Value) {
+        let (status, _, body) = self.exchange(request).await;
+        (status, body)
+    }
+
+    /// Sends a raw request through the router: the answer's status, headers and body (JSON, or the
+    /// text as a JSON string).
+    pub async fn exchange(&self, request: Request<Body>) -> (StatusCode, HeaderMap, Value) {
         let response = api::router(self.state.clone())
             .oneshot(request)
             .await
             .unwrap_or_else(|e| match e {});
         let status = response.status();
+        let headers = response.headers().clone();
         let bytes = response
             .into_body()
             .collect()
@@ -345,7 +353,7 @@ impl TestApp {
             .unwrap_or_default();
         let body = serde_json::from_slice(&bytes)
             .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
-        (status, body)
+        (status, headers, body)
     }
 
     /// `GET /readyz`.

@@ -199,6 +199,7 @@ async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the
         assert_eq!(record["error"], answer["error"]);
         assert_eq!(record["message_id"], "rrt-1");
         assert_eq!(record["caller"], "api_key#1");
+        assert_eq!(record["front"], "service_callout");
         assert_eq!(record["method"], "GET");
         assert_eq!(record["path"], "/orders/1");
         assert_eq!(record["trace_id"], TRACE_ID);

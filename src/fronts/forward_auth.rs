@@ -1,0 +1,234 @@
+//! The forward-auth front (DESIGN §9): nginx `auth_request`, Traefik `forwardAuth`, the HAProxy Lua
+//! action and Envoy's HTTP ext_authz ask `/v1/forward-auth` (or `/v1/forward-auth/<anything>`), with any
+//! method and no body, about the client request they hold, which they describe in headers.
+//!
+//! The original request is rebuilt from, in order: the method from `X-Forwarded-Method`,
+//! `X-Original-Method`, else the asking request's own; the URI from `X-Forwarded-Uri`, `X-Original-URI`,
+//! else the path after the prefix with its query (Envoy's `path_prefix` mode); the host from
+//! `X-Forwarded-Host`, else `Host`; the client address from the first `X-Forwarded-For` entry, else
+//! `X-Real-IP`. The client's `Authorization` and API key header come as they are. These headers are
+//! trusted because the caller is authenticated, and each proxy's configuration sets them itself. A header
+//! the front reads that comes more than once is refused: which copy the upstream would see is not known.
+//!
+//! An allow is 200 with the upstream headers, `x-verdict-decision-id`, and
+//! `x-envoy-auth-headers-to-remove` naming the identity headers the decision does not set; a deny carries
+//! the decision's status, its `WWW-Authenticate`, `Retry-After` on a 503, and a JSON error body.
+
+use std::collections::BTreeMap;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Response, StatusCode, Uri};
+use serde::Serialize;
+
+use super::FieldError;
+use crate::config::ForwardAuthConfig;
+use crate::decision::{Decision, DecisionInput};
+
+/// The path of the front; `PREFIX/<anything>` is the same front.
+pub const PREFIX: &str = "/v1/forward-auth";
+
+/// The headers Envoy strips from the client's request when an allow names them in this one.
+const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+/// The id of the decision, on every answer, to find its record.
+const DECISION_ID: HeaderName = HeaderName::from_static("x-verdict-decision-id");
+
+const FORWARDED_METHOD: [&str; 2] = ["x-forwarded-method", "x-original-method"];
+const FORWARDED_URI: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
+
+/// The original request, rebuilt from the asking request's method, URI and headers.
+pub fn input(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    settings: &ForwardAuthConfig,
+) -> Result<DecisionInput, FieldError> {
+    let method = match first_present(headers, FORWARDED_METHOD)? {
+        Some((field, value)) => super::method(field, value)?,
+        None => method.as_str().to_owned(),
+    };
+    let (path, query) = match first_present(headers, FORWARDED_URI)? {
+        Some((field, value)) => {
+            let (path, query) = value.split_once('?').unwrap_or((value, ""));
+            if !path.starts_with('/') {
+                return Err(FieldError {
+                    field,
+                    problem: "must be a path starting with `/`, with its query",
+                });
+            }
+            (path.to_owned(), query.to_owned())
+        }
+        // The router sends only `PREFIX` and `PREFIX/...` here; what follows the prefix is the path.
+        None => (
+            uri.path()
+                .strip_prefix(PREFIX)
+                .unwrap_or_default()
+                .to_owned(),
+            uri.query().unwrap_or_default().to_owned(),
+        ),
+    };
+    let host = match first_present(headers, ["x-forwarded-host", "host"])? {
+        Some((_, host)) => host.to_owned(),
+        None => String::new(),
+    };
+    let client_ip = match single(headers, "x-forwarded-for")? {
+        Some(chain) => {
+            // The first entry is the client, as the proxy that set the header saw it.
+            let first = chain.split(',').next().unwrap_or_default().trim();
+            Some(super::ip_address("x-forwarded-for", unbracketed(first))?)
+        }
+        None => match single(headers, "x-real-ip")? {
+            Some(address) => Some(super::ip_address("x-real-ip", unbracketed(address.trim()))?),
+            None => None,
+        },
+    };
+    let authorization = single(headers, "authorization")?
+        .filter(|value| !value.trim().is_empty())
+        .map(str::to_owned);
+    let api_key = single_named(
+        headers,
+        &settings.api_key_header,
+        "forward_auth.api_key_header",
+    )?
+    .filter(|value| !value.is_empty())
+    .map(str::to_owned);
+    let mut context_headers = BTreeMap::new();
+    for name in &settings.context_headers {
+        let values: Vec<&str> = headers
+            .get_all(name)
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .filter(|value| !value.is_empty())
+            .collect();
+        if !values.is_empty() {
+            context_headers.insert(name.as_str().to_owned(), values.join(", "));
+        }
+    }
+    let message_id = single(headers, "x-request-id")?
+        .unwrap_or_default()
+        .to_owned();
+    Ok(DecisionInput {
+        authorization,
+        api_key,
+        method,
+        path,
+        host,
+        query,
+        client_ip,
+        headers: context_headers,
+        apigee: Default::default(),
+        message_id,
+    })
+}
+
+/// The proxy's answer: on an allow, 200 with the upstream headers and, in
+/// `x-envoy-auth-headers-to-remove`, those of `identity_headers` the decision does not set; on a deny,
+/// the decision's status, challenge and error.
+pub fn answer<'a>(
+    decision: &Decision,
+    identity_headers: impl Iterator<Item = &'a HeaderName>,
+) -> Response<String> {
+    let mut headers = HeaderMap::new();
+    if let Ok(id) = HeaderValue::from_str(&decision.decision_id.to_string()) {
+        headers.insert(DECISION_ID, id);
+    }
+    let (status, body) = if decision.allow {
+        for (name, value) in &decision.headers {
+            if let (Ok(name), Ok(value)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) {
+                headers.insert(name, value);
+            }
+        }
+        let unset: Vec<&str> = identity_headers
+            .map(HeaderName::as_str)
+            .filter(|name| !decision.headers.contains_key(*name))
+            .collect();
+        if let Ok(value) = HeaderValue::from_str(&unset.join(", "))
+            && !unset.is_empty()
+        {
+            headers.insert(HEADERS_TO_REMOVE, value);
+        }
+        (StatusCode::OK, String::new())
+    } else {
+        if !decision.www_authenticate.is_empty()
+            && let Ok(challenge) = HeaderValue::from_str(&decision.www_authenticate)
+        {
+            headers.insert(header::WWW_AUTHENTICATE, challenge);
+        }
+        let status =
+            StatusCode::from_u16(decision.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        let body = serde_json::to_string(&DenyBody {
+            error: decision.error.as_str(),
+            error_description: &decision.error_description,
+        })
+        .unwrap_or_default();
+        (status, body)
+    };
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    *response.headers_mut() = headers;
+    response
+}
+
+/// The body of a deny.
+#[derive(Serialize)]
+struct DenyBody<'a> {
+    error: &'a str,
+    error_description: &'a str,
+}
+
+/// The value of the first of `names` that the request has, with its name.
+fn first_present<'h, const N: usize>(
+    headers: &'h HeaderMap,
+    names: [&'static str; N],
+) -> Result<Option<(&'static str, &'h str)>, FieldError> {
+    for name in names {
+        if let Some(value) = single(headers, name)? {
+            return Ok(Some((name, value)));
+        }
+    }
+    Ok(None)
+}
+
+/// The one value of header `name`, if present; an error when it comes twice or is not visible ASCII.
+fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, FieldError> {
+    single_named(headers, &HeaderName::from_static(name), name)
+}
+
+/// [`single`] for a header named by the configuration; errors name it by `field`.
+fn single_named<'h>(
+    headers: &'h HeaderMap,
+    name: &HeaderName,
+    field: &'static str,
+) -> Result<Option<&'h str>, FieldError> {
+    let mut values = headers.get_all(name).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(FieldError {
+            field,
+            problem: "must be sent once: which copy the upstream would see is not known",
+        });
+    }
+    value.to_str().map(Some).map_err(|_| FieldError {
+        field,
+        problem: "must be visible ASCII",
+    })
+}
+
+/// An IPv6 address as `X-Forwarded-For` may write it, in brackets.
+fn unbracketed(address: &str) -> &str {
+    address
+        .strip_prefix('[')
+        .and_then(|rest| rest.strip_suffix(']'))
+        .unwrap_or(address)
+}
