@@ -26,6 +26,7 @@ mod generations;
 mod helpers;
 mod introspection;
 mod jwks;
+mod nginx;
 mod oidc;
 mod operations;
 mod paths;
