@@ -5,7 +5,9 @@
 use std::process::Command;
 
 use crate::helpers::CALLER_KEY;
-use crate::helpers::proxy::{Process, Stack, contract, free_port, render, require, send, send_raw};
+use crate::helpers::proxy::{
+    Process, Stack, contract, free_port, render, require, same_decisions_as_decide, send, send_raw,
+};
 
 /// nginx on the shipped configuration, in front of `stack`'s upstream, asking Verdict at
 /// `verdict_port` with `caller_key`.
@@ -48,6 +50,7 @@ async fn nginx_passes_the_forward_auth_contract() {
     let stack = Stack::start("").await;
     let (_nginx, base) = start_nginx(&stack, stack.verdict_port(), CALLER_KEY);
     contract(&stack, &reqwest::Client::new(), &base).await;
+    same_decisions_as_decide(&stack, &base).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -456,3 +456,57 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
         assert!(seen.is_empty(), "{path} reached the upstream: {seen:?}");
     }
 }
+
+/// The same token and request get the same decision through the proxy at `base` as through Verdict's
+/// `/v1/decide` (for a stack whose Verdict serves plain HTTP with the caller key).
+pub async fn same_decisions_as_decide(stack: &Stack, base: &str) {
+    let client = reqwest::Client::new();
+    let full = format!("Bearer {}", stack.token("orders:read orders:write"));
+    let read_only = format!("Bearer {}", stack.token("orders:read"));
+    let requests = [
+        ("GET", "/orders/42"),
+        ("POST", "/orders"),
+        ("DELETE", "/orders/42"),
+        ("GET", "/admin"),
+        ("GET", "/orders/%7E1"),
+    ];
+    for authorization in [full.as_str(), read_only.as_str(), "Bearer not.a.token", ""] {
+        for (method, path) in requests {
+            let decision: Value = client
+                .post(format!("http://{}/v1/decide", stack.verdict_address))
+                .header("x-verdict-key", CALLER_KEY)
+                .header("content-type", "application/json")
+                .body(
+                    json!({ "authorization": authorization, "method": method, "path": path })
+                        .to_string(),
+                )
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .map(|bytes| serde_json::from_slice(&bytes).unwrap())
+                .unwrap();
+            let headers: Vec<(&str, &str)> = if authorization.is_empty() {
+                Vec::new()
+            } else {
+                vec![("authorization", authorization)]
+            };
+            let answer = send(&client, base, method, path, &headers).await;
+            assert_eq!(
+                json!(answer.status),
+                decision["status"],
+                "{method} {path} with {authorization:.20}: {answer:?}"
+            );
+            if decision["allow"] == json!(false) {
+                let challenge = decision["www_authenticate"].as_str().unwrap_or_default();
+                assert_eq!(
+                    answer.www_authenticate.as_deref().unwrap_or_default(),
+                    challenge,
+                    "{method} {path}"
+                );
+            }
+        }
+    }
+    stack.upstream.take();
+}
