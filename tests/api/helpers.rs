@@ -5,6 +5,7 @@
 mod certificates;
 mod files;
 mod process;
+pub mod proxy;
 
 pub use certificates::{Authority, identity};
 pub use files::tempdir;
