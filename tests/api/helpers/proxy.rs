@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::process::Server;
-use super::{AUDIENCE, CALLER_KEY, KeyServer, T0, claims, rsa_key, tempdir, unix_now};
+use super::{AUDIENCE, CALLER_KEY, JwksAnswer, KeyServer, T0, claims, rsa_key, tempdir, unix_now};
 
 /// A port free on loopback now (for a child process to bind).
 pub fn free_port() -> u16 {
@@ -46,7 +46,10 @@ pub fn render(template: &str, values: &[(&str, String)]) -> String {
     for (name, value) in values {
         text = text.replace(&format!("{{{{{name}}}}}"), value);
     }
-    assert!(!text.contains("{{"), "{template}: a placeholder is left: {text}");
+    assert!(
+        !text.contains("{{"),
+        "{template}: a placeholder is left: {text}"
+    );
     text
 }
 
@@ -128,9 +131,7 @@ impl Upstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
-        let router = Router::new()
-            .fallback(record)
-            .with_state(Arc::clone(&seen));
+        let router = Router::new().fallback(record).with_state(Arc::clone(&seen));
         tokio::spawn(async move { axum::serve(listener, router).await });
         Self { address, seen }
     }
@@ -175,7 +176,20 @@ impl Stack {
     /// Starts the stack; `extra` is appended to Verdict's configuration (e.g. `tls:` and `callers.mtls`
     /// for Traefik, which then replaces the default `callers:`).
     pub async fn start(extra: &str) -> Self {
+        Self::launch(extra, true).await
+    }
+
+    /// [`Stack::start`] with an issuer whose key set answers 500 from the start: Verdict runs but never
+    /// becomes ready, and answers every token with a 503 `temporarily_unavailable` decision.
+    pub async fn start_without_keys(extra: &str) -> Self {
+        Self::launch(extra, false).await
+    }
+
+    async fn launch(extra: &str, keys_served: bool) -> Self {
         let issuer = KeyServer::start(&[rsa_key("proxy-rsa")]).await;
+        if !keys_served {
+            issuer.answer(JwksAnswer::Status(500));
+        }
         let directory = tempdir();
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
         let callers = if extra.contains("callers:") {
@@ -207,7 +221,9 @@ reload: {{ watch: false }}
         std::fs::write(&path, config).unwrap();
         let verdict = Server::serve(&path, Some("info"));
         let verdict_address = verdict.address();
-        super::wait_ready(&verdict_address).await;
+        if keys_served {
+            super::wait_ready(&verdict_address).await;
+        }
         Self {
             directory,
             issuer,
@@ -280,6 +296,60 @@ pub async fn send(
     }
 }
 
+/// What a client got back for a request sent with [`send_raw`]: the status, the head (status line and
+/// headers, as received) and the body (not de-chunked).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends `method target` through the proxy at `base` (`http://127.0.0.1:<port>`) on a connection of its
+/// own, with the request target exactly as written. [`send`] cannot send every path: its URL parser
+/// resolves `..`, `.` and their encoded spellings such as `%2e%2e` before the request leaves, so the
+/// proxy would never see them.
+pub async fn send_raw(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawAnswer {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let authority = base.strip_prefix("http://").unwrap_or(base);
+    let mut request =
+        format!("{method} {target} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {target}: no answer within 30 s"));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or((answer.as_str(), ""));
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|status| status.parse().ok())
+        .unwrap_or_else(|| panic!("{method} {target}: not an HTTP answer: {answer:?}"));
+    RawAnswer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
+}
+
 /// The cases every proxy's shipped configuration must pass, through the proxy at `base` in front of
 /// `stack`: the identity of a valid token reaches the upstream, and only it; every deny reaches the
 /// client with its status and challenge and never the upstream; a client's own identity and
@@ -290,7 +360,14 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
     stack.upstream.take();
 
     // A valid token: the upstream sees the identity from its claims, and the request as sent.
-    let answer = send(client, base, "GET", "/orders/42?expand=items", &[("authorization", &full)]).await;
+    let answer = send(
+        client,
+        base,
+        "GET",
+        "/orders/42?expand=items",
+        &[("authorization", &full)],
+    )
+    .await;
     assert_eq!(answer.status, 200, "{answer:?}");
     assert_eq!(answer.body, json!({ "upstream": true }));
     let seen = stack.upstream.take();
@@ -304,30 +381,52 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
     let answer = send(client, base, "GET", "/orders/42", &[]).await;
     assert_eq!(answer.status, 401, "{answer:?}");
     assert!(
-        answer.www_authenticate.as_deref().is_some_and(|value| value.starts_with("Bearer")),
+        answer
+            .www_authenticate
+            .as_deref()
+            .is_some_and(|value| value.starts_with("Bearer")),
         "{answer:?}"
     );
     // A bad token: 401 `invalid_token`.
-    let answer = send(client, base, "GET", "/orders/42", &[("authorization", "Bearer not.a.token")]).await;
+    let answer = send(
+        client,
+        base,
+        "GET",
+        "/orders/42",
+        &[("authorization", "Bearer not.a.token")],
+    )
+    .await;
     assert_eq!(answer.status, 401, "{answer:?}");
-    assert!(
-        answer.www_authenticate.as_deref().is_some_and(|value| value.contains("invalid_token")),
-        "{answer:?}"
-    );
-    // A missing scope: 403 `insufficient_scope`, naming the scope.
-    let answer = send(client, base, "POST", "/orders", &[("authorization", &read_only)]).await;
-    assert_eq!(answer.status, 403, "{answer:?}");
     assert!(
         answer
             .www_authenticate
             .as_deref()
-            .is_some_and(|value| value.contains("insufficient_scope") && value.contains("orders:write")),
+            .is_some_and(|value| value.contains("invalid_token")),
+        "{answer:?}"
+    );
+    // A missing scope: 403 `insufficient_scope`, naming the scope.
+    let answer = send(
+        client,
+        base,
+        "POST",
+        "/orders",
+        &[("authorization", &read_only)],
+    )
+    .await;
+    assert_eq!(answer.status, 403, "{answer:?}");
+    assert!(
+        answer.www_authenticate.as_deref().is_some_and(|value| value
+            .contains("insufficient_scope")
+            && value.contains("orders:write")),
         "{answer:?}"
     );
     // A path no policy permits: 403.
     let answer = send(client, base, "GET", "/admin", &[("authorization", &full)]).await;
     assert_eq!(answer.status, 403, "{answer:?}");
-    assert!(stack.upstream.take().is_empty(), "a deny reached the upstream");
+    assert!(
+        stack.upstream.take().is_empty(),
+        "a deny reached the upstream"
+    );
 
     // The client's own identity and forwarding headers change neither who the upstream sees nor which
     // request is judged.
@@ -341,10 +440,16 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
         ("x-original-method", "GET"),
     ];
     let answer = send(client, base, "DELETE", "/orders/42", &forged).await;
-    assert_eq!(answer.status, 403, "the forged method or URI was judged: {answer:?}");
+    assert_eq!(
+        answer.status, 403,
+        "the forged method or URI was judged: {answer:?}"
+    );
     let answer = send(client, base, "GET", "/admin", &forged).await;
     assert_eq!(answer.status, 403, "the forged URI was judged: {answer:?}");
-    assert!(stack.upstream.take().is_empty(), "a deny reached the upstream");
+    assert!(
+        stack.upstream.take().is_empty(),
+        "a deny reached the upstream"
+    );
     let answer = send(client, base, "GET", "/orders/7", &forged).await;
     assert_eq!(answer.status, 200, "{answer:?}");
     let seen = stack.upstream.take();
@@ -370,11 +475,17 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
     assert_eq!(seen.len(), 1, "{seen:?}");
     assert_eq!(seen[0].header("x-tenant"), Vec::<&str>::new(), "{seen:?}");
 
-    // Paths another component would read otherwise are never allowed.
-    for path in ["/orders/..;/admin", "/orders/%2e%2e/admin", "/orders/%2Fadmin", "/orders/..%2fadmin"] {
-        let answer = send(client, base, "GET", path, &[("authorization", &full)]).await;
+    // Paths another component would read otherwise are never allowed; sent as written, since `send`
+    // would resolve `%2e%2e` itself.
+    for path in [
+        "/orders/..;/admin",
+        "/orders/%2e%2e/admin",
+        "/orders/%2Fadmin",
+        "/orders/..%2fadmin",
+    ] {
+        let answer = send_raw(base, "GET", path, &[("authorization", &full)]).await;
         assert_ne!(answer.status, 200, "{path}: {answer:?}");
-        for seen in stack.upstream.take() {
+        if let Some(seen) = stack.upstream.take().first() {
             panic!("{path} reached the upstream as {}", seen.uri);
         }
     }
