@@ -20,6 +20,7 @@ mod callers;
 mod cli;
 mod config;
 mod deploy;
+mod envoy;
 mod forward_auth;
 mod fuzz;
 mod generations;

@@ -60,14 +60,14 @@ async fn nginx_restores_what_it_would_turn_into_500() {
     let client = reqwest::Client::new();
     let bearer = format!("Bearer {}", stack.token("orders:read"));
     // A 400 decision (a path in no normal form) stays a 400.
-    let status = send_raw(
+    let answer = send_raw(
         &base,
         "GET",
         "/orders/%2e%2e/admin",
         &[("authorization", &bearer)],
     )
     .await;
-    assert_eq!(status, 400);
+    assert_eq!(answer.status, 400, "{answer:?}");
     // A client sending two `Authorization` headers: Verdict refuses to guess which one counts.
     let answer = send(
         &client,

@@ -15,7 +15,7 @@ use axum::response::IntoResponse;
 use serde_json::{Value, json};
 
 use super::process::Server;
-use super::{AUDIENCE, CALLER_KEY, KeyServer, T0, claims, rsa_key, tempdir, unix_now};
+use super::{AUDIENCE, CALLER_KEY, JwksAnswer, KeyServer, T0, claims, rsa_key, tempdir, unix_now};
 
 /// A port free on loopback now (for a child process to bind).
 pub fn free_port() -> u16 {
@@ -185,7 +185,20 @@ impl Stack {
     /// Starts the stack; `extra` is appended to Verdict's configuration (e.g. `tls:` and `callers.mtls`
     /// for Traefik, which then replaces the default `callers:`).
     pub async fn start(extra: &str) -> Self {
+        Self::launch(extra, true).await
+    }
+
+    /// [`Stack::start`] with an issuer whose key set answers 500 from the start: Verdict runs but never
+    /// becomes ready, and answers every token with a 503 `temporarily_unavailable` decision.
+    pub async fn start_without_keys(extra: &str) -> Self {
+        Self::launch(extra, false).await
+    }
+
+    async fn launch(extra: &str, keys_served: bool) -> Self {
         let issuer = KeyServer::start(&[rsa_key("proxy-rsa")]).await;
+        if !keys_served {
+            issuer.answer(JwksAnswer::Status(500));
+        }
         let directory = tempdir();
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
         let callers = if extra.contains("callers:") {
@@ -217,7 +230,9 @@ reload: {{ watch: false }}
         std::fs::write(&path, config).unwrap();
         let verdict = Server::serve(&path, Some("info"));
         let verdict_address = verdict.address();
-        super::wait_ready(&verdict_address).await;
+        if keys_served {
+            super::wait_ready(&verdict_address).await;
+        }
         Self {
             directory,
             issuer,
@@ -290,28 +305,58 @@ pub async fn send(
     }
 }
 
-/// Sends `method path` to the proxy at `base` exactly as written, over a plain HTTP/1.1 connection, and
-/// gives the answer's status. (An HTTP client library would first resolve `%2e%2e` and `..` in the
-/// path, as the URL standard asks, and so never send the spellings an attacker sends.)
-pub async fn send_raw(base: &str, method: &str, path: &str, headers: &[(&str, &str)]) -> u16 {
+/// What a client got back for a request sent with [`send_raw`]: the status, the head (status line and
+/// headers, as received) and the body (not de-chunked).
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub head: String,
+    pub body: String,
+}
+
+/// Sends `method target` through the proxy at `base` (`http://127.0.0.1:<port>`) on a connection of its
+/// own, with the request target exactly as written. [`send`] cannot send every path: its URL parser
+/// resolves `..`, `.` and their encoded spellings such as `%2e%2e` before the request leaves, so the
+/// proxy would never see them.
+pub async fn send_raw(
+    base: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+) -> RawAnswer {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let address = base.strip_prefix("http://").unwrap();
-    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+
+    let authority = base.strip_prefix("http://").unwrap_or(base);
     let mut request =
-        format!("{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n");
+        format!("{method} {target} HTTP/1.1\r\nhost: {authority}\r\nconnection: close\r\n");
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
     request.push_str("\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = Vec::new();
-    stream.read_to_end(&mut answer).await.unwrap();
-    let answer = String::from_utf8_lossy(&answer);
-    answer
+    let exchange = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = Vec::new();
+        stream.read_to_end(&mut answer).await.unwrap();
+        answer
+    };
+    let answer = tokio::time::timeout(Duration::from_secs(30), exchange)
+        .await
+        .unwrap_or_else(|_| panic!("{method} {target}: no answer within 30 s"));
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer
+        .split_once("\r\n\r\n")
+        .unwrap_or((answer.as_str(), ""));
+    let status = head
         .split(' ')
         .nth(1)
         .and_then(|status| status.parse().ok())
-        .unwrap_or_else(|| panic!("not an HTTP answer: {answer}"))
+        .unwrap_or_else(|| panic!("{method} {target}: not an HTTP answer: {answer:?}"));
+    RawAnswer {
+        status,
+        head: head.to_owned(),
+        body: body.to_owned(),
+    }
 }
 
 /// The cases every proxy's shipped configuration must pass, through the proxy at `base` in front of
@@ -450,8 +495,8 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
         "/orders/..%5cadmin",
         "//admin",
     ] {
-        let status = send_raw(base, "GET", path, &[("authorization", &full)]).await;
-        assert_ne!(status, 200, "{path}");
+        let answer = send_raw(base, "GET", path, &[("authorization", &full)]).await;
+        assert_ne!(answer.status, 200, "{path}: {answer:?}");
         let seen = stack.upstream.take();
         assert!(seen.is_empty(), "{path} reached the upstream: {seen:?}");
     }
