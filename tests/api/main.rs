@@ -34,3 +34,4 @@ mod reload;
 mod secrets;
 mod tls;
 mod toolkit;
+mod traefik;
