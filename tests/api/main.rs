@@ -36,3 +36,4 @@ mod reload;
 mod secrets;
 mod tls;
 mod toolkit;
+mod traefik;

@@ -230,8 +230,14 @@ reload: {{ watch: false }}
         std::fs::write(&path, config).unwrap();
         let verdict = Server::serve(&path, Some("info"));
         let verdict_address = verdict.address();
-        if keys_served {
-            super::wait_ready(&verdict_address).await;
+        let https = extra.lines().any(|line| line.starts_with("tls:"));
+        match (keys_served, https) {
+            // Without keys it is never ready.
+            (false, _) => {}
+            (true, true) => wait_ready_https(&verdict_address).await,
+            (true, false) => {
+                super::wait_ready(&verdict_address).await;
+            }
         }
         Self {
             directory,
@@ -259,6 +265,24 @@ reload: {{ watch: false }}
         claims["scope"] = json!(scope);
         rsa_key("proxy-rsa").sign(&claims)
     }
+}
+
+/// Polls `/readyz` over HTTPS (Verdict with `tls:`) until it answers 200; a bounded wait for the
+/// process. Readiness only: the certificate is not checked here, the proxy under test checks it.
+async fn wait_ready_https(address: &str) {
+    let client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    for _ in 0..600 {
+        if let Ok(response) = client.get(format!("https://{address}/readyz")).send().await
+            && response.status() == 200
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{address} never became ready over HTTPS");
 }
 
 /// What a client got back through the proxy.
