@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::helpers::proxy::{Process, Stack, contract, free_port, render, require, send};
+use crate::helpers::proxy::{
+    Process, Stack, contract, free_port, render, require, same_decisions_as_decide, send,
+};
 use crate::helpers::{Authority, CALLER_KEY, identity};
 
 /// The certificates of one test, as files in `directory`: Verdict's server identity (self-signed, for
@@ -202,6 +204,7 @@ fn reader(stack: &Stack) -> String {
 async fn the_shipped_configuration_passes_the_proxy_contract() {
     let (_certificates, stack, traefik) = start().await;
     contract(&stack, &client(), &traefik.base).await;
+    same_decisions_as_decide(&stack, &traefik.base).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -178,6 +178,8 @@ pub struct Stack {
     pub verdict: Server,
     /// `127.0.0.1:<port>` of Verdict's API listener.
     pub verdict_address: String,
+    /// Whether that listener serves HTTPS (`tls:` in the configuration).
+    pub verdict_https: bool,
     pub upstream: Upstream,
 }
 
@@ -244,6 +246,7 @@ reload: {{ watch: false }}
             issuer,
             verdict,
             verdict_address,
+            verdict_https: https,
             upstream: Upstream::start().await,
         }
     }
@@ -527,9 +530,15 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
 }
 
 /// The same token and request get the same decision through the proxy at `base` as through Verdict's
-/// `/v1/decide` (for a stack whose Verdict serves plain HTTP with the caller key).
+/// `/v1/decide`, asked with the caller key (over HTTPS when Verdict serves it; the certificate is not
+/// what this checks).
 pub async fn same_decisions_as_decide(stack: &Stack, base: &str) {
     let client = reqwest::Client::new();
+    let decide_client = reqwest::Client::builder()
+        .tls_danger_accept_invalid_certs(true)
+        .build()
+        .unwrap();
+    let scheme = if stack.verdict_https { "https" } else { "http" };
     let full = format!("Bearer {}", stack.token("orders:read orders:write"));
     let read_only = format!("Bearer {}", stack.token("orders:read"));
     let requests = [
@@ -541,8 +550,8 @@ pub async fn same_decisions_as_decide(stack: &Stack, base: &str) {
     ];
     for authorization in [full.as_str(), read_only.as_str(), "Bearer not.a.token", ""] {
         for (method, path) in requests {
-            let decision: Value = client
-                .post(format!("http://{}/v1/decide", stack.verdict_address))
+            let decision: Value = decide_client
+                .post(format!("{scheme}://{}/v1/decide", stack.verdict_address))
                 .header("x-verdict-key", CALLER_KEY)
                 .header("content-type", "application/json")
                 .body(
