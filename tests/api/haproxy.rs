@@ -62,15 +62,29 @@ fn configure(stack: &Stack, verdict_port: u16, config_dir: &str) -> (PathBuf, u1
     (path, listen_port, auth_port)
 }
 
+/// HAProxy's environment: `caller_key` in `VERDICT_CALLER_KEY` (or none), and
+/// `VERDICT_HAPROXY_UNPRIVILEGED` when the tests do not run as root, since the shipped file's `chroot`
+/// and `user` need root; as root, the file runs as shipped.
+fn environment(command: &mut Command, caller_key: Option<&str>) {
+    use std::os::unix::fs::MetadataExt as _;
+    command
+        .env_remove("VERDICT_CALLER_KEY")
+        .env_remove("VERDICT_HAPROXY_UNPRIVILEGED");
+    if let Some(key) = caller_key {
+        command.env("VERDICT_CALLER_KEY", key);
+    }
+    let root = std::fs::metadata("/proc/self").is_ok_and(|process| process.uid() == 0);
+    if !root {
+        command.env("VERDICT_HAPROXY_UNPRIVILEGED", "1");
+    }
+}
+
 /// `haproxy -c` on `config`, warnings counting as errors (`-dW`), with `caller_key` in
 /// `VERDICT_CALLER_KEY` (or none): whether it passed, and its report.
 fn check(config: &Path, caller_key: Option<&str>) -> (bool, String) {
     let mut command = Command::new(haproxy());
     command.arg("-c").arg("-dW").arg("-f").arg(config);
-    command.env_remove("VERDICT_CALLER_KEY");
-    if let Some(key) = caller_key {
-        command.env("VERDICT_CALLER_KEY", key);
-    }
+    environment(&mut command, caller_key);
     let (status, stdout, stderr) = output(&mut command);
     (status.success(), format!("{stdout}{stderr}"))
 }
@@ -85,11 +99,8 @@ fn start_with(stack: &Stack, verdict_port: u16, config_dir: &str, caller_key: &s
         "haproxy -c refuses the shipped configuration: {report}"
     );
     let mut command = Command::new(haproxy());
-    command
-        .arg("-db")
-        .arg("-f")
-        .arg(&config)
-        .env("VERDICT_CALLER_KEY", caller_key);
+    command.arg("-db").arg("-f").arg(&config);
+    environment(&mut command, Some(caller_key));
     let mut process = Process::spawn(command, &stack.directory, "haproxy");
     process.wait_port(listen_port);
     process.wait_port(auth_port);
