@@ -155,3 +155,27 @@ async fn nginx_denies_when_verdict_is_down_or_too_slow() {
     );
     drop(silent);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_503_decision_reaches_the_client_with_its_retry_after() {
+    // Verdict runs but its issuer's keys never load: every token is a 503 decision.
+    let stack = Stack::start_without_keys("").await;
+    let (_nginx, base) = start_nginx(&stack, stack.verdict_port(), CALLER_KEY);
+    let bearer = format!("Bearer {}", stack.token("orders:read"));
+    let answer = send(
+        &reqwest::Client::new(),
+        &base,
+        "GET",
+        "/orders/1",
+        &[("authorization", &bearer)],
+    )
+    .await;
+    assert_eq!(answer.status, 503, "{answer:?}");
+    assert_eq!(answer.retry_after.as_deref(), Some("1"), "{answer:?}");
+    assert_eq!(answer.body["error"], "temporarily_unavailable");
+    assert_eq!(
+        answer.body["error_description"], "the decision cannot be made now",
+        "Verdict's 503 is told apart from no answer at all"
+    );
+    assert!(stack.upstream.take().is_empty());
+}
