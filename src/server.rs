@@ -1,7 +1,12 @@
-//! The accept loop: HTTP/1.1 over TCP or TLS, with a bounded request head and a graceful shutdown.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one listener, over TCP or TLS, with a bounded request head
+//! and a graceful shutdown.
 //!
-//! The request line and headers together may take at most [`HeadLimits::max_bytes`] (more gets 431)
-//! and must arrive within [`HeadLimits::read_timeout`]. When `shutdown` resolves the listener closes at
+//! A connection speaks HTTP/2 when it opens with HTTP/2's preface: h2c with prior knowledge on plain
+//! TCP (what Cloud Run's end-to-end HTTP/2 sends), or `h2` chosen by ALPN over TLS. HTTP/2's own limits
+//! are set, not left to defaults: concurrent streams per connection, the header list size (the same
+//! budget as an HTTP/1.1 head), and the streams a client may reset before they are served (the "rapid
+//! reset" attack). An HTTP/1.1 request line and headers together may take at most
+//! [`HeadLimits::max_bytes`] (more gets 431) and must arrive within [`HeadLimits::read_timeout`]. When `shutdown` resolves the listener closes at
 //! once; idle keep-alive connections close, requests in flight finish and their connections close
 //! after the response. Whatever is still running after the grace period is cut off.
 //!
@@ -15,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::{Extension, Router};
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -63,11 +69,18 @@ pub async fn serve(
     grace: Duration,
     shutdown: impl Future<Output = ()> + Send,
 ) -> std::io::Result<()> {
-    let mut http = hyper::server::conn::http1::Builder::new();
-    http.timer(TokioTimer::new())
+    let mut http = auto::Builder::new(TokioExecutor::new());
+    http.http1()
+        .timer(TokioTimer::new())
         .header_read_timeout(head.read_timeout)
         .max_buf_size(head.max_bytes)
         .max_headers(max_header_count(head.max_bytes));
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_CONCURRENT_STREAMS)
+        .max_header_list_size(u32::try_from(head.max_bytes).unwrap_or(u32::MAX))
+        .max_pending_accept_reset_streams(H2_MAX_PENDING_RESETS)
+        .max_local_error_reset_streams(H2_MAX_LOCAL_ERROR_RESETS);
     let graceful = GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
@@ -129,6 +142,15 @@ pub async fn serve(
     Ok(())
 }
 
+/// HTTP/2 streams one connection may have open at once (each is a callout in flight; the request limits
+/// bound the total).
+const H2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams a client may open and reset before the server has seen them: past this the connection is
+/// closed (CVE-2023-44487, "rapid reset").
+const H2_MAX_PENDING_RESETS: usize = 20;
+/// Streams the server may reset for a client's protocol errors before it closes the connection.
+const H2_MAX_LOCAL_ERROR_RESETS: usize = 64;
+
 /// The shortest header line hyper's parser accepts: a one-letter name, a colon, a bare line feed.
 const SHORTEST_HEADER_LINE: usize = "a:\n".len();
 
@@ -141,9 +163,9 @@ fn max_header_count(max_header_bytes: usize) -> usize {
 async fn serve_connection<I>(
     io: I,
     router: Router,
-    http: &hyper::server::conn::http1::Builder,
+    http: &auto::Builder<TokioExecutor>,
     watcher: Watcher,
-) -> hyper::Result<()>
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {

@@ -187,9 +187,11 @@ fn server_config(
         None => builder.with_no_client_auth(),
         Some(verifier) => builder.with_client_cert_verifier(verifier),
     };
-    let config = builder.with_single_cert(chain, key).map_err(|error| {
+    let mut config = builder.with_single_cert(chain, key).map_err(|error| {
         format!("the certificate and key do not make a server identity: {error}")
     })?;
+    // HTTP/2 by ALPN (gRPC and JSON callouts alike), else HTTP/1.1; the accept loop serves either.
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }
 

@@ -26,6 +26,7 @@ mod fuzz;
 mod generations;
 mod haproxy;
 mod helpers;
+mod http2;
 mod introspection;
 mod jwks;
 mod nginx;

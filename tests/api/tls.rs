@@ -72,6 +72,26 @@ async fn the_api_is_served_over_https_and_a_reload_renews_the_certificate() {
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "h2 is chosen by ALPN"
+    );
+    // A client that offers only HTTP/1.1 gets HTTP/1.1 on the same listener.
+    let http1 = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(first_cert.as_bytes()).unwrap()])
+        .http1_only()
+        .build()
+        .unwrap();
+    let response = http1
+        .get(format!("https://{address}/readyz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (response.status().as_u16(), response.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
     let plain = reqwest::get(format!("http://{address}/readyz")).await;
     assert!(
         plain.is_err() || !plain.unwrap().status().is_success(),
