@@ -28,6 +28,14 @@ impl Front {
     }
 }
 
+/// The JSON body of a deny or of a callout-level failure (400, 401, 413, 415, 500, 503), wherever a
+/// front answers in JSON: `{"error", "error_description"}`.
+#[derive(Debug, serde::Serialize)]
+pub struct ErrorBody<'a> {
+    pub error: &'a str,
+    pub error_description: &'a str,
+}
+
 /// A part of a front's request that cannot be decided on: a 400, naming the part.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("`{field}`: {problem}")]

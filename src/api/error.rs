@@ -5,7 +5,7 @@ use axum::Json;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
-use super::wire::ErrorBody;
+use crate::fronts::ErrorBody;
 
 /// A failure of the callout itself, not a decision: the bundle treats any of these as a deny.
 #[derive(Debug, thiserror::Error)]

@@ -1,5 +1,5 @@
-//! The JSON shapes of the service's own endpoints: `/healthz`, `/readyz`, and the body of a
-//! callout-level failure. (Each front's shapes are in its module under [`crate::fronts`].)
+//! The JSON shapes of the service's own endpoints: `/healthz` and `/readyz`. (Each front's shapes,
+//! and the error body they share, are under [`crate::fronts`].)
 
 use serde::Serialize;
 
@@ -92,11 +92,4 @@ impl From<ReloadRecord> for Reloads {
                 .map(|FailedReload { at, paths }| LastFailure { at, paths }),
         }
     }
-}
-
-/// The body of a callout-level failure (400, 401, 413, 415, 503): not a decision.
-#[derive(Debug, Serialize)]
-pub struct ErrorBody<'a> {
-    pub error: &'a str,
-    pub error_description: &'a str,
 }

@@ -18,9 +18,8 @@ use std::collections::BTreeMap;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
-use serde::Serialize;
 
-use super::FieldError;
+use super::{ErrorBody, FieldError};
 use crate::config::ForwardAuthConfig;
 use crate::decision::{Decision, DecisionInput};
 
@@ -144,8 +143,9 @@ pub fn answer<'a>(
             .map(HeaderName::as_str)
             .filter(|name| !decision.headers.contains_key(*name))
             .collect();
-        if let Ok(value) = HeaderValue::from_str(&unset.join(", "))
-            && !unset.is_empty()
+        // Header names joined by commas make a valid header value.
+        if !unset.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&unset.join(", "))
         {
             headers.insert(HEADERS_TO_REMOVE, value);
         }
@@ -165,7 +165,7 @@ pub fn answer<'a>(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        let body = serde_json::to_string(&DenyBody {
+        let body = serde_json::to_string(&ErrorBody {
             error: decision.error.as_str(),
             error_description: &decision.error_description,
         })
@@ -176,13 +176,6 @@ pub fn answer<'a>(
     *response.status_mut() = status;
     *response.headers_mut() = headers;
     response
-}
-
-/// The body of a deny.
-#[derive(Serialize)]
-struct DenyBody<'a> {
-    error: &'a str,
-    error_description: &'a str,
 }
 
 /// The value of the first of `names` that the request has, with its name.
