@@ -6,6 +6,7 @@
 
 mod body;
 mod error;
+mod grpc;
 mod layers;
 mod probes;
 pub mod wire;
@@ -32,7 +33,7 @@ use crate::metrics;
 use crate::state::{AppState, Generation};
 use crate::telemetry::TraceId;
 use body::StrictJson;
-use layers::CallerRefused;
+use layers::Refusals;
 
 /// The service's routes; `/metrics` too unless the configuration gives it an `admin_listen` of its own.
 pub fn router(state: AppState) -> Router {
@@ -46,15 +47,21 @@ pub fn router(state: AppState) -> Router {
             &format!("{}/{{*path}}", forward_auth::PREFIX),
             any(forward_auth),
         );
-    let router =
-        layers::around_callouts(service_callout, &state, limits, CallerRefused::Unauthorized)
-            .merge(layers::around_callouts(
-                forward_auth,
-                &state,
-                limits,
-                CallerRefused::ServerError,
-            ))
-            .merge(probes());
+    let grpc = grpc::services(&state, limits.max_body_bytes);
+    let router = layers::around_callouts(service_callout, &state, limits, Refusals::Json)
+        .merge(layers::around_callouts(
+            forward_auth,
+            &state,
+            limits,
+            Refusals::ProxyJson,
+        ))
+        .merge(layers::around_callouts(
+            grpc,
+            &state,
+            limits,
+            Refusals::Grpc,
+        ))
+        .merge(probes());
     let router = if generation.service.admin_listen.is_none() {
         router.route("/metrics", get(probes::metrics))
     } else {
@@ -116,17 +123,22 @@ impl FromRequestParts<AppState> for Callout {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        let missing = || StatusCode::INTERNAL_SERVER_ERROR.into_response();
-        Ok(Self {
-            state: state.clone(),
-            generation: parts.extensions.get().cloned().ok_or_else(missing)?,
-            caller: parts.extensions.get().cloned().ok_or_else(missing)?,
-            trace_id: parts.extensions.get().cloned(),
-        })
+        Self::from_extensions(state, &parts.extensions)
+            .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
 }
 
 impl Callout {
+    /// The callout the layers prepared in a request's `extensions`; `None` if they did not run.
+    fn from_extensions(state: &AppState, extensions: &http::Extensions) -> Option<Self> {
+        Some(Self {
+            state: state.clone(),
+            generation: extensions.get().cloned()?,
+            caller: extensions.get().cloned()?,
+            trace_id: extensions.get().cloned(),
+        })
+    }
+
     /// Decides `input` by the request's generation, and counts, logs and records the decision as
     /// asked by `front`: the one step every front takes.
     async fn decide(&self, input: &DecisionInput, front: Front) -> Decision {

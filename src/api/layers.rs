@@ -5,10 +5,12 @@
 //! 2. [`traced`] runs the callout in its span, continuing the caller's `traceparent`.
 //! 3. [`count_rejections`] counts every callout refused below it, by reason.
 //! 4. [`within_limits`] sheds a callout over `max_concurrent_requests` and bounds the rest by
-//!    `request_timeout`.
-//! 5. [`require_caller`] authenticates the caller by the generation's rules, before the body is read;
-//!    a caller refused gets the front's [`CallerRefused`] answer.
-//! 6. The body limit (`max_body_bytes`), for a front that reads one.
+//!    `request_timeout`, or by a gRPC caller's shorter deadline.
+//! 5. [`require_caller`] authenticates the caller by the generation's rules, before the body is read.
+//! 6. The body limit (`max_body_bytes`), for a JSON front that reads one (the gRPC services bound their
+//!    messages themselves).
+//!
+//! A callout a layer refuses gets its front's kind of answer, [`Refusals`].
 
 use std::sync::Arc;
 
@@ -19,17 +21,35 @@ use axum::{Extension, Router};
 use tracing::Instrument as _;
 
 use super::error::{ApiError, Rejected};
+use super::grpc;
 use crate::config::ServerLimits;
 use crate::server::tls::ClientCertificate;
 use crate::state::{AppState, Generation};
 
-/// How a front answers a caller that fails caller authentication.
+/// How a front answers a callout the layers refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum CallerRefused {
-    /// 401: the caller is the client of the answer (a JSON callout).
-    Unauthorized,
-    /// 500: the caller is a proxy that would pass a 401 on to its own client (forward auth).
-    ServerError,
+pub(super) enum Refusals {
+    /// The service's JSON error; 401 for a caller that fails caller authentication, since the caller
+    /// is the client of the answer (the ServiceCallout).
+    Json,
+    /// The JSON error, but 500 for a caller that fails caller authentication: the caller is a proxy
+    /// that would pass a 401 on to its own client (forward auth).
+    ProxyJson,
+    /// A gRPC status ([`grpc::refusal`]); the caller's `grpc-timeout` bounds the callout too.
+    Grpc,
+}
+
+impl Refusals {
+    fn answer(self, error: ApiError) -> Response {
+        match (self, error) {
+            (Self::Json, error) => error.into_response(),
+            (Self::ProxyJson, ApiError::UnauthenticatedCaller) => {
+                ApiError::UnauthenticatedProxy.into_response()
+            }
+            (Self::ProxyJson, error) => error.into_response(),
+            (Self::Grpc, error) => grpc::refusal(&error),
+        }
+    }
 }
 
 /// `callouts` behind the layers, in the order of this module's list.
@@ -37,13 +57,16 @@ pub(super) fn around_callouts(
     callouts: Router<AppState>,
     state: &AppState,
     limits: &ServerLimits,
-    refused: CallerRefused,
+    refusals: Refusals,
 ) -> Router<AppState> {
     // A layer added later wraps those added before it: this reads from the innermost out.
     callouts
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .route_layer(middleware::from_fn_with_state(refused, require_caller))
-        .route_layer(middleware::from_fn_with_state(state.clone(), within_limits))
+        .route_layer(middleware::from_fn_with_state(refusals, require_caller))
+        .route_layer(middleware::from_fn_with_state(
+            (state.clone(), refusals),
+            within_limits,
+        ))
         .route_layer(middleware::from_fn(count_rejections))
         .route_layer(middleware::from_fn(traced))
         .route_layer(middleware::from_fn_with_state(
@@ -69,38 +92,55 @@ async fn traced(mut request: Request, next: Next) -> Response {
     next.run(request).instrument(span).await
 }
 
-/// Counts a refused callout in `verdict_requests_rejected_total`, by the reason its response carries.
+/// Counts a refused callout in `verdict_requests_rejected_total`, by the reason its response carries,
+/// or, for a gRPC service's own refusal, by its status code.
 async fn count_rejections(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
-    if let Some(Rejected(reason)) = response.extensions().get::<Rejected>() {
+    let reason = match response.extensions().get::<Rejected>() {
+        Some(Rejected(reason)) => Some(*reason),
+        None => grpc::rejection(&response),
+    };
+    if let Some(reason) = reason {
         crate::metrics::global().rejected(reason);
     }
     response
 }
 
-/// Sheds a callout over the concurrency limit with 503 and `Retry-After`, at once rather than queued;
-/// bounds the rest by the deadline (503 too). The bundle treats both as a deny.
-async fn within_limits(State(state): State<AppState>, request: Request, next: Next) -> Response {
+/// Sheds a callout over the concurrency limit at once rather than queued (503 with `Retry-After`,
+/// `UNAVAILABLE` in gRPC); bounds the rest by `request_timeout`, or by a gRPC caller's deadline when
+/// that is sooner (503, `DEADLINE_EXCEEDED` in gRPC). Every gateway treats both as a deny.
+async fn within_limits(
+    State((state, refusals)): State<(AppState, Refusals)>,
+    request: Request,
+    next: Next,
+) -> Response {
     let limits = &state.limits;
     let Ok(_permit) = limits.admit() else {
-        return ApiError::Overloaded.into_response();
+        return refusals.answer(ApiError::Overloaded);
     };
-    match tokio::time::timeout(limits.timeout(), next.run(request)).await {
+    let caller_deadline = match refusals {
+        Refusals::Grpc => grpc::deadline(request.headers()),
+        Refusals::Json | Refusals::ProxyJson => None,
+    };
+    let timeout =
+        caller_deadline.map_or(limits.timeout(), |deadline| deadline.min(limits.timeout()));
+    match tokio::time::timeout(timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(
-                timeout_ms = limits.timeout().as_millis(),
+                timeout_ms = timeout.as_millis(),
+                caller_deadline = caller_deadline.is_some_and(|deadline| deadline == timeout),
                 "a callout was not answered in time"
             );
-            ApiError::TimedOut.into_response()
+            refusals.answer(ApiError::TimedOut)
         }
     }
 }
 
-/// Refuses an unauthenticated caller, by the rules of the generation that decides the request, as the
-/// front answers that; hands the admitted one on as a `Caller` extension.
+/// Refuses an unauthenticated caller, by the rules of the generation that decides the request; hands
+/// the admitted one on as a `Caller` extension.
 async fn require_caller(
-    State(refused): State<CallerRefused>,
+    State(refusals): State<Refusals>,
     Extension(generation): Extension<Arc<Generation>>,
     mut request: Request,
     next: Next,
@@ -118,9 +158,6 @@ async fn require_caller(
             request.extensions_mut().insert(caller);
             next.run(request).await
         }
-        None => match refused {
-            CallerRefused::Unauthorized => ApiError::UnauthenticatedCaller.into_response(),
-            CallerRefused::ServerError => ApiError::UnauthenticatedProxy.into_response(),
-        },
+        None => refusals.answer(ApiError::UnauthenticatedCaller),
     }
 }

@@ -14,12 +14,10 @@
 //! `x-envoy-auth-headers-to-remove` naming the identity headers the decision does not set; a deny carries
 //! the decision's status, its `WWW-Authenticate`, `Retry-After` on a 503, and a JSON error body.
 
-use std::collections::BTreeMap;
-
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
-use super::{ErrorBody, FieldError};
+use super::{DECISION_ID, ErrorBody, FieldError, single};
 use crate::config::ForwardAuthConfig;
 use crate::decision::{Decision, DecisionInput};
 
@@ -28,8 +26,6 @@ pub const PREFIX: &str = "/v1/forward-auth";
 
 /// The headers Envoy strips from the client's request when an allow names them in this one.
 const HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
-/// The id of the decision, on every answer, to find its record.
-const DECISION_ID: HeaderName = HeaderName::from_static("x-verdict-decision-id");
 
 const FORWARDED_METHOD: [&str; 2] = ["x-forwarded-method", "x-original-method"];
 const FORWARDED_URI: [&str; 2] = ["x-forwarded-uri", "x-original-uri"];
@@ -46,16 +42,7 @@ pub fn input(
         None => method.as_str().to_owned(),
     };
     let (path, query) = match first_present(headers, FORWARDED_URI)? {
-        Some((field, value)) => {
-            let (path, query) = value.split_once('?').unwrap_or((value, ""));
-            if !path.starts_with('/') {
-                return Err(FieldError {
-                    field,
-                    problem: "must be a path starting with `/`, with its query",
-                });
-            }
-            (path.to_owned(), query.to_owned())
-        }
+        Some((field, value)) => super::path_and_query(field, value)?,
         // The router sends only `PREFIX` and `PREFIX/...` here; what follows the prefix is the path.
         None => (
             uri.path()
@@ -80,42 +67,18 @@ pub fn input(
             None => None,
         },
     };
-    let authorization = single(headers, "authorization")?
-        .filter(|value| !value.trim().is_empty())
-        .map(str::to_owned);
-    let api_key = single_named(
-        headers,
-        &settings.api_key_header,
-        "forward_auth.api_key_header",
-    )?
-    .filter(|value| !value.is_empty())
-    .map(str::to_owned);
-    let mut context_headers = BTreeMap::new();
-    for name in &settings.context_headers {
-        let values: Vec<&str> = headers
-            .get_all(name)
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .filter(|value| !value.is_empty())
-            .collect();
-        if !values.is_empty() {
-            context_headers.insert(name.as_str().to_owned(), values.join(", "));
-        }
-    }
-    let message_id = single(headers, "x-request-id")?
-        .unwrap_or_default()
-        .to_owned();
+    let client = super::client_headers(headers, settings)?;
     Ok(DecisionInput {
-        authorization,
-        api_key,
+        authorization: client.authorization,
+        api_key: client.api_key,
         method,
         path,
         host,
         query,
         client_ip,
-        headers: context_headers,
+        headers: client.context,
         apigee: Default::default(),
-        message_id,
+        message_id: client.request_id,
     })
 }
 
@@ -131,46 +94,21 @@ pub fn answer<'a>(
         headers.insert(DECISION_ID, id);
     }
     let (status, body) = if decision.allow {
-        for (name, value) in &decision.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::from_bytes(name.as_bytes()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.insert(name, value);
-            }
-        }
-        let unset: Vec<&str> = identity_headers
-            .map(HeaderName::as_str)
-            .filter(|name| !decision.headers.contains_key(*name))
-            .collect();
+        let upstream = super::upstream(decision, identity_headers);
+        headers.extend(upstream.set);
         // Header names joined by commas make a valid header value.
-        if !unset.is_empty()
-            && let Ok(value) = HeaderValue::from_str(&unset.join(", "))
+        if !upstream.unset.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&upstream.unset.join(", "))
         {
             headers.insert(HEADERS_TO_REMOVE, value);
         }
         (StatusCode::OK, String::new())
     } else {
-        if !decision.www_authenticate.is_empty()
-            && let Ok(challenge) = HeaderValue::from_str(&decision.www_authenticate)
-        {
-            headers.insert(header::WWW_AUTHENTICATE, challenge);
-        }
-        let status =
-            StatusCode::from_u16(decision.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        if status == StatusCode::SERVICE_UNAVAILABLE {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        let body = serde_json::to_string(&ErrorBody {
-            error: decision.error.as_str(),
-            error_description: &decision.error_description,
-        })
-        .unwrap_or_default();
-        (status, body)
+        headers.extend(super::deny_headers(decision));
+        (
+            super::deny_status(decision),
+            ErrorBody::of(decision).to_json(),
+        )
     };
     let mut response = Response::new(body);
     *response.status_mut() = status;
@@ -189,33 +127,6 @@ fn first_present<'h, const N: usize>(
         }
     }
     Ok(None)
-}
-
-/// The one value of header `name`, if present; an error when it comes twice or is not visible ASCII.
-fn single<'h>(headers: &'h HeaderMap, name: &'static str) -> Result<Option<&'h str>, FieldError> {
-    single_named(headers, &HeaderName::from_static(name), name)
-}
-
-/// [`single`] for a header named by the configuration; errors name it by `field`.
-fn single_named<'h>(
-    headers: &'h HeaderMap,
-    name: &HeaderName,
-    field: &'static str,
-) -> Result<Option<&'h str>, FieldError> {
-    let mut values = headers.get_all(name).iter();
-    let Some(value) = values.next() else {
-        return Ok(None);
-    };
-    if values.next().is_some() {
-        return Err(FieldError {
-            field,
-            problem: "must be sent once: which copy the upstream would see is not known",
-        });
-    }
-    value.to_str().map(Some).map_err(|_| FieldError {
-        field,
-        problem: "must be visible ASCII",
-    })
 }
 
 /// An IPv6 address as `X-Forwarded-For` may write it, in brackets.
