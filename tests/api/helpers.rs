@@ -4,6 +4,7 @@
 
 mod certificates;
 mod files;
+pub mod grpc;
 mod process;
 pub mod proxy;
 

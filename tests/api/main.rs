@@ -24,6 +24,7 @@ mod envoy;
 mod forward_auth;
 mod fuzz;
 mod generations;
+mod grpc;
 mod haproxy;
 mod helpers;
 mod http2;
