@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use crate::helpers::grpc::{self, Reply};
 use crate::helpers::tempdir;
 use crate::helpers::{Server, verdict, wait_ready};
 use verdict::demo::signing::SigningKey;
@@ -738,5 +739,154 @@ async fn no_field_of_a_callout_forges_a_log_line() {
                 }
             }
         }
+    }
+}
+
+/// An ext_authz `Check` for the opaque `token` through the in-process router, with the caller key and
+/// `metadata`: what came back.
+async fn grpc_check(app: TestApp, token: String, metadata: &[(&str, &str)]) -> Reply {
+    use tower::ServiceExt as _;
+    let authorization = format!("Bearer {token}");
+    let check = grpc::check_request("GET", "/orders/1", &[("authorization", &authorization)]);
+    let mut metadata = metadata.to_vec();
+    metadata.push(("x-verdict-key", CALLER_KEY));
+    let request = grpc::request(grpc::CHECK, grpc::framed(&check), &metadata);
+    let response = verdict::api::router(app.state.clone())
+        .oneshot(request)
+        .await
+        .unwrap();
+    Reply::read(response).await
+}
+
+#[tokio::test]
+async fn grpc_callouts_beyond_the_concurrency_limit_are_shed_as_unavailable() {
+    let app = slow_app(
+        Duration::from_millis(500),
+        "limits: { max_concurrent_requests: 2 }\n",
+    )
+    .await;
+    let calls: Vec<_> = (0..6)
+        .map(|index| tokio::spawn(grpc_check(app.clone(), format!("opaque-{index}"), &[])))
+        .collect();
+    let mut codes = Vec::new();
+    for call in calls {
+        codes.push(call.await.unwrap().code);
+    }
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(0)).count(),
+        2,
+        "{codes:?}"
+    );
+    assert_eq!(
+        codes.iter().filter(|code| **code == Some(14)).count(),
+        4,
+        "{codes:?}"
+    );
+    // The permits come back.
+    assert_eq!(grpc_check(app, "opaque-0".into(), &[]).await.code, Some(0));
+    let text = verdict::metrics::render(&verdict::metrics::Snapshot::default());
+    assert!(samples(&text)[r#"verdict_requests_rejected_total{reason="overloaded"}"#] >= 4.0);
+}
+
+#[tokio::test]
+async fn a_grpc_callers_deadline_bounds_the_callout_when_it_is_sooner_than_the_request_timeout() {
+    let app = slow_app(
+        Duration::from_secs(30),
+        "limits: { request_timeout: 20s }\n",
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let reply = grpc_check(
+        app.clone(),
+        "opaque-slow".into(),
+        &[("grpc-timeout", "200m")],
+    )
+    .await;
+    assert_eq!(reply.code, Some(4), "DEADLINE_EXCEEDED: {reply:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the deadline, not the timeout"
+    );
+
+    // Verdict's own request_timeout when the caller's deadline is later, or absent.
+    let app = slow_app(
+        Duration::from_secs(30),
+        "limits: { request_timeout: 200ms }\n",
+    )
+    .await;
+    for metadata in [&[("grpc-timeout", "10S")][..], &[]] {
+        let reply = grpc_check(app.clone(), "opaque-slow".into(), metadata).await;
+        assert_eq!(reply.code, Some(4), "{metadata:?}: {reply:?}");
+    }
+    let text = verdict::metrics::render(&verdict::metrics::Snapshot::default());
+    assert!(samples(&text)[r#"verdict_requests_rejected_total{reason="timeout"}"#] >= 3.0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn grpc_decisions_are_logged_with_their_front_and_the_callers_trace() {
+    let key = rsa_key("k1");
+    let jwks = KeyServer::start(&[key]).await;
+    let config = write_config(&jwks, None, "decision_log: decisions.log\n");
+    let (mut server, address) = serve_ready(&config).await;
+    let token = key.sign(&claims(&jwks.issuer(), unix_now()));
+    let authorization = format!("Bearer {token}");
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let calls = [
+        (
+            grpc::CHECK,
+            grpc::framed(&grpc::check_request(
+                "GET",
+                "/orders/1",
+                &[("authorization", &authorization)],
+            )),
+        ),
+        (
+            grpc::PROCESS_MESSAGE,
+            grpc::framed(&grpc::message(
+                "GET",
+                "/orders/1",
+                &[("Authorization", &authorization)],
+            )),
+        ),
+    ];
+    for (path, body) in calls {
+        let response = client
+            .post(format!("http://{address}{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .header("x-verdict-key", CALLER_KEY)
+            .header("traceparent", traceparent())
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let response: http::Response<reqwest::Body> = response.into();
+        let reply = Reply::read(response.map(axum::body::Body::new)).await;
+        assert_eq!(reply.code, Some(0), "{path}: {reply:?}");
+    }
+    assert!(server.terminate().success());
+    let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
+    assert!(
+        !log.contains(token.as_str()),
+        "a token reached the decision log"
+    );
+    let records: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(records.len(), 2, "{log}");
+    for (record, (front, message_id)) in records.iter().zip([
+        ("ext_authz", "envoy-request-1"),
+        ("external_callout", "apigee-message-1"),
+    ]) {
+        assert_eq!(record["front"], front, "{record}");
+        assert_eq!(record["message_id"], message_id, "{record}");
+        assert_eq!(record["allow"], true, "{record}");
+        assert_eq!(record["caller"], "api_key#1");
+        assert_eq!(record["path"], "/orders/1");
+        assert_eq!(record["trace_id"], TRACE_ID);
     }
 }

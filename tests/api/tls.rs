@@ -4,6 +4,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use verdict::fronts::external_callout::proto::MessageContext;
+use verdict::fronts::external_callout::proto::flow_variable::Value as FlowValue;
+
+use crate::helpers::grpc::{self, Reply};
 
 use crate::helpers::{
     AUDIENCE, Authority, CALLER_KEY, KeyServer, identity, output, rsa_key, tempdir, verdict,
@@ -373,4 +377,48 @@ async fn with_a_caller_key_beside_mtls_a_certificate_is_asked_for_not_demanded()
         let outcome = https.decide(&https.client(identity), key).await.ok();
         assert_eq!(outcome, expected, "{name}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grpc_caller_authenticates_by_its_certificate_over_h2_as_apigee_does_on_ec2() {
+    let https = HttpsServer::start(&format!(
+        r#"{{ api_keys: {{ keys: ["{CALLER_KEY}"] }}, mtls: {{ ca: ca.pem, allowed_subjects: ["CN=apigee-prod"] }} }}"#
+    ))
+    .await;
+    wait_reloaded(&https.client(None), &https.address, 0).await;
+    let message = grpc::framed(&grpc::message("GET", "/orders/1", &[]));
+    let call = |client: reqwest::Client| {
+        let (address, message) = (https.address.clone(), message.clone());
+        async move {
+            let response = client
+                .post(format!("https://{address}{}", grpc::PROCESS_MESSAGE))
+                .header("content-type", "application/grpc")
+                .header("te", "trailers")
+                .body(message)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(response.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
+            let response: http::Response<reqwest::Body> = response.into();
+            Reply::read(response.map(axum::body::Body::new)).await
+        }
+    };
+    // The ExternalCallout policy adds no metadata: the TargetServer's client certificate is the caller.
+    let apigee = https.client(Some(https.ca.client("apigee-prod", false)));
+    let reply = call(apigee).await;
+    assert_eq!(reply.code, Some(0), "{reply:?}");
+    let answer: MessageContext = reply.decode();
+    let status = &answer.additional_flow_variables["verdict.status"];
+    assert_eq!(
+        status.value,
+        Some(FlowValue::Int32(401)),
+        "no token: a deny"
+    );
+
+    let reply = call(https.client(None)).await;
+    assert_eq!(
+        reply.code,
+        Some(16),
+        "neither key nor certificate: {reply:?}"
+    );
 }

@@ -42,7 +42,6 @@ pub struct Reply {
     pub http_status: u16,
     /// `grpc-status`, from the headers of a trailers-only answer or from the trailers.
     pub code: Option<i32>,
-    pub message: String,
     /// The answer's message, without its frame; empty when there is none.
     pub body: Bytes,
 }
@@ -64,17 +63,9 @@ impl Reply {
                 .get("grpc-status")
                 .map(|value| value.to_str().unwrap().parse::<i32>().unwrap())
         };
-        let message_of = |headers: &HeaderMap| {
-            headers
-                .get("grpc-message")
-                .map(|value| value.to_str().unwrap().to_owned())
-        };
         Self {
             http_status,
             code: status_of(&headers).or_else(|| status_of(&trailers)),
-            message: message_of(&headers)
-                .or_else(|| message_of(&trailers))
-                .unwrap_or_default(),
             body,
         }
     }
