@@ -201,3 +201,133 @@ fn header_options(headers: &HeaderMap) -> Vec<HeaderValueOption> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use envoy_types::pb::envoy::config::core::v3::{
+        self as core, HeaderMap as RawHeaders, SocketAddress,
+    };
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{Peer, Request};
+
+    use super::*;
+
+    fn check(http: HttpRequest, source: &str) -> CheckRequest {
+        CheckRequest {
+            attributes: Some(AttributeContext {
+                source: Some(Peer {
+                    address: Some(core::Address {
+                        address: Some(Address::SocketAddress(SocketAddress {
+                            address: source.into(),
+                            ..Default::default()
+                        })),
+                    }),
+                    ..Default::default()
+                }),
+                request: Some(Request {
+                    http: Some(http),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        }
+    }
+
+    fn raw(headers: &[(&str, &str)]) -> Option<RawHeaders> {
+        Some(RawHeaders {
+            headers: headers
+                .iter()
+                .map(|(key, value)| HeaderValue {
+                    key: (*key).into(),
+                    raw_value: value.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn the_request_is_read_from_the_attributes_with_merged_or_raw_headers() {
+        let settings = ForwardAuthConfig::default();
+        let merged = HttpRequest {
+            id: "req-1".into(),
+            method: "post".into(),
+            path: "/orders?page=2".into(),
+            host: "api.example.com".into(),
+            headers: [
+                ("authorization", "Bearer abc"),
+                ("x-api-key", "k"),
+                ("x-tenant", "acme"),
+            ]
+            .into_iter()
+            .map(|(name, value)| (name.to_owned(), value.to_owned()))
+            .collect(),
+            ..Default::default()
+        };
+        let read = input(&check(merged, "::ffff:10.1.2.3"), &settings).unwrap();
+        assert_eq!(read.method, "POST");
+        assert_eq!(
+            (read.path.as_str(), read.query.as_str()),
+            ("/orders", "page=2")
+        );
+        assert_eq!(read.host, "api.example.com");
+        assert_eq!(read.authorization.as_deref(), Some("Bearer abc"));
+        assert_eq!(read.api_key.as_deref(), Some("k"));
+        assert_eq!(read.headers["x-tenant"], "acme");
+        assert_eq!(read.client_ip, Some("10.1.2.3".parse().unwrap()));
+        assert_eq!(read.message_id, "req-1");
+
+        let encoded = HttpRequest {
+            method: "GET".into(),
+            path: "/".into(),
+            header_map: raw(&[("authorization", "Bearer raw"), ("x-request-id", "r-9")]),
+            ..Default::default()
+        };
+        let read = input(&check(encoded, ""), &settings).unwrap();
+        assert_eq!(read.authorization.as_deref(), Some("Bearer raw"));
+        assert_eq!(read.message_id, "r-9");
+        assert_eq!(read.client_ip, None);
+    }
+
+    #[test]
+    fn what_cannot_be_decided_on_is_refused_naming_its_field() {
+        let settings = ForwardAuthConfig::default();
+        let request = |method: &str, path: &str, header_map| HttpRequest {
+            method: method.into(),
+            path: path.into(),
+            header_map,
+            ..Default::default()
+        };
+        let cases = [
+            (
+                check(request("GET", "orders", None), ""),
+                "attributes.request.http.path",
+            ),
+            (
+                check(request("GE T", "/", None), ""),
+                "attributes.request.http.method",
+            ),
+            (
+                check(request("GET", "/", None), "not-an-ip"),
+                "attributes.source.address",
+            ),
+            (
+                // Raw headers keep each copy: two tokens, and which one the upstream sees is not known.
+                check(
+                    request(
+                        "GET",
+                        "/",
+                        raw(&[("authorization", "Bearer a"), ("authorization", "Bearer b")]),
+                    ),
+                    "",
+                ),
+                "authorization",
+            ),
+            (CheckRequest::default(), "attributes.request.http"),
+        ];
+        for (check, field) in cases {
+            let error = input(&check, &settings).unwrap_err();
+            assert_eq!(error.field, field, "{error}");
+        }
+    }
+}

@@ -217,3 +217,100 @@ fn variables(decision: &Decision) -> HashMap<String, FlowVariable> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::proto::{ApiProxy, Client, Proxy, Request};
+    use super::*;
+
+    fn message(headers: &[(&str, &[&str])]) -> MessageContext {
+        MessageContext {
+            request: Some(Request {
+                uri: "/base/orders/7?expand=items".into(),
+                verb: "delete".into(),
+                headers: headers
+                    .iter()
+                    .map(|(name, values)| {
+                        let strings = values.iter().map(|value| (*value).to_owned()).collect();
+                        ((*name).to_owned(), Strings { strings })
+                    })
+                    .collect(),
+                ..Default::default()
+            }),
+            client: Some(Client {
+                ip: "203.0.113.9".into(),
+                ..Default::default()
+            }),
+            proxy: Some(Proxy {
+                path_suffix: "/orders/7".into(),
+                ..Default::default()
+            }),
+            api_proxy: Some(ApiProxy {
+                name: "orders".into(),
+                revision: "2".into(),
+            }),
+            organization_name: "org".into(),
+            environment_name: "prod".into(),
+            message_id: "m-1".into(),
+            additional_flow_variables: [
+                ("apiproduct.name", "gold"),
+                ("developer.app.name", "shop"),
+                ("developer.email", "dev@example.com"),
+            ]
+            .into_iter()
+            .map(|(name, value)| {
+                let value = Some(Value::String(value.to_owned()));
+                (name.to_owned(), FlowVariable { value })
+            })
+            .collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_request_and_the_apigee_context_are_read_from_the_message() {
+        let message = message(&[
+            ("Authorization", &["Bearer abc"]),
+            ("Host", &["api.example.com"]),
+            ("X-Tenant", &["acme", "globex"]),
+        ]);
+        let read = input(&message, &ForwardAuthConfig::default()).unwrap();
+        assert_eq!(read.method, "DELETE");
+        assert_eq!(read.path, "/orders/7");
+        assert_eq!(read.query, "expand=items");
+        assert_eq!(read.host, "api.example.com");
+        assert_eq!(read.authorization.as_deref(), Some("Bearer abc"));
+        assert_eq!(read.headers["x-tenant"], "acme, globex");
+        assert_eq!(read.client_ip, Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(read.message_id, "m-1");
+        let apigee = &read.apigee;
+        assert_eq!(
+            [&apigee.proxy, &apigee.environment, &apigee.organization],
+            ["orders", "prod", "org"]
+        );
+        assert_eq!(
+            [&apigee.product, &apigee.app, &apigee.developer],
+            ["gold", "shop", "dev@example.com"]
+        );
+    }
+
+    #[test]
+    fn a_credential_sent_twice_in_any_case_is_refused() {
+        for headers in [
+            &[("Authorization", &["Bearer a", "Bearer b"][..])][..],
+            &[
+                ("Authorization", &["Bearer a"][..]),
+                ("authorization", &["Bearer b"][..]),
+            ][..],
+        ] {
+            let error = input(&message(headers), &ForwardAuthConfig::default()).unwrap_err();
+            assert_eq!(error.field, "authorization", "{error}");
+        }
+        let error = input(
+            &message(&[("x-bad", &["line\nbreak"][..])]),
+            &ForwardAuthConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(error.field, "request.headers");
+    }
+}

@@ -84,8 +84,8 @@ fn checked(response: CheckResponse) -> Checked {
                 .into_iter()
                 .map(|option| {
                     let header = option.header.unwrap();
-                    let overwrites = option.append_action
-                        == HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
+                    let overwrites =
+                        option.append_action == HeaderAppendAction::OverwriteIfExistsOrAdd as i32;
                     (header.key, (header.value, overwrites))
                 })
                 .collect(),
@@ -203,7 +203,10 @@ async fn ext_authz_denies_with_the_status_challenge_and_body_under_the_status_co
         panic!("not a deny")
     };
     assert_eq!((code, status), (16, 401));
-    assert!(headers["www-authenticate"].starts_with("Bearer"), "{headers:?}");
+    assert!(
+        headers["www-authenticate"].starts_with("Bearer"),
+        "{headers:?}"
+    );
     assert_eq!(headers["content-type"], "application/json");
     assert!(headers.contains_key("x-verdict-decision-id"));
     assert!(body["error_description"].is_string(), "{body}");
@@ -287,10 +290,19 @@ async fn external_callout_answers_typed_flow_variables_and_header_changes_in_eve
     assert_eq!(variables["verdict.allow"], json!({ "bool": true }));
     assert_eq!(variables["verdict.status"], json!({ "int32": 200 }));
     assert_eq!(variables["verdict.subject"], json!({ "string": "alice" }));
-    assert_eq!(variables["verdict.scope"], json!({ "string": "orders:read" }));
+    assert_eq!(
+        variables["verdict.scope"],
+        json!({ "string": "orders:read" })
+    );
     assert_eq!(variables["verdict.error"], json!({ "string": "" }));
-    assert_eq!(variables["verdict.www_authenticate"], json!({ "string": "" }));
-    assert!(variables["verdict.cache_ttl"]["int64"].is_i64(), "{variables:?}");
+    assert_eq!(
+        variables["verdict.www_authenticate"],
+        json!({ "string": "" })
+    );
+    assert!(
+        variables["verdict.cache_ttl"]["int64"].is_i64(),
+        "{variables:?}"
+    );
     assert!(variables["verdict.decision_id"]["string"].is_string());
     assert!(variables.contains_key("verdict.client_id"));
     assert!(variables.contains_key("verdict.error_description"));
@@ -412,7 +424,7 @@ async fn raw_call(stack: &Stack, path: &str, body: Vec<u8>) -> Reply {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn messages_over_the_limit_garbage_frames_and_unknown_methods_are_refused_and_serving_goes_on()
-{
+ {
     let stack = Stack::start("limits: { max_body_bytes: 4096 }\n").await;
     let bearer = format!("Bearer {}", stack.token("orders:read"));
     let padding = "x".repeat(8 * 1024);
@@ -468,9 +480,9 @@ async fn grpc_and_http1_callouts_share_the_port() {
             .unwrap();
         assert_eq!(response.version(), reqwest::Version::HTTP_11);
         assert_eq!(response.status(), 200);
-        let Checked::Ok { code, .. } = checked(
-            check(&stack, "GET", "/orders/1", &[("authorization", &bearer)]).await,
-        ) else {
+        let Checked::Ok { code, .. } =
+            checked(check(&stack, "GET", "/orders/1", &[("authorization", &bearer)]).await)
+        else {
             panic!("not an allow")
         };
         assert_eq!(code, 0);
@@ -594,9 +606,7 @@ async fn the_same_token_and_request_get_the_same_decision_through_every_front() 
                     false,
                     status.into(),
                     body["error"].as_str().unwrap(),
-                    headers
-                        .get("www-authenticate")
-                        .map_or("", String::as_str),
+                    headers.get("www-authenticate").map_or("", String::as_str),
                     BTreeMap::new(),
                 ),
             };
