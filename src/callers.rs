@@ -1,5 +1,6 @@
 //! Authentication of the caller (the Apigee proxy) before any decision is made (DESIGN §5): a caller
-//! key header, a Google-signed ID token in the callout's own `Authorization` header, or a client
+//! key header, a Google-signed ID token in the callout's own `Authorization` header (or the header
+//! `callers.google_id_token.header` names; gRPC metadata are headers too), or a client
 //! certificate, which the TLS listener checks at the handshake and the generation deciding each request
 //! checks again (`crate::server::tls::ClientCertificate`). Any one that is configured admits a caller.
 
@@ -162,7 +163,7 @@ impl GoogleCheck {
     /// A valid ID token for the configured audience whose verified `email` is on the list.
     async fn admits(&self, headers: &HeaderMap) -> Option<Caller> {
         let token = headers
-            .get(http::header::AUTHORIZATION)
+            .get(&self.config.header)
             .and_then(|value| value.to_str().ok())
             .and_then(credential::bearer_token)?;
         let verified = match self.verifier.verify(token).await {

@@ -330,6 +330,7 @@ issuers:
             )
         );
         assert_eq!(google.issuer.leeway, Duration::from_secs(30));
+        assert_eq!(google.header, "authorization");
     }
 
     /// A configuration holding a secret of each kind, each given by a `${NAME}`.

@@ -39,11 +39,30 @@ pub struct MtlsCallers {
 }
 
 /// Google ID token callers: tokens of `issuer` (Google's by default) for `audience`, whose verified
-/// `email` is one of `emails`.
+/// `email` is one of `emails`, sent as a bearer token in `header`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GoogleIdTokenCallers {
     pub issuer: IssuerConfig,
     pub emails: Vec<String>,
+    /// `Authorization`, or the header Apigee's `<GoogleIDToken><HeaderName>` names.
+    pub header: HeaderName,
+}
+
+/// The header named `text` at `path` (case-insensitive), `default` when absent.
+fn header_name(
+    text: Option<&str>,
+    default: &str,
+    path: &str,
+    errors: &mut Errors,
+) -> Option<HeaderName> {
+    let text = text.unwrap_or(default);
+    match HeaderName::from_bytes(text.to_ascii_lowercase().as_bytes()) {
+        Ok(header) => Some(header),
+        Err(_) => {
+            errors.push(path, format!("`{text}` is not a valid header name"));
+            None
+        }
+    }
 }
 
 /// Validates `callers.google_id_token`, with the issuer its tokens are verified against: Google's,
@@ -85,10 +104,17 @@ fn validate_google_id_token(
             None
         }
     };
+    let header = header_name(
+        raw.header.as_deref(),
+        defaults::GOOGLE_ID_TOKEN_HEADER,
+        &format!("{path}.header"),
+        errors,
+    );
     if errors.0.len() > before {
         return None;
     }
     Some(GoogleIdTokenCallers {
+        header: header?,
         issuer: IssuerConfig {
             name: "google_id_token caller".to_owned(),
             issuer,
@@ -117,20 +143,12 @@ pub(super) fn validate_callers(
     let api_keys = match raw.api_keys {
         None => None,
         Some(api_keys) => {
-            let header = api_keys
-                .header
-                .as_deref()
-                .unwrap_or(defaults::CALLER_KEY_HEADER);
-            let header = match HeaderName::from_bytes(header.to_ascii_lowercase().as_bytes()) {
-                Ok(header) => Some(header),
-                Err(_) => {
-                    errors.push(
-                        "callers.api_keys.header",
-                        format!("`{header}` is not a valid header name"),
-                    );
-                    None
-                }
-            };
+            let header = header_name(
+                api_keys.header.as_deref(),
+                defaults::CALLER_KEY_HEADER,
+                "callers.api_keys.header",
+                errors,
+            );
             if api_keys.keys.is_empty() {
                 errors.push("callers.api_keys.keys", "at least one key is required");
             }

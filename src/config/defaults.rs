@@ -27,6 +27,9 @@ pub(super) const SHUTDOWN_GRACE_PERIOD: Duration = Duration::from_secs(8);
 
 /// `callers.api_keys.header`: the header a caller key comes in (DESIGN §6).
 pub(super) const CALLER_KEY_HEADER: &str = "x-verdict-key";
+/// `callers.google_id_token.header`: where Apigee's `GoogleIDToken` puts the token unless its
+/// `<HeaderName>` names another header.
+pub(super) const GOOGLE_ID_TOKEN_HEADER: &str = "authorization";
 /// `callers.google_id_token.issuer`: Google's ID token issuer.
 pub(super) const GOOGLE_ISSUER: &str = "https://accounts.google.com";
 /// `callers.google_id_token.jwks_uri`: Google's keys, as OpenID Connect discovery at [`GOOGLE_ISSUER`]

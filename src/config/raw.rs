@@ -64,6 +64,7 @@ pub(super) struct GoogleIdToken {
     pub emails: Vec<String>,
     pub issuer: Option<String>,
     pub jwks_uri: Option<String>,
+    pub header: Option<String>,
 }
 
 /// Top-level `api_keys`: end-user keys inline, in a separate file, or both.

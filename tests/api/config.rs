@@ -32,7 +32,7 @@ fn errors(yaml: &str) -> Vec<String> {
 fn every_error_is_reported_at_once_with_its_path() {
     let yaml = r#"
 listen: "not an address"
-callers: {}
+callers: { google_id_token: { audience: a, emails: [e@example.com], header: "bad header" } }
 issuers:
   - name: good
     issuer: https://idp.example.com
@@ -57,6 +57,7 @@ cache:
     let errors = errors(yaml);
     let expected = [
         "listen: not a socket address",
+        "callers.google_id_token.header: `bad header` is not a valid header name",
         "callers: no caller authentication is configured",
         // One issuer entry that fails to deserialize reports its first error; the others still report.
         "issuers[1].leeway: `thirty` is not a duration",
