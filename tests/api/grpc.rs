@@ -405,21 +405,10 @@ async fn a_message_that_cannot_be_decided_on_is_invalid_argument_for_the_externa
 
 /// A raw gRPC call over h2c with the caller key.
 async fn raw_call(stack: &Stack, path: &str, body: Vec<u8>) -> Reply {
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let response = client
-        .post(format!("http://{}{path}", stack.verdict_address))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .header("x-verdict-key", CALLER_KEY)
-        .body(body)
-        .send()
+    let url = format!("http://{}{path}", stack.verdict_address);
+    grpc::send(&grpc::h2c(), &url, body, &[("x-verdict-key", CALLER_KEY)])
         .await
-        .unwrap();
-    let response: http::Response<reqwest::Body> = response.into();
-    Reply::read(response.map(axum::body::Body::new)).await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]

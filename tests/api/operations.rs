@@ -13,6 +13,8 @@ use axum::extract::State;
 use axum::routing::post;
 use serde_json::{Value, json};
 
+use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
+
 use crate::helpers::grpc::{self, Reply};
 use crate::helpers::tempdir;
 use crate::helpers::{Server, verdict, wait_ready};
@@ -450,7 +452,8 @@ async fn spans_are_exported_by_otlp_as_children_of_the_callouts_traceparent() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero() {
+async fn sigterm_stops_accepting_finishes_the_decisions_in_flight_over_http1_and_grpc_and_exits_zero()
+ {
     let jwks = KeyServer::start(&[rsa_key("k1")]).await;
     let introspection = SlowIntrospection::start(Duration::from_millis(1500)).await;
     let config = write_config(&jwks, Some(&introspection), "decision_log: off\n");
@@ -459,7 +462,19 @@ async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero(
         let address = address.clone();
         async move { send_decide(&address, &decide_body("opaque-in-flight"), &[]).await }
     });
-    introspection.wait_begun(1).await;
+    let grpc_in_flight = tokio::spawn({
+        let check = grpc::check_request(
+            "GET",
+            "/orders/1",
+            &[("authorization", "Bearer opaque-grpc-in-flight")],
+        );
+        let url = format!("http://{address}{}", grpc::CHECK);
+        async move {
+            let metadata = [("x-verdict-key", CALLER_KEY)];
+            grpc::send(&grpc::h2c(), &url, grpc::framed(&check), &metadata).await
+        }
+    });
+    introspection.wait_begun(2).await;
     let pid = server.child.id().to_string();
     assert!(
         std::process::Command::new("kill")
@@ -486,6 +501,13 @@ async fn sigterm_stops_accepting_finishes_the_decision_in_flight_and_exits_zero(
     assert_eq!(response.status(), 200);
     let decision = json_of(response).await;
     assert_eq!(decision["allow"], true, "{decision}");
+    let reply = grpc_in_flight.await.unwrap().unwrap();
+    let response: CheckResponse = reply.decode();
+    assert_eq!(
+        response.status.unwrap().code,
+        0,
+        "the gRPC call in flight is answered too"
+    );
     assert_eq!(server.wait_exit().code(), Some(0));
 }
 
@@ -830,10 +852,7 @@ async fn grpc_decisions_are_logged_with_their_front_and_the_callers_trace() {
     let (mut server, address) = serve_ready(&config).await;
     let token = key.sign(&claims(&jwks.issuer(), unix_now()));
     let authorization = format!("Bearer {token}");
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = grpc::h2c();
     let calls = [
         (
             grpc::CHECK,
@@ -853,18 +872,12 @@ async fn grpc_decisions_are_logged_with_their_front_and_the_callers_trace() {
         ),
     ];
     for (path, body) in calls {
-        let response = client
-            .post(format!("http://{address}{path}"))
-            .header("content-type", "application/grpc")
-            .header("te", "trailers")
-            .header("x-verdict-key", CALLER_KEY)
-            .header("traceparent", traceparent())
-            .body(body)
-            .send()
-            .await
-            .unwrap();
-        let response: http::Response<reqwest::Body> = response.into();
-        let reply = Reply::read(response.map(axum::body::Body::new)).await;
+        let url = format!("http://{address}{path}");
+        let metadata = [
+            ("x-verdict-key", CALLER_KEY),
+            ("traceparent", &traceparent()),
+        ];
+        let reply = grpc::send(&client, &url, body, &metadata).await.unwrap();
         assert_eq!(reply.code, Some(0), "{path}: {reply:?}");
     }
     assert!(server.terminate().success());

@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use verdict::fronts::external_callout::proto::MessageContext;
 use verdict::fronts::external_callout::proto::flow_variable::Value as FlowValue;
 
-use crate::helpers::grpc::{self, Reply};
+use crate::helpers::grpc;
 
 use crate::helpers::{
     AUDIENCE, Authority, CALLER_KEY, KeyServer, identity, output, rsa_key, tempdir, verdict,
@@ -388,20 +388,9 @@ async fn a_grpc_caller_authenticates_by_its_certificate_over_h2_as_apigee_does_o
     wait_reloaded(&https.client(None), &https.address, 0).await;
     let message = grpc::framed(&grpc::message("GET", "/orders/1", &[]));
     let call = |client: reqwest::Client| {
-        let (address, message) = (https.address.clone(), message.clone());
-        async move {
-            let response = client
-                .post(format!("https://{address}{}", grpc::PROCESS_MESSAGE))
-                .header("content-type", "application/grpc")
-                .header("te", "trailers")
-                .body(message)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(response.version(), reqwest::Version::HTTP_2, "h2 by ALPN");
-            let response: http::Response<reqwest::Body> = response.into();
-            Reply::read(response.map(axum::body::Body::new)).await
-        }
+        let url = format!("https://{}{}", https.address, grpc::PROCESS_MESSAGE);
+        let message = message.clone();
+        async move { grpc::send(&client, &url, message, &[]).await.unwrap() }
     };
     // The ExternalCallout policy adds no metadata: the TargetServer's client certificate is the caller.
     let apigee = https.client(Some(https.ca.client("apigee-prod", false)));

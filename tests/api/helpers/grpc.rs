@@ -154,3 +154,37 @@ pub fn message(verb: &str, path: &str, headers: &[(&str, &str)]) -> MessageConte
 pub fn framed(message: &impl prost::Message) -> Vec<u8> {
     frame(&message.encode_to_vec())
 }
+
+/// A unary call to `url` over `client` (h2c with prior knowledge, or TLS with ALPN) with `body`
+/// (already framed) and `metadata`: what came back.
+pub async fn send(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+    metadata: &[(&str, &str)],
+) -> reqwest::Result<Reply> {
+    let mut request = client
+        .post(url)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(body);
+    for (name, value) in metadata {
+        request = request.header(*name, *value);
+    }
+    let response = request.send().await?;
+    assert_eq!(
+        response.version(),
+        reqwest::Version::HTTP_2,
+        "gRPC is HTTP/2"
+    );
+    let response: http::Response<reqwest::Body> = response.into();
+    Ok(Reply::read(response.map(Body::new)).await)
+}
+
+/// A client speaking HTTP/2 with prior knowledge, for h2c.
+pub fn h2c() -> reqwest::Client {
+    reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap()
+}
