@@ -171,6 +171,7 @@ impl Callout {
             subject = %decision.subject,
             kid = %decision.trace.kid,
             cache_hit = decision.trace.token_cache_hit,
+            memo_hit = decision.trace.memo_hit,
             verify_us = decision.trace.verify_micros,
             policy_us = decision.trace.policy_micros,
             "decision"

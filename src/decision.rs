@@ -5,6 +5,7 @@
 //! with the status, error code and `WWW-Authenticate` challenge the proxy returns to its client
 //! (DESIGN §2). Nothing on this path answers allow after an error.
 
+mod memo;
 pub mod path;
 
 use std::collections::BTreeMap;
@@ -20,6 +21,8 @@ use uuid::Uuid;
 use crate::clock::SharedClock;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
+use memo::Memo;
+
 use crate::policy::{
     ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts, Unrepresentable,
 };
@@ -107,6 +110,8 @@ pub struct DecisionTrace {
     pub credential_hash: String,
     pub kid: String,
     pub token_cache_hit: bool,
+    /// The decision came from the memo: the policy step did not run.
+    pub memo_hit: bool,
     pub verify_micros: u64,
     pub policy_micros: u64,
     /// Policies that failed to evaluate.
@@ -119,17 +124,21 @@ pub struct Engine {
     verifier: Arc<Verifier>,
     api_keys: ApiKeyStore,
     decider: Decider,
+    memo: Memo,
     clock: SharedClock,
 }
 
 impl Engine {
+    /// The engine, with a decision memo of at most `max_decisions` entries (none for 0).
     pub fn new(
         verifier: Arc<Verifier>,
         api_keys: ApiKeyStore,
         decider: Decider,
+        max_decisions: usize,
         clock: SharedClock,
     ) -> Self {
         Self {
+            memo: Memo::new(decider.policies.reads(), max_decisions),
             verifier,
             api_keys,
             decider,
@@ -191,7 +200,20 @@ impl Engine {
             }
         };
         let token = &verified.credential;
-        let mut decision = decider.decide_verified(token, input, &path, now);
+        let key = self.memo.key(&digest, input, &path);
+        let kept = key.as_ref().and_then(|key| self.memo.get(key, token));
+        let mut decision = match (kept, key) {
+            (Some(kept), _) => decider.reissue(&kept, token, now),
+            (None, key) => match decider.evaluate_verified(token, input, &path, now) {
+                Evaluated::ByPolicy(decision) => {
+                    if let Some(key) = key {
+                        self.memo.insert(key, token, &decision);
+                    }
+                    decision
+                }
+                Evaluated::Unrepresentable(decision) => decision,
+            },
+        };
         // Nor past the freshness of the keys that verified the token.
         decision.cache_ttl = decision
             .cache_ttl
@@ -205,6 +227,13 @@ impl Engine {
         decision.trace.verify_micros = verify_micros;
         decision
     }
+}
+
+/// A decision for a verified credential, by how it came about: only the policies' may be kept.
+enum Evaluated {
+    ByPolicy(Decision),
+    /// The 400 for a request Cedar cannot be asked.
+    Unrepresentable(Decision),
 }
 
 /// Decides for a verified credential: evaluates the policies and shapes the answer. Needs no issuer, so
@@ -252,11 +281,27 @@ impl Decider {
         path: &str,
         now: i64,
     ) -> Decision {
+        match self.evaluate_verified(token, input, path, now) {
+            Evaluated::ByPolicy(decision) | Evaluated::Unrepresentable(decision) => decision,
+        }
+    }
+
+    /// [`Self::decide_verified`], telling the policies' decision from the 400 for a request Cedar
+    /// cannot be asked.
+    fn evaluate_verified(
+        &self,
+        token: &Credential,
+        input: &DecisionInput,
+        path: &str,
+        now: i64,
+    ) -> Evaluated {
         let request = policy_request(token, input, path, now);
         let started = Instant::now();
         let outcome = match self.policies.evaluate(&request) {
             Ok(outcome) => outcome,
-            Err(unrepresentable) => return self.unrepresentable(&unrepresentable),
+            Err(unrepresentable) => {
+                return Evaluated::Unrepresentable(self.unrepresentable(&unrepresentable));
+            }
         };
         let policy_micros = micros_since(started);
         if !outcome.errors.is_empty() {
@@ -264,11 +309,10 @@ impl Decider {
         }
 
         let mut decision = if outcome.allow {
-            let remaining = seconds_until(token.reusable_until, now);
             let mut allow = self.deny(200, ErrorCode::None, "");
             allow.allow = true;
             allow.headers = self.upstream_headers(&token.claims);
-            allow.cache_ttl = self.decision_ttl.as_secs().min(remaining);
+            allow.cache_ttl = self.allow_ttl(token, now);
             allow
         } else {
             self.policy_deny(&outcome.reason)
@@ -284,7 +328,28 @@ impl Decider {
             policy_errors: outcome.errors,
             ..DecisionTrace::default()
         };
+        Evaluated::ByPolicy(decision)
+    }
+
+    /// A decision the memo kept for `token`, answered again at `now`: its own `decision_id`, and the
+    /// `cache_ttl` of now.
+    fn reissue(&self, kept: &Decision, token: &Credential, now: i64) -> Decision {
+        let mut decision = kept.clone();
+        decision.decision_id = Uuid::now_v7();
+        if decision.allow {
+            decision.cache_ttl = self.allow_ttl(token, now);
+        }
+        decision.trace.policy_micros = 0;
+        decision.trace.memo_hit = true;
         decision
+    }
+
+    /// The `cache_ttl` of an allow for `token` at `now`: `cache.decision_ttl`, never past the token's
+    /// own reuse limit.
+    fn allow_ttl(&self, token: &Credential, now: i64) -> u64 {
+        self.decision_ttl
+            .as_secs()
+            .min(seconds_until(token.reusable_until, now))
     }
 
     /// The deny a policy decided, as its annotations describe it.

@@ -67,6 +67,8 @@ pub struct DecisionRecord<'a> {
     pub error: &'a str,
     pub policies: &'a [String],
     pub token_cache_hit: bool,
+    /// The decision came from the decision memo.
+    pub memo_hit: bool,
     pub verify_us: u64,
     pub policy_us: u64,
     /// The W3C trace id of the callout, when it sent a `traceparent`.
@@ -101,6 +103,7 @@ impl<'a> DecisionRecord<'a> {
             error: decision.error.as_str(),
             policies: &decision.policies,
             token_cache_hit: decision.trace.token_cache_hit,
+            memo_hit: decision.trace.memo_hit,
             verify_us: decision.trace.verify_micros,
             policy_us: decision.trace.policy_micros,
             trace_id,

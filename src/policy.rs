@@ -6,6 +6,7 @@
 //! `Action::"<METHOD>"`, resource `Route::"<path>"`, and a context record.
 
 mod entities;
+mod reads;
 mod reasons;
 mod slices;
 
@@ -21,6 +22,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 pub use entities::{PreparedPrincipal, Unrepresentable};
+pub use reads::{HeaderReads, Reads};
 pub use reasons::{DenyCode, DenyReason};
 
 /// The annotation naming a policy in decisions and logs.
@@ -97,6 +99,8 @@ pub struct PolicySet {
     revision: String,
     /// Every policy's id, in file order.
     ids: Vec<String>,
+    /// The request fields the policies read.
+    reads: Reads,
 }
 
 #[derive(Debug)]
@@ -335,6 +339,7 @@ impl PolicySet {
         let slices = slices::Slices::build(reaches.iter().map(|(policy, reach)| (policy, reach)))
             .map_err(|error| vec![format!("cannot index the policies: {error}")])?;
         Ok(Self {
+            reads: Reads::of(reaches.iter().map(|(policy, _)| policy)),
             ids: reaches
                 .iter()
                 .map(|(policy, _)| policy.id().to_string())
@@ -351,6 +356,11 @@ impl PolicySet {
     /// A short hash of the loaded files.
     pub fn revision(&self) -> &str {
         &self.revision
+    }
+
+    /// The request fields the policies read, beyond the method, the path and the credential.
+    pub fn reads(&self) -> &Reads {
+        &self.reads
     }
 
     /// Every policy's id, in file order.

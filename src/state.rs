@@ -90,7 +90,13 @@ impl Generation {
         );
         let api_keys = ApiKeyStore::new(&config.api_keys)?;
         Ok(Self {
-            engine: Engine::new(verifier, api_keys, decider, Arc::clone(&clock)),
+            engine: Engine::new(
+                verifier,
+                api_keys,
+                decider,
+                config.cache.max_decisions,
+                Arc::clone(&clock),
+            ),
             callers: CallerAuth::new(
                 &config.callers,
                 config.tls.as_ref().and_then(|tls| tls.clients.clone()),

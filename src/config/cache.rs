@@ -1,4 +1,5 @@
-//! The `cache:` section: the size of the verified-token cache, and how long the proxy may reuse an allow.
+//! The `cache:` section: the size of the verified-token cache and of the decision memo, and how long
+//! the proxy may reuse an allow.
 
 use std::time::Duration;
 
@@ -11,6 +12,8 @@ use super::{defaults, raw};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CacheConfig {
     pub max_tokens: usize,
+    /// The decision memo's entries (DESIGN §10); 0 turns it off.
+    pub max_decisions: usize,
     /// The `cache_ttl` of an allow, capped by the token's `exp`; zero tells the proxy not to cache.
     pub decision_ttl: Duration,
 }
@@ -25,6 +28,8 @@ pub(super) fn validate_cache(value: Option<Value>, errors: &mut Errors) -> Optio
     }
     Some(CacheConfig {
         max_tokens: usize::try_from(max_tokens).unwrap_or(usize::MAX),
+        max_decisions: usize::try_from(raw.max_decisions.unwrap_or(defaults::CACHE_MAX_DECISIONS))
+            .unwrap_or(usize::MAX),
         decision_ttl: raw
             .decision_ttl
             .map_or(defaults::CACHE_DECISION_TTL, |ttl| ttl.0),

@@ -82,6 +82,8 @@ pub(super) const INTROSPECTION_REQUIRE_AUDIENCE: bool = false;
 
 /// `cache.max_tokens`: the verified tokens kept.
 pub(super) const CACHE_MAX_TOKENS: u64 = 100_000;
+/// `cache.max_decisions`: the decision memo's entries (each charged at least 1 KiB of its bytes bound).
+pub(super) const CACHE_MAX_DECISIONS: u64 = 100_000;
 /// `cache.decision_ttl`: how long the proxy may reuse an allow; zero, never.
 pub(super) const CACHE_DECISION_TTL: Duration = Duration::ZERO;
 

@@ -203,6 +203,7 @@ pub(super) struct Policies {
 #[serde(deny_unknown_fields)]
 pub(super) struct Cache {
     pub max_tokens: Option<u64>,
+    pub max_decisions: Option<u64>,
     pub decision_ttl: Option<HumanDuration>,
 }
 

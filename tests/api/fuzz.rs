@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::http::StatusCode;
@@ -22,10 +23,11 @@ use verdict::clock::ManualClock;
 use verdict::config::{Config, ConfigErrors, PolicyOrigin};
 use verdict::credential::TokenCache;
 use verdict::demo::signing::encode_json;
+use verdict::fronts::service_callout::{DecideRequest, DecideResponse};
 
 use crate::helpers::{
     AUDIENCE, CALLER_KEY, KeyServer, T0, TestApp, claims, config_yaml, ec_key, example_policies,
-    parse_config, rsa_key,
+    parse_config, parse_config_with, rsa_key,
 };
 
 /// A runner for `default_cases` cases, or `PROPTEST_CASES`. Nothing is written to disk; shrinking is
@@ -1012,4 +1014,190 @@ fn a_decision_is_the_same_with_and_without_the_token_cache() {
             Ok(())
         })
     }));
+}
+
+/// Policies beside the example ones that read every request field a memo key may take or leave out:
+/// one header (and not another), the host, the query, the client address and the Apigee product.
+const FIELD_POLICIES: &str = r#"
+@id("tenant-header-mismatch")
+forbid (principal, action, resource)
+when { context.headers has "x-tenant" && context.headers["x-tenant"] != principal.tenant };
+
+@id("blocked-host")
+forbid (principal, action, resource) when { resource.host == "blocked.example" };
+
+@id("no-debug-writes")
+forbid (principal, action in [Action::"POST", Action::"DELETE"], resource)
+when { context.query like "*debug=1*" };
+
+@id("internal-admin")
+permit (principal, action == Action::"GET", resource)
+when { resource.path like "/admin*" && context has client_ip
+       && context.client_ip.isInRange(ip("10.0.0.0/8")) };
+
+@id("free-plan-read-only")
+forbid (principal, action == Action::"POST", resource) when { resource.apigee.product == "free" };
+"#;
+
+/// One request of the memo property: each field from a few values, so that inputs recur.
+fn any_request() -> impl Strategy<Value = Value> {
+    let optional = |values: &'static [&'static str]| {
+        select(values.to_vec()).prop_map(|value| (!value.is_empty()).then_some(value))
+    };
+    (
+        select(vec!["GET", "POST", "DELETE"]),
+        select(vec![
+            "/orders/42",
+            "/orders",
+            "/admin/users",
+            "/orders/%7E1",
+        ]),
+        select(vec!["api.example.com", "blocked.example"]),
+        select(vec!["", "debug=1", "a=b"]),
+        optional(&["", "10.1.2.3", "192.0.2.1", "::ffff:10.9.9.9"]),
+        optional(&["", "acme", "globex"]),
+        optional(&["", "1", "2"]),
+        select(vec!["", "free", "gold"]),
+    )
+        .prop_map(|(method, path, host, query, ip, tenant, other, product)| {
+            let mut headers = Map::new();
+            if let Some(tenant) = tenant {
+                headers.insert("x-tenant".into(), json!(tenant));
+            }
+            if let Some(other) = other {
+                headers.insert("x-other".into(), json!(other));
+            }
+            json!({ "method": method, "path": path, "host": host, "query": query,
+                    "client_ip": ip.unwrap_or_default(), "headers": headers,
+                    "apigee": { "product": product } })
+        })
+}
+
+/// The request fields [`any_request`] varies.
+const REQUEST_FIELDS: [&str; 7] = [
+    "method",
+    "path",
+    "host",
+    "query",
+    "client_ip",
+    "headers",
+    "apigee",
+];
+
+#[derive(Debug, Clone)]
+enum MemoStep {
+    /// Decides the request, then the request with one field taken from the other, in turn, twice: a
+    /// field the memo keys on wrongly shows as the neighbour's decision.
+    Decide(Pooled, Value, usize, Value),
+    Advance(u64),
+    RotateKey,
+}
+
+/// DESIGN §10: the decision memo has no visible effect. Two services on one clock and one key server
+/// decide the same generated sequence of requests, with policies that read some fields and not others;
+/// one of them has no memo (`cache.max_decisions: 0`).
+#[test]
+fn a_decision_is_the_same_with_and_without_the_decision_memo() {
+    let runtime = runtime();
+    let rsa = rsa_key("fuzz-memo-rsa");
+    let rotated_out = ec_key("fuzz-memo-rotating");
+    let rotated_in = ec_key("fuzz-memo-rotating");
+    let server = runtime.block_on(KeyServer::start(&[rsa, &rotated_out]));
+    let yaml = config_yaml(&server, "    max_token_age: 1h");
+    let without_memo = yaml.replace("cache:\n", "cache:\n  max_decisions: 0\n");
+    assert_ne!(yaml, without_memo);
+    let mut policies = example_policies();
+    policies.push(verdict::policy::PolicyFile {
+        name: "fields.cedar".into(),
+        text: FIELD_POLICIES.into(),
+    });
+    let issuer = server.issuer();
+    let token = |pooled: Pooled| -> String {
+        let mut claims = claims(&issuer, T0);
+        match pooled {
+            Pooled::ExpiresSoon => claims["exp"] = json!(T0 + 40),
+            Pooled::NotYetValid => claims["nbf"] = json!(T0 + 100),
+            Pooled::WrongAudience => claims["aud"] = json!(format!("{AUDIENCE}-other")),
+            Pooled::NearlyTooOld => claims["iat"] = json!(T0 - 3_500),
+            Pooled::Valid | Pooled::RotatedOut | Pooled::RotatedIn => {}
+        }
+        match pooled {
+            Pooled::RotatedOut => rotated_out.sign(&claims),
+            Pooled::RotatedIn => rotated_in.sign(&claims),
+            _ => rsa.sign(&claims),
+        }
+    };
+    let tokens: HashMap<Pooled, String> = POOL.iter().map(|&p| (p, token(p))).collect();
+    let step = prop_oneof![
+        8 => (select(POOL.to_vec()), any_request(), 0..REQUEST_FIELDS.len(), any_request())
+            .prop_map(|(token, request, field, other)| MemoStep::Decide(token, request, field, other)),
+        2 => select(vec![1u64, 31, 41, 71, 131, 601]).prop_map(MemoStep::Advance),
+        1 => Just(MemoStep::RotateKey),
+    ];
+    let strategy = proptest::collection::vec(step, 1..32);
+    let memo_hits = AtomicUsize::new(0);
+    passed(runner(64).run(&strategy, |steps| {
+        runtime.block_on(async {
+            server.publish(&[rsa, &rotated_out], None);
+            let clock = ManualClock::starting_at(T0);
+            let app = |yaml: &str| {
+                let config = parse_config_with(yaml, policies.clone());
+                TestApp::on_clock(config, clock.clone()).with_keys_loaded()
+            };
+            let memo = app(&yaml).await;
+            let plain = app(&without_memo).await;
+            for (index, step) in steps.iter().enumerate() {
+                match step {
+                    MemoStep::Decide(pooled, request, field, other) => {
+                        let mut body = request.clone();
+                        body["authorization"] = json!(format!("Bearer {}", tokens[pooled]));
+                        let mut neighbour = body.clone();
+                        let field = REQUEST_FIELDS[*field];
+                        neighbour[field] = other[field].clone();
+                        for body in [&body, &neighbour, &body, &neighbour] {
+                            let input = || {
+                                serde_json::from_value::<DecideRequest>(body.clone())
+                                    .unwrap()
+                                    .into_input()
+                                    .unwrap()
+                            };
+                            let with_memo = memo.state.current().engine.decide(&input()).await;
+                            let without = plain.state.current().engine.decide(&input()).await;
+                            prop_assert!(!without.trace.memo_hit);
+                            memo_hits.fetch_add(
+                                usize::from(with_memo.trace.memo_hit),
+                                Ordering::Relaxed,
+                            );
+                            prop_assert_eq!(
+                                (answer(&with_memo), &with_memo.trace.policy_errors),
+                                (answer(&without), &without.trace.policy_errors),
+                                "step {} of {:?}: with the memo (left), without (right)",
+                                index,
+                                steps
+                            );
+                        }
+                    }
+                    MemoStep::Advance(seconds) => clock.advance(Duration::from_secs(*seconds)),
+                    MemoStep::RotateKey => {
+                        server.publish(&[rsa, &rotated_in], None);
+                        for app in [&memo, &plain] {
+                            for keys in app.state.current().key_sets() {
+                                keys.refresh().await.unwrap();
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        })
+    }));
+    assert!(
+        memo_hits.load(Ordering::Relaxed) > 0,
+        "the memo never answered: the property compared nothing"
+    );
+}
+
+/// A decision as the front answers it, less its id.
+fn answer(decision: &verdict::decision::Decision) -> Value {
+    comparable(serde_json::to_value(DecideResponse::from(decision)).unwrap())
 }

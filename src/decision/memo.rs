@@ -1,0 +1,192 @@
+//! The decision memo (DESIGN §10): the decision for a credential and an input seen before, so that a
+//! repeated question costs a lookup instead of the policy step.
+//!
+//! An entry is keyed by the credential's digest, the method, the normal path, and exactly the fields
+//! the running policy set reads ([`Reads`], found from the policies at load); it holds the very
+//! credential object it was decided for, and is used only for that object. The memo is consulted after
+//! the credential has been verified for this request, a cache hit re-checked as strictly as a fresh
+//! verification (time, key identity, staleness: DESIGN §3), so an entry is never used past what the
+//! credential's own checks allow; a credential verified anew (introspected again, say) is another
+//! object and misses. What depends on the request or the time is not kept: the `decision_id` is minted
+//! and `cache_ttl` computed afresh for each answer. A policy set that reads `context.time` gets no memo.
+//! Each generation has its own (a reload starts empty), bounded in entries and in bytes.
+//!
+//! A decision Cedar could not be asked for (a 400 naming the field) is not kept. Every field the key
+//! leaves out is one Cedar can represent whatever its value (strings of any text, canonical addresses),
+//! so such a 400 never depends on one.
+
+use std::sync::Arc;
+
+use quick_cache::Weighter;
+use quick_cache::sync::Cache;
+
+use super::{Decision, DecisionInput};
+use crate::credential::Credential;
+use crate::policy::{HeaderReads, Reads};
+
+/// The bytes each entry is charged at least: the memo holds at most `max_decisions` entries and
+/// `max_decisions` × this many bytes.
+const ENTRY_BYTES: u64 = 1024;
+
+/// Decisions by credential and the input fields the policies read.
+#[derive(Debug)]
+pub(super) struct Memo {
+    /// `None` when off: `cache.max_decisions` is 0, or the policies read the time.
+    entries: Option<Cache<Key, Entry, Charge>>,
+    reads: Reads,
+}
+
+/// The credential's digest and the input fields, each length-prefixed so that no two inputs share a key.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct Key(Box<[u8]>);
+
+#[derive(Debug, Clone)]
+struct Entry {
+    credential: Arc<Credential>,
+    decision: Arc<Decision>,
+    bytes: u64,
+}
+
+/// Charges an entry its estimated size, at least [`ENTRY_BYTES`].
+#[derive(Debug, Clone, Copy)]
+struct Charge;
+
+impl Weighter<Key, Entry> for Charge {
+    fn weight(&self, key: &Key, entry: &Entry) -> u64 {
+        (key.0.len() as u64 + entry.bytes).max(ENTRY_BYTES)
+    }
+}
+
+impl Memo {
+    /// A memo of at most `max_decisions` entries for a policy set that reads `reads`.
+    pub(super) fn new(reads: &Reads, max_decisions: usize) -> Self {
+        let entries = (max_decisions > 0 && !reads.time).then(|| {
+            let capacity = (max_decisions as u64).saturating_mul(ENTRY_BYTES);
+            Cache::with_weighter(max_decisions, capacity, Charge)
+        });
+        Self {
+            entries,
+            reads: reads.clone(),
+        }
+    }
+
+    /// The key of `input` (on its normal `path`) for the credential of `digest`; `None` when the memo
+    /// is off.
+    pub(super) fn key(&self, digest: &[u8; 32], input: &DecisionInput, path: &str) -> Option<Key> {
+        self.entries.as_ref()?;
+        let reads = &self.reads;
+        let mut key = KeyWriter(Vec::with_capacity(96 + path.len()));
+        key.0.extend_from_slice(digest);
+        key.field(input.method.as_bytes());
+        key.field(path.as_bytes());
+        if reads.host {
+            key.field(input.host.as_bytes());
+        }
+        if reads.apigee {
+            let apigee = &input.apigee;
+            for field in [
+                &apigee.proxy,
+                &apigee.environment,
+                &apigee.organization,
+                &apigee.product,
+                &apigee.app,
+                &apigee.developer,
+            ] {
+                key.field(field.as_bytes());
+            }
+        }
+        if reads.query {
+            key.field(input.query.as_bytes());
+        }
+        if reads.client_ip {
+            match input.client_ip {
+                Some(address) => key.field(address.to_canonical().to_string().as_bytes()),
+                None => key.absent(),
+            }
+        }
+        match &reads.headers {
+            HeaderReads::None => {}
+            HeaderReads::Named(names) => {
+                for name in names {
+                    match input.headers.get(name) {
+                        Some(value) => key.field(value.as_bytes()),
+                        None => key.absent(),
+                    }
+                }
+            }
+            HeaderReads::All => {
+                key.field(&input.headers.len().to_le_bytes());
+                for (name, value) in &input.headers {
+                    key.field(name.as_bytes());
+                    key.field(value.as_bytes());
+                }
+            }
+        }
+        Some(Key(key.0.into_boxed_slice()))
+    }
+
+    /// The decision kept under `key` for this very `credential`.
+    pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Decision>> {
+        let entry = self.entries.as_ref()?.get(key)?;
+        Arc::ptr_eq(&entry.credential, credential).then_some(entry.decision)
+    }
+
+    /// Keeps `decision` under `key` for `credential`, replacing an entry for another credential object.
+    pub(super) fn insert(&self, key: Key, credential: &Arc<Credential>, decision: &Decision) {
+        let Some(entries) = &self.entries else {
+            return;
+        };
+        let bytes = estimated_bytes(decision);
+        entries.insert(
+            key,
+            Entry {
+                credential: Arc::clone(credential),
+                decision: Arc::new(decision.clone()),
+                bytes,
+            },
+        );
+    }
+}
+
+/// What a kept decision holds on the heap, roughly.
+fn estimated_bytes(decision: &Decision) -> u64 {
+    let text = decision.error_description.len()
+        + decision.www_authenticate.len()
+        + decision.subject.len()
+        + decision.client_id.len()
+        + decision.issuer.len()
+        + decision.scope.len()
+        + decision.trace.kid.len()
+        + decision
+            .headers
+            .iter()
+            .map(|(name, value)| name.len() + value.len() + 64)
+            .sum::<usize>()
+        + decision
+            .policies
+            .iter()
+            .map(|id| id.len() + 24)
+            .sum::<usize>()
+        + decision
+            .trace
+            .policy_errors
+            .iter()
+            .map(String::len)
+            .sum::<usize>();
+    (std::mem::size_of::<Decision>() + text) as u64
+}
+
+struct KeyWriter(Vec<u8>);
+
+impl KeyWriter {
+    fn field(&mut self, bytes: &[u8]) {
+        self.0.push(1);
+        self.0
+            .extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn absent(&mut self) {
+        self.0.push(0);
+    }
+}
