@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Lints every Apigee bundle in apigee-bundles/ with apigeelint, Apigee X profile.
+# Lints every Apigee bundle in apigee-bundles/ (shared flows and proxies) with apigeelint, Apigee X profile.
 # Exits non-zero if any bundle has an error or a warning.
 # apigeelint is pinned in the repository's package.json: run `npm ci` first.
 set -euo pipefail
@@ -13,10 +13,16 @@ if [[ ! -x "$apigeelint" ]]; then
   exit 2
 fi
 
-bundles=(
-  sharedflows/verdict-authorize/sharedflowbundle
-  proxies/verdict-sample/apiproxy
+# Every bundle under apigee-bundles/: a shared flow's sharedflowbundle/ or a proxy's apiproxy/ folder,
+# found rather than listed, so a bundle added later is linted too.
+mapfile -t bundles < <(
+  cd "$here" && find . -type d \( -name sharedflowbundle -o -name apiproxy \) -prune -print \
+    | sed 's|^\./||' | LC_ALL=C sort
 )
+if (( ${#bundles[@]} == 0 )); then
+  echo "lint.sh: no bundle (sharedflowbundle/ or apiproxy/) under $here" >&2
+  exit 2
+fi
 
 failed=()
 for bundle in "${bundles[@]}"; do
