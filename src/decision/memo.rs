@@ -2,8 +2,10 @@
 //! repeated question costs a lookup instead of the policy step.
 //!
 //! An entry is keyed by the credential's digest, the method, the normal path, and exactly the fields
-//! the running policy set reads ([`Reads`], found from the policies at load); it holds the very
-//! credential object it was decided for, and is used only for that object. The memo is consulted after
+//! the running policy set reads ([`Reads`], found from the policies at load); it names the very
+//! credential object it was decided for, and is used only for that object. It names it by a `Weak`, so
+//! an entry keeps no credential alive after the token cache lets it go, and the allocation it points
+//! at cannot be reused by another while the entry lasts. The memo is consulted after
 //! the credential has been verified for this request, a cache hit re-checked as strictly as a fresh
 //! verification (time, key identity, staleness: DESIGN §3), so an entry is never used past what the
 //! credential's own checks allow; a credential verified anew (introspected again, say) is another
@@ -15,7 +17,7 @@
 //! leaves out is one Cedar can represent whatever its value (strings of any text, canonical addresses),
 //! so such a 400 never depends on one.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -42,7 +44,7 @@ pub(super) struct Key(Box<[u8]>);
 
 #[derive(Debug, Clone)]
 struct Entry {
-    credential: Arc<Credential>,
+    credential: Weak<Credential>,
     decision: Arc<Decision>,
     bytes: u64,
 }
@@ -128,7 +130,7 @@ impl Memo {
     /// The decision kept under `key` for this very `credential`.
     pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Decision>> {
         let entry = self.entries.as_ref()?.get(key)?;
-        Arc::ptr_eq(&entry.credential, credential).then_some(entry.decision)
+        std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential)).then_some(entry.decision)
     }
 
     /// Keeps `decision` under `key` for `credential`, replacing an entry for another credential object.
@@ -140,7 +142,7 @@ impl Memo {
         entries.insert(
             key,
             Entry {
-                credential: Arc::clone(credential),
+                credential: Arc::downgrade(credential),
                 decision: Arc::new(decision.clone()),
                 bytes,
             },
@@ -173,7 +175,8 @@ fn estimated_bytes(decision: &Decision) -> u64 {
             .iter()
             .map(String::len)
             .sum::<usize>();
-    (std::mem::size_of::<Decision>() + text) as u64
+    // The credential's own allocation stays while a `Weak` names it.
+    (std::mem::size_of::<Decision>() + std::mem::size_of::<Credential>() + text) as u64
 }
 
 struct KeyWriter(Vec<u8>);

@@ -200,6 +200,16 @@ async fn the_image_serves_the_cloud_run_configuration_with_the_environment_of_th
         revision["containerConcurrency"],
         config["limits"]["max_concurrent_requests"]
     );
+    // The port's name is the protocol Cloud Run speaks to the container: `h2c` is end-to-end HTTP/2
+    // (with prior knowledge), which the gRPC fronts need; the test's client speaks what Cloud Run would.
+    let cloud_run_client = match container["ports"][0]["name"].as_str() {
+        Some("h2c") => reqwest::Client::builder()
+            .http2_prior_knowledge()
+            .build()
+            .unwrap(),
+        Some("http1") => reqwest::Client::new(),
+        other => panic!("a port name Cloud Run does not know: {other:?}"),
+    };
 
     // The manifest's environment, with secrets (from Secret Manager) stood in for, and the identity
     // provider on loopback.
@@ -254,7 +264,7 @@ async fn the_image_serves_the_cloud_run_configuration_with_the_environment_of_th
         directory,
         environment,
         scheme: "http",
-        client: reqwest::Client::new(),
+        client: cloud_run_client,
         caller_headers: vec![("authorization", format!("Bearer {id_token}"))],
         token: rsa_key("k1").sign(&claims(&idp.issuer(), now)),
     })
