@@ -52,10 +52,11 @@ pub fn input(
         // A pipe, an internal listener, or no address: no client address.
         _ => None,
     };
-    let message_id = if http.id.is_empty() {
-        client.request_id
-    } else {
+    // `x-request-id`, which Envoy sets at the edge and logs; else Envoy's own stream id.
+    let message_id = if client.request_id.is_empty() {
         http.id.clone()
+    } else {
+        client.request_id
     };
     Ok(DecisionInput {
         authorization: client.authorization,
@@ -72,14 +73,19 @@ pub fn input(
 }
 
 /// The client's headers: from `headers`, where Envoy has merged repeated ones, or from `header_map`
-/// (Envoy's `encode_raw_headers`), where each copy is its own entry.
+/// (Envoy's `encode_raw_headers`), where each copy is its own entry. HTTP/2's pseudo-headers
+/// (`:authority`, `:path`, ...), which Envoy sends among them, are read from their own fields instead.
 fn headers(http: &HttpRequest) -> Result<HeaderMap, FieldError> {
     let invalid = FieldError {
         field: "attributes.request.http.headers",
         problem: "must be valid HTTP header names and values",
     };
     let mut headers = HeaderMap::new();
-    let raw = http.header_map.iter().flat_map(|map| &map.headers);
+    let raw = http
+        .header_map
+        .iter()
+        .flat_map(|map| &map.headers)
+        .filter(|header| !header.key.starts_with(':'));
     for header in raw {
         let value = if header.raw_value.is_empty() {
             header.value.as_bytes()
@@ -91,7 +97,11 @@ fn headers(http: &HttpRequest) -> Result<HeaderMap, FieldError> {
             http::HeaderValue::from_bytes(value).map_err(|_| invalid.clone())?,
         );
     }
-    for (name, value) in &http.headers {
+    for (name, value) in http
+        .headers
+        .iter()
+        .filter(|(name, _)| !name.starts_with(':'))
+    {
         headers.append(
             HeaderName::from_bytes(name.as_bytes()).map_err(|_| invalid.clone())?,
             http::HeaderValue::from_str(value).map_err(|_| invalid.clone())?,
@@ -255,6 +265,7 @@ mod tests {
             path: "/orders?page=2".into(),
             host: "api.example.com".into(),
             headers: [
+                (":method", "POST"),
                 ("authorization", "Bearer abc"),
                 ("x-api-key", "k"),
                 ("x-tenant", "acme"),
@@ -277,10 +288,17 @@ mod tests {
         assert_eq!(read.client_ip, Some("10.1.2.3".parse().unwrap()));
         assert_eq!(read.message_id, "req-1");
 
+        // Envoy sends HTTP/2's pseudo-headers among the others when no `allowed_headers` limits them.
         let encoded = HttpRequest {
+            id: "14032279302027928674".into(),
             method: "GET".into(),
             path: "/".into(),
-            header_map: raw(&[("authorization", "Bearer raw"), ("x-request-id", "r-9")]),
+            header_map: raw(&[
+                (":authority", "api.example.com"),
+                (":path", "/"),
+                ("authorization", "Bearer raw"),
+                ("x-request-id", "r-9"),
+            ]),
             ..Default::default()
         };
         let read = input(&check(encoded, ""), &settings).unwrap();

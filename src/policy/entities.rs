@@ -50,8 +50,10 @@ fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
 #[derive(Debug, Clone)]
 pub struct PreparedPrincipal {
     uid: EntityUid,
-    /// The principal first, then one entity per distinct role.
-    entities: Vec<Entity>,
+    /// The principal and one entity per distinct role, with their transitive closure computed: a
+    /// request only adds its route to a copy, whose entities are shared, not cloned.
+    entities: Entities,
+    roles: Vec<EntityUid>,
     /// What the principal entity was built from, to rebuild it with more scopes (see
     /// [`Self::with_scopes`]).
     attributes: HashMap<String, RestrictedExpression>,
@@ -89,17 +91,11 @@ impl PreparedPrincipal {
             ("claims".to_owned(), claims),
         ]);
         let scopes = principal.scopes.to_vec();
-        let entity = principal_entity(&principal_uid, &attributes, &scopes, &roles)?;
-        let mut entities = Vec::with_capacity(1 + roles.len());
-        entities.push(entity);
-        entities.extend(
-            roles
-                .into_iter()
-                .map(|role| Entity::new_no_attrs(role, HashSet::new())),
-        );
+        let entities = principal_entities(&principal_uid, &attributes, &scopes, &roles)?;
         Ok(Self {
             uid: principal_uid,
             entities,
+            roles,
             attributes,
             scopes,
         })
@@ -109,32 +105,34 @@ impl PreparedPrincipal {
     fn with_scopes<'a>(&self, extra: impl Iterator<Item = &'a str>) -> Result<Self, String> {
         let mut scopes = self.scopes.clone();
         scopes.extend(extra.map(str::to_owned));
-        let roles: Vec<EntityUid> = self.entities.iter().skip(1).map(Entity::uid).collect();
-        let mut entities = self.entities.clone();
-        if let Some(principal) = entities.first_mut() {
-            *principal = principal_entity(&self.uid, &self.attributes, &scopes, &roles)?;
-        }
         Ok(Self {
             uid: self.uid.clone(),
-            entities,
+            entities: principal_entities(&self.uid, &self.attributes, &scopes, &self.roles)?,
+            roles: self.roles.clone(),
             attributes: self.attributes.clone(),
             scopes,
         })
     }
 }
 
-fn principal_entity(
+/// The principal of `uid` with `attributes` and `scopes`, and its `roles`.
+fn principal_entities(
     uid: &EntityUid,
     attributes: &HashMap<String, RestrictedExpression>,
     scopes: &[String],
     roles: &[EntityUid],
-) -> Result<Entity, String> {
+) -> Result<Entities, String> {
     let mut attributes = attributes.clone();
     attributes.insert(
         "scopes".to_owned(),
         RestrictedExpression::new_set(scopes.iter().map(|s| string(s))),
     );
-    Entity::new(uid.clone(), attributes, roles.iter().cloned().collect())
+    let principal = Entity::new(uid.clone(), attributes, roles.iter().cloned().collect())
+        .map_err(|error| format!("cannot build the principal: {error}"))?;
+    let roles = roles
+        .iter()
+        .map(|role| Entity::new_no_attrs(role.clone(), HashSet::new()));
+    Entities::from_entities(std::iter::once(principal).chain(roles), None)
         .map_err(|error| format!("cannot build the principal: {error}"))
 }
 
@@ -261,11 +259,9 @@ fn build_for(
 
     let entities = principal
         .entities
-        .iter()
-        .cloned()
-        .chain(std::iter::once(resource_entity));
-    let entities =
-        Entities::from_entities(entities, None).map_err(|_| Unrepresentable::field("request"))?;
+        .clone()
+        .add_entities([resource_entity], None)
+        .map_err(|_| Unrepresentable::field("request"))?;
 
     let context = Context::from_pairs(context(request, extensions)?).map_err(|_| {
         context(request, extensions)
