@@ -229,6 +229,21 @@ impl Engine {
     }
 }
 
+/// A new decision id: a UUIDv7, its random bits from aws-lc's generator, which draws on the system's
+/// entropy only to seed and reseed itself (`Uuid::now_v7` makes a `getrandom` system call each time).
+fn decision_id() -> Uuid {
+    let millis = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let mut random = [0_u8; 10];
+    if aws_lc_rs::rand::fill(&mut random).is_err() {
+        return Uuid::now_v7();
+    }
+    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
 /// A decision for a verified credential, by how it came about: only the policies' may be kept.
 enum Evaluated {
     ByPolicy(Decision),
@@ -335,7 +350,7 @@ impl Decider {
     /// `cache_ttl` of now.
     fn reissue(&self, kept: &Decision, token: &Credential, now: i64) -> Decision {
         let mut decision = kept.clone();
-        decision.decision_id = Uuid::now_v7();
+        decision.decision_id = decision_id();
         if decision.allow {
             decision.cache_ttl = self.allow_ttl(token, now);
         }
@@ -396,7 +411,7 @@ impl Decider {
             _ => String::new(),
         };
         Decision {
-            decision_id: Uuid::now_v7(),
+            decision_id: decision_id(),
             allow: false,
             status,
             error,
@@ -497,4 +512,29 @@ fn seconds_until(at: i64, now: i64) -> u64 {
 
 fn micros_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decision_ids_are_distinct_version_7_uuids_in_time_order() {
+        let ids: Vec<Uuid> = (0..64).map(|_| decision_id()).collect();
+        for id in &ids {
+            assert_eq!(id.get_version_num(), 7, "{id}");
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
+        }
+        let distinct: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(distinct.len(), ids.len());
+        let millis = |id: &Uuid| {
+            id.get_timestamp()
+                .map(|at| at.to_unix())
+                .unwrap_or_default()
+        };
+        assert!(ids.windows(2).all(|pair| match pair {
+            [earlier, later] => millis(earlier) <= millis(later),
+            _ => true,
+        }));
+    }
 }

@@ -380,7 +380,7 @@ impl PolicySet {
 
     /// Decides one request; a request Cedar cannot represent is no decision, but the field at fault.
     pub fn evaluate(&self, request: &PolicyRequest<'_>) -> Result<PolicyOutcome, Unrepresentable> {
-        let (cedar_request, entities) = entities::build(request, &self.extensions)?;
+        let (cedar_request, entities) = entities::build(request, &self.reads, &self.extensions)?;
         let answer = self.slices.authorize(
             &self.authorizer,
             &cedar_request,
@@ -434,7 +434,12 @@ impl PolicySet {
             .iter()
             .filter(|permit| permit.reach.admits(request.method, segment));
         in_reach.into_iter().find(|permit| {
-            match entities::build_with_scopes(request, &self.extensions, permit.reason.scopes()) {
+            match entities::build_with_scopes(
+                request,
+                &self.reads,
+                &self.extensions,
+                permit.reason.scopes(),
+            ) {
                 Ok((cedar_request, entities)) => {
                     self.authorizer
                         .is_authorized(&cedar_request, &permit.alone, &entities)
@@ -634,8 +639,9 @@ mod tests {
                         now: 0,
                     };
                     let sliced = set.evaluate(&request).unwrap_or_else(|e| panic!("{e}"));
-                    let (cedar_request, entities) = entities::build(&request, &set.extensions)
-                        .unwrap_or_else(|e| panic!("{e}"));
+                    let (cedar_request, entities) =
+                        entities::build(&request, &set.reads, &set.extensions)
+                            .unwrap_or_else(|e| panic!("{e}"));
                     let expected =
                         Authorizer::new().is_authorized(&cedar_request, &whole, &entities);
                     let mut reasons: Vec<String> = expected

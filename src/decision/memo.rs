@@ -13,9 +13,8 @@
 //! and `cache_ttl` computed afresh for each answer. A policy set that reads `context.time` gets no memo.
 //! Each generation has its own (a reload starts empty), bounded in entries and in bytes.
 //!
-//! A decision Cedar could not be asked for (a 400 naming the field) is not kept. Every field the key
-//! leaves out is one Cedar can represent whatever its value (strings of any text, canonical addresses),
-//! so such a 400 never depends on one.
+//! A decision Cedar could not be asked for (a 400 naming the field) is not kept. A field the key leaves
+//! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one.
 
 use std::sync::{Arc, Weak};
 

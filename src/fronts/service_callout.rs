@@ -40,16 +40,30 @@ pub struct ApigeeFields {
 }
 
 /// Deserializes an optional `T` only from a JSON object: serde's derived structs also accept an array,
-/// read by position, which would bypass `deny_unknown_fields`.
-fn object<'de, D: Deserializer<'de>, T: de::DeserializeOwned>(
+/// read by position, which would bypass `deny_unknown_fields`. The object is handed to `T` as it is
+/// read, not gathered into a `Value` first.
+fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     deserializer: D,
 ) -> Result<Option<T>, D::Error> {
-    match Option::<serde_json::Map<String, serde_json::Value>>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(fields) => T::deserialize(serde_json::Value::Object(fields))
-            .map(Some)
-            .map_err(de::Error::custom),
+    struct ObjectOrNull<T>(std::marker::PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de>> de::Visitor<'de> for ObjectOrNull<T> {
+        type Value = Option<T>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a JSON object")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(map)).map(Some)
+        }
     }
+
+    deserializer.deserialize_any(ObjectOrNull(std::marker::PhantomData))
 }
 
 impl DecideRequest {

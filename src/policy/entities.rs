@@ -12,6 +12,7 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
+use super::reads::{HeaderReads, Reads};
 use super::{PolicyRequest, Principal, PrincipalKind, type_name};
 
 /// Claims nested deeper than this are left out of `principal.claims`.
@@ -220,14 +221,16 @@ fn cedar_ip_text(address: IpAddr) -> String {
 /// The Cedar request and entities of one decision.
 pub(super) fn build(
     request: &PolicyRequest<'_>,
+    reads: &Reads,
     extensions: &ExtensionValues,
 ) -> Result<(Request, Entities), Unrepresentable> {
-    build_for(request.principal, request, extensions)
+    build_for(request.principal, request, reads, extensions)
 }
 
 /// The Cedar request and entities of one decision, as if the token had also carried `scopes`.
 pub(super) fn build_with_scopes<'a>(
     request: &PolicyRequest<'_>,
+    reads: &Reads,
     extensions: &ExtensionValues,
     scopes: impl Iterator<Item = &'a str>,
 ) -> Result<(Request, Entities), Unrepresentable> {
@@ -235,23 +238,27 @@ pub(super) fn build_with_scopes<'a>(
         .principal
         .with_scopes(scopes)
         .map_err(|_| Unrepresentable::field("scope"))?;
-    build_for(&principal, request, extensions)
+    build_for(&principal, request, reads, extensions)
 }
 
+/// The request and entities, with only the attributes the policies read (`reads`): one a policy
+/// never reads cannot change a decision, and building `time` or `client_ip` costs Cedar an extension
+/// call each.
 fn build_for(
     principal: &PreparedPrincipal,
     request: &PolicyRequest<'_>,
+    reads: &Reads,
     extensions: &ExtensionValues,
 ) -> Result<(Request, Entities), Unrepresentable> {
     let resource_uid = uid(&TYPES.route, request.path);
     // Cedar takes the values by value; on the rare failure they are built again to find the culprit.
     let resource_entity = Entity::new(
         resource_uid.clone(),
-        HashMap::from(route_attributes(request)?),
+        HashMap::from_iter(route_attributes(request, reads)?),
         HashSet::new(),
     )
     .map_err(|_| {
-        route_attributes(request).map_or_else(
+        route_attributes(request, reads).map_or_else(
             |fault| fault,
             |attributes| Unrepresentable::among(&attributes),
         )
@@ -263,8 +270,8 @@ fn build_for(
         .add_entities([resource_entity], None)
         .map_err(|_| Unrepresentable::field("request"))?;
 
-    let context = Context::from_pairs(context(request, extensions)?).map_err(|_| {
-        context(request, extensions)
+    let context = Context::from_pairs(context(request, reads, extensions)?).map_err(|_| {
+        context(request, reads, extensions)
             .map_or_else(|fault| fault, |pairs| Unrepresentable::among(&pairs))
     })?;
     let action = uid(&TYPES.action, request.method);
@@ -273,61 +280,77 @@ fn build_for(
     Ok((cedar_request, entities))
 }
 
-/// The attributes of the `Route` resource.
+/// The attributes of the `Route` resource the policies read: `path` always.
 fn route_attributes(
     request: &PolicyRequest<'_>,
-) -> Result<[(String, RestrictedExpression); 4], Unrepresentable> {
-    let apigee = request.apigee;
-    let apigee_record = RestrictedExpression::new_record([
-        ("proxy".to_owned(), string(&apigee.proxy)),
-        ("environment".to_owned(), string(&apigee.environment)),
-        ("organization".to_owned(), string(&apigee.organization)),
-        ("product".to_owned(), string(&apigee.product)),
-        ("app".to_owned(), string(&apigee.app)),
-        ("developer".to_owned(), string(&apigee.developer)),
-    ])
-    .map_err(|_| Unrepresentable::field("apigee"))?;
-    Ok([
-        ("path".to_owned(), string(request.path)),
-        ("host".to_owned(), string(request.host)),
-        ("segments".to_owned(), segments(request.path)?),
-        ("apigee".to_owned(), apigee_record),
-    ])
+    reads: &Reads,
+) -> Result<Vec<(String, RestrictedExpression)>, Unrepresentable> {
+    let mut attributes = vec![("path".to_owned(), string(request.path))];
+    if reads.host {
+        attributes.push(("host".to_owned(), string(request.host)));
+    }
+    if reads.segments {
+        attributes.push(("segments".to_owned(), segments(request.path)?));
+    }
+    if reads.apigee {
+        let apigee = request.apigee;
+        let apigee_record = RestrictedExpression::new_record([
+            ("proxy".to_owned(), string(&apigee.proxy)),
+            ("environment".to_owned(), string(&apigee.environment)),
+            ("organization".to_owned(), string(&apigee.organization)),
+            ("product".to_owned(), string(&apigee.product)),
+            ("app".to_owned(), string(&apigee.app)),
+            ("developer".to_owned(), string(&apigee.developer)),
+        ])
+        .map_err(|_| Unrepresentable::field("apigee"))?;
+        attributes.push(("apigee".to_owned(), apigee_record));
+    }
+    Ok(attributes)
 }
 
+/// The context attributes the policies read.
 fn context(
     request: &PolicyRequest<'_>,
+    reads: &Reads,
     extensions: &ExtensionValues,
 ) -> Result<Vec<(String, RestrictedExpression)>, Unrepresentable> {
-    let headers = RestrictedExpression::new_record(
-        request
-            .headers
-            .iter()
-            .map(|(name, value)| (name.clone(), string(value))),
-    )
-    .map_err(|_| Unrepresentable::field("headers"))?;
-    let token = request.token;
-    let mut token_fields = vec![
-        ("kid".to_owned(), string(token.kid)),
-        ("typ".to_owned(), string(token.typ)),
-        ("exp".to_owned(), RestrictedExpression::new_long(token.exp)),
-    ];
-    if let Some(iat) = token.iat {
-        token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
+    let mut pairs = Vec::with_capacity(5);
+    if reads.headers != HeaderReads::None {
+        let headers = RestrictedExpression::new_record(
+            request
+                .headers
+                .iter()
+                .map(|(name, value)| (name.clone(), string(value))),
+        )
+        .map_err(|_| Unrepresentable::field("headers"))?;
+        pairs.push(("headers".to_owned(), headers));
     }
-    let token = RestrictedExpression::new_record(token_fields)
-        .map_err(|_| Unrepresentable::field("token"))?;
-    let time = extensions
-        .time(request.now)
-        .map_err(|_| Unrepresentable::field("time"))?;
-
-    let mut pairs = vec![
-        ("headers".to_owned(), headers),
-        ("query".to_owned(), string(request.query)),
-        ("time".to_owned(), time),
-        ("token".to_owned(), token),
-    ];
-    if let Some(address) = request.client_ip {
+    if reads.query {
+        pairs.push(("query".to_owned(), string(request.query)));
+    }
+    if reads.time {
+        let time = extensions
+            .time(request.now)
+            .map_err(|_| Unrepresentable::field("time"))?;
+        pairs.push(("time".to_owned(), time));
+    }
+    if reads.token {
+        let token = request.token;
+        let mut token_fields = vec![
+            ("kid".to_owned(), string(token.kid)),
+            ("typ".to_owned(), string(token.typ)),
+            ("exp".to_owned(), RestrictedExpression::new_long(token.exp)),
+        ];
+        if let Some(iat) = token.iat {
+            token_fields.push(("iat".to_owned(), RestrictedExpression::new_long(iat)));
+        }
+        let token = RestrictedExpression::new_record(token_fields)
+            .map_err(|_| Unrepresentable::field("token"))?;
+        pairs.push(("token".to_owned(), token));
+    }
+    if reads.client_ip
+        && let Some(address) = request.client_ip
+    {
         pairs.push(("client_ip".to_owned(), extensions.ip(address)));
     }
     Ok(pairs)

@@ -12,9 +12,14 @@ use std::collections::BTreeSet;
 use cedar_policy::Policy;
 use serde_json::Value;
 
-/// The request fields a policy set reads, beyond the method, the path and the credential.
+/// The request fields a policy set reads, beyond the method, the path and the credential. The memo
+/// keys on those; the policy step builds only the attributes a policy reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
+    /// `resource.segments` (from the path).
+    pub segments: bool,
+    /// `context.token` (from the credential).
+    pub token: bool,
     /// `resource.host`.
     pub host: bool,
     /// `resource.apigee`, any of its fields.
@@ -56,6 +61,8 @@ impl Reads {
     /// Everything: what a policy that cannot be read (no JSON form) is taken to read.
     fn everything() -> Self {
         Self {
+            segments: true,
+            token: true,
             host: true,
             apigee: true,
             query: true,
@@ -111,7 +118,8 @@ impl Reads {
                 match attribute {
                     "host" => self.host = true,
                     "apigee" => self.apigee = true,
-                    // `path` and `segments` come from the path, which every decision keys on.
+                    "segments" => self.segments = true,
+                    // `path` is always there.
                     _ => {}
                 }
                 true
@@ -122,7 +130,8 @@ impl Reads {
                     "client_ip" => self.client_ip = true,
                     "time" => self.time = true,
                     "headers" => self.headers = HeaderReads::All,
-                    // `token` comes from the credential; another name is in no request.
+                    "token" => self.token = true,
+                    // Another name is in no request.
                     _ => {}
                 }
                 true
@@ -141,6 +150,7 @@ impl Reads {
             "resource" => {
                 self.host = true;
                 self.apigee = true;
+                self.segments = true;
             }
             "context" => *self = Self::everything(),
             _ => {}
@@ -177,6 +187,16 @@ mod tests {
         let base = r#"permit (principal, action == Action::"GET", resource)
             when { resource.path like "/orders*" && principal.scopes.contains("orders:read")
                    && resource.segments["1"] == "x" && context.token.kid == "k" };"#;
+        assert_eq!(
+            reads(base),
+            Reads {
+                segments: true,
+                token: true,
+                ..Reads::default()
+            }
+        );
+        let base = r#"permit (principal, action == Action::"GET", resource)
+            when { resource.path like "/orders*" && principal.scopes.contains("orders:read") };"#;
         assert_eq!(reads(base), Reads::default());
 
         let cases = [
@@ -234,10 +254,19 @@ mod tests {
                 Reads {
                     host: true,
                     apigee: true,
+                    segments: true,
                     ..Reads::default()
                 },
             ),
             (r#"when { context == {} }"#, Reads::everything()),
+            (
+                r#"when { resource.segments["0"] == "orders" && context.token.kid == "k" }"#,
+                Reads {
+                    segments: true,
+                    token: true,
+                    ..Reads::default()
+                },
+            ),
         ];
         for (condition, expected) in cases {
             let text = format!("{base}\nforbid (principal, action, resource) {condition};");
