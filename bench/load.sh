@@ -1,32 +1,40 @@
 #!/usr/bin/env bash
 # bench/load.sh: load test of `POST /v1/decide` against the HTTP ceiling of this machine, on loopback.
 #
-# Starts the benchmark issuer (bench/issuer.rs: JWKS, real RS256 tokens, Verdict configs),
-# Verdict, and the bare axum ceiling (bench/ceiling.rs), all on 127.0.0.1; then runs the same wrk
-# load against each (a warm-up, then the measured run), with a rotating token per request
-# (bench/decide.lua). Prints requests/s and p50/p99 latency per target and Verdict's throughput as a
-# share of the ceiling's. Everything it starts is stopped on exit. See BENCHMARKS.md.
+# Starts the benchmark issuer (bench/issuer.rs: JWKS, real RS256 tokens, Verdict configs), Verdict
+# (twice: with its token cache, and with a cache of one token), and the bare axum ceiling
+# (bench/ceiling.rs), all on 127.0.0.1; then runs wrk against each target in turn, a warm-up and a
+# measured run each, in one run (bench/decide.lua builds the requests). The Verdict targets are the
+# workloads of issue 15, by what repeats:
+#   repeat   each token always asks for the same route: a (token, route) pair recurs once per pass
+#   unique   each request a random route of ROUTES: pairs rarely recur, so the policies run
+#   new      every token new to the cache (the one-token cache): a signature check per request
+#   opaque   rotating opaque tokens, answered from the introspection cache after the first of each
+# For each: requests/s, p50/p99, server CPU per request (from /proc/<pid>/stat over the measured
+# run), and requests/s as a share of the ceiling's. Every Verdict answer must be the expected allow,
+# read from Verdict's own decision counters: a run with a deny or a non-2xx answer is no measurement,
+# and the script fails. Everything it starts is stopped on exit. See BENCHMARKS.md.
 #
-# Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUNDS UNCACHED=0|1 OPAQUE=0|1,
-# CARGO_TARGET_DIR, and the ports CEILING_PORT VERDICT_PORT UNCACHED_PORT JWKS_PORT. With OPAQUE=1
-# (the default) Verdict is also loaded with rotating opaque tokens, answered from its introspection
-# cache after the first request for each (target `verdict-opaque`).
+# Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUTES ROUNDS TARGETS (a
+# space-separated subset of: ceiling repeat unique new opaque), CARGO_TARGET_DIR, and the ports
+# CEILING_PORT VERDICT_PORT UNCACHED_PORT JWKS_PORT.
 
 set -euo pipefail
 
 THREADS="${THREADS:-2}"
-CONNECTIONS="${CONNECTIONS:-64}"
+CONNECTIONS="${CONNECTIONS:-32}"
 DURATION="${DURATION:-20s}"
 WARMUP="${WARMUP:-5s}"
-TOKENS="${TOKENS:-1000}"
+TOKENS="${TOKENS:-2000}"
+ROUTES="${ROUTES:-1000}"
 ROUNDS="${ROUNDS:-1}"
-UNCACHED="${UNCACHED:-1}"
-OPAQUE="${OPAQUE:-1}"
+TARGETS="${TARGETS:-ceiling repeat unique new opaque}"
 CEILING_PORT="${CEILING_PORT:-18090}"
 VERDICT_PORT="${VERDICT_PORT:-18080}"
 UNCACHED_PORT="${UNCACHED_PORT:-18081}"
 JWKS_PORT="${JWKS_PORT:-18091}"
-GOAL=0.85
+# The goals of issue 15, as shares of the ceiling's requests/s.
+declare -A GOAL=([repeat]=0.85 [unique]=0.5 [new]=0.3)
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 TARGET_DIR="${CARGO_TARGET_DIR:-target}"
@@ -83,47 +91,41 @@ wait_for() {
     return 1
 }
 
-opaque_args=()
-if [ "$OPAQUE" = 1 ]; then
-    opaque_args=(--opaque-tokens-out "$work/opaque-tokens.txt")
-fi
-uncached_args=()
-if [ "$UNCACHED" = 1 ]; then
-    uncached_args=(--uncached-config-out "$work/verdict-uncached.yaml"
-        --uncached-listen "127.0.0.1:${UNCACHED_PORT}")
-fi
 "$fixture_bin" --jwks-listen "127.0.0.1:${JWKS_PORT}" --count "$TOKENS" \
-    --tokens-out "$work/tokens.txt" \
+    --tokens-out "$work/tokens.txt" --opaque-tokens-out "$work/opaque-tokens.txt" \
     --verdict-listen "127.0.0.1:${VERDICT_PORT}" --config-out "$work/verdict.yaml" \
-    "${uncached_args[@]}" "${opaque_args[@]}" >"$work/fixture.log" 2>&1 &
+    --uncached-config-out "$work/verdict-uncached.yaml" --uncached-listen "127.0.0.1:${UNCACHED_PORT}" \
+    >"$work/fixture.log" 2>&1 &
 pids+=($!)
 wait_for "the bench fixture's files" "$!" test -s "$work/verdict.yaml"
+wait_for "the opaque tokens" "" test -s "$work/opaque-tokens.txt"
 
-# Each target: name, URL, pid, tokens file.
-targets=()
 "$ceiling_bin" "127.0.0.1:${CEILING_PORT}" >"$work/ceiling.log" 2>&1 &
-pids+=($!)
-targets+=("ceiling http://127.0.0.1:${CEILING_PORT} $! $work/tokens.txt")
+ceiling_pid=$!
+pids+=("$ceiling_pid")
 "$verdict_bin" serve --config "$work/verdict.yaml" >"$work/verdict.log" 2>&1 &
-pids+=($!)
-targets+=("verdict http://127.0.0.1:${VERDICT_PORT} $! $work/tokens.txt")
-if [ "$OPAQUE" = 1 ]; then
-    wait_for "the opaque tokens" "" test -s "$work/opaque-tokens.txt"
-    targets+=("verdict-opaque http://127.0.0.1:${VERDICT_PORT} $! $work/opaque-tokens.txt")
-fi
-if [ "$UNCACHED" = 1 ]; then
-    "$verdict_bin" serve --config "$work/verdict-uncached.yaml" >"$work/verdict-uncached.log" 2>&1 &
-    pids+=($!)
-    targets+=("verdict-uncached http://127.0.0.1:${UNCACHED_PORT} $! $work/tokens.txt")
-fi
-for target in "${targets[@]}"; do
-    read -r name url pid _ <<<"$target"
+verdict_pid=$!
+pids+=("$verdict_pid")
+"$verdict_bin" serve --config "$work/verdict-uncached.yaml" >"$work/verdict-uncached.log" 2>&1 &
+uncached_pid=$!
+pids+=("$uncached_pid")
+
+# Each target: name, URL, pid, tokens file, workload of bench/decide.lua.
+declare -A target
+target[ceiling]="http://127.0.0.1:${CEILING_PORT} $ceiling_pid $work/tokens.txt repeat"
+target[repeat]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/tokens.txt repeat"
+target[unique]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/tokens.txt unique"
+target[new]="http://127.0.0.1:${UNCACHED_PORT} $uncached_pid $work/tokens.txt repeat"
+target[opaque]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/opaque-tokens.txt repeat"
+for name in $TARGETS; do
+    [ -n "${target[$name]:-}" ] || { echo "unknown target ${name}" >&2; exit 2; }
+    read -r url pid _ <<<"${target[$name]}"
     wait_for "${name} /readyz" "$pid" curl -fsS "${url}/readyz"
 done
 
-# One decide request with each target's first token: every target must answer 200, Verdict an allow.
-for target in "${targets[@]}"; do
-    read -r name url _ tokens <<<"$target"
+# One decide request with each target's first token: every target must answer 200 with an allow.
+for name in $TARGETS; do
+    read -r url _ tokens _ <<<"${target[$name]}"
     first_token="$(head -n 1 "$tokens")"
     sample_body="{\"authorization\":\"Bearer ${first_token}\",\"method\":\"GET\",\"path\":\"/orders/42\"}"
     answer="$(curl -fsS -H 'content-type: application/json' \
@@ -132,58 +134,84 @@ for target in "${targets[@]}"; do
         echo "${name} did not allow the sample request: ${answer}" >&2
         exit 1
     fi
-    echo "${name}: ${#answer}-byte allow body" >&2
 done
 
 cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+ticks="$(getconf CLK_TCK)"
 echo
 echo "wrk: ${THREADS} threads, ${CONNECTIONS} connections, ${WARMUP} warm-up then ${DURATION} measured," \
-    "${TOKENS} rotating RS256 tokens; $(nproc) cores (${cpu}), load generator on the same cores"
+    "${TOKENS} rotating RS256 tokens, ${ROUTES} routes; $(nproc) cores (${cpu}), load generator on the same cores"
 echo
-echo "| round | target | requests/s | p50 | p99 | max | bytes/response | errors |"
+echo "| round | target | requests/s | of the ceiling | p50 | p99 | server CPU/request | errors |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
 
 declare -A rps
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
+# The CPU time (user + system) process `pid` has used, in clock ticks.
+cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# Decisions counted by Verdict at `url`: "<allows> <others>".
+decisions() {
+    curl -fsS "$1/metrics" | awk '/^verdict_decisions_total\{/ {
+        if ($0 ~ /outcome="allow"/) allow += $NF; else other += $NF }
+        END { printf "%d %d\n", allow, other }'
+}
 load() {
-    local round="$1" name="$2" url="$3" tokens="$4" out="$work/wrk-$2-$1.txt"
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" -s bench/decide.lua "$url" \
-        -- "$tokens" >/dev/null
-    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" -s bench/decide.lua "$url" \
-        -- "$tokens" >"$out"
-    local requests bytes errors
+    local round="$1" name="$2" out="$work/wrk-$2-$1.txt"
+    local url pid tokens workload
+    read -r url pid tokens workload <<<"${target[$name]}"
+    local script=(-s bench/decide.lua "$url" -- "$tokens" "$workload" "$ROUTES")
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${script[@]}" >/dev/null
+    local counted_before=(0 0) counted_after=(0 0)
+    [ "$name" = ceiling ] || read -ra counted_before <<<"$(decisions "$url")"
+    local cpu_before
+    cpu_before="$(cpu_ticks "$pid")"
+    wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" >"$out"
+    local cpu_after
+    cpu_after="$(cpu_ticks "$pid")"
+    [ "$name" = ceiling ] || read -ra counted_after <<<"$(decisions "$url")"
+    local requests errors
     requests="$(field requests "$out")"
-    bytes="$(field bytes "$out")"
     errors=$(($(field status_errors "$out") + $(field socket_errors "$out")))
     rps["$round,$name"]="$(field rps "$out")"
-    printf '| %s | %s | %.0f | %s | %s | %s | %d | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
-        "$(ms "$(field p50_us "$out")")" "$(ms "$(field p99_us "$out")")" \
-        "$(ms "$(field max_us "$out")")" $((bytes / (requests > 0 ? requests : 1))) "$errors"
+    if [ "$name" != ceiling ]; then
+        local allows=$((counted_after[0] - counted_before[0])) others=$((counted_after[1] - counted_before[1]))
+        if [ "$others" -ne 0 ] || [ "$allows" -lt "$requests" ]; then
+            echo "${name}: ${others} answers were not allows (${allows} allows for ${requests} requests): no measurement" >&2
+            exit 1
+        fi
+    fi
+    if [ "$errors" -ne 0 ]; then
+        echo "${name}: ${errors} errors or non-2xx answers: no measurement" >&2
+        exit 1
+    fi
+    local ratio="-"
+    [ -n "${rps[$round,ceiling]:-}" ] && ratio="$(awk -v v="${rps[$round,$name]}" \
+        -v c="${rps[$round,ceiling]}" 'BEGIN { printf "%.3f", v / c }')"
+    ratios["$round,$name"]="$ratio"
+    printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
+        "$ratio" "$(ms "$(field p50_us "$out")")" "$(ms "$(field p99_us "$out")")" \
+        "$(awk -v t="$((cpu_after - cpu_before))" -v hz="$ticks" -v n="$requests" \
+            'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')" "$errors"
 }
 
+declare -A ratios
 for round in $(seq 1 "$ROUNDS"); do
-    for target in "${targets[@]}"; do
-        read -r name url _ tokens <<<"$target"
-        load "$round" "$name" "$url" "$tokens"
+    for name in $TARGETS; do
+        load "$round" "$name"
     done
 done
 
 echo
-reached=1
 for round in $(seq 1 "$ROUNDS"); do
-    ratio="$(awk -v v="${rps[$round,verdict]}" -v c="${rps[$round,ceiling]}" 'BEGIN { printf "%.3f", v / c }')"
-    if awk -v r="$ratio" -v g="$GOAL" 'BEGIN { exit !(r >= g) }'; then
-        verdict_word="reached"
-    else
-        verdict_word="NOT reached"
-        reached=0
-    fi
-    echo "round ${round}: verdict/ceiling throughput = ${ratio} (goal >= ${GOAL}: ${verdict_word})"
-    for other in verdict-opaque verdict-uncached; do
-        [ -n "${rps[$round,$other]:-}" ] || continue
-        awk -v r="$round" -v n="$other" -v v="${rps[$round,$other]}" -v c="${rps[$round,ceiling]}" \
-            'BEGIN { printf "round %s: %s/ceiling throughput = %.3f\n", r, n, v / c }'
+    for name in repeat unique new; do
+        ratio="${ratios[$round,$name]:-}"
+        [ -n "$ratio" ] && [ "$ratio" != "-" ] || continue
+        if awk -v r="$ratio" -v g="${GOAL[$name]}" 'BEGIN { exit !(r >= g) }'; then
+            word="reached"
+        else
+            word="NOT reached"
+        fi
+        echo "round ${round}: ${name}/ceiling = ${ratio} (goal >= ${GOAL[$name]}: ${word})"
     done
 done
-[ "$reached" = 1 ] && echo "warm-path goal reached in every round" || echo "warm-path goal not reached"
