@@ -11,11 +11,15 @@
 //! credential's own checks allow; a credential verified anew (introspected again, say) is another
 //! object and misses. What depends on the request or the time is not kept: the `decision_id` is minted
 //! and `cache_ttl` computed afresh for each answer. A policy set that reads `context.time` gets no memo.
-//! Each generation has its own (a reload starts empty), bounded in entries and in bytes.
+//! Each generation has its own (a reload starts empty), bounded in entries and in bytes. A key is kept
+//! only on its second sighting (a doorkeeper of recent key hashes, as TinyLFU admits), so a stream of
+//! questions that never recur costs a hash each, not an entry each that evicts the useful ones.
 //!
 //! A decision Cedar could not be asked for (a 400 naming the field) is not kept. A field the key leaves
 //! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one.
 
+use std::hash::BuildHasher as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
 use quick_cache::Weighter;
@@ -29,12 +33,18 @@ use crate::policy::{HeaderReads, Reads};
 /// `max_decisions` × this many bytes.
 const ENTRY_BYTES: u64 = 1024;
 
+/// The doorkeeper's slots: recent key hashes, one per slot.
+const DOORKEEPER_SLOTS: usize = 1 << 16;
+
 /// Decisions by credential and the input fields the policies read.
 #[derive(Debug)]
 pub(super) struct Memo {
     /// `None` when off: `cache.max_decisions` is 0, or the policies read the time.
     entries: Option<Cache<Key, Entry, Charge>>,
     reads: Reads,
+    /// The hash of the last key seen in each slot; a key is kept when its slot already holds it.
+    doorkeeper: Box<[AtomicU64]>,
+    hasher: std::collections::hash_map::RandomState,
 }
 
 /// The credential's digest and the input fields, each length-prefixed so that no two inputs share a key.
@@ -65,9 +75,16 @@ impl Memo {
             let capacity = (max_decisions as u64).saturating_mul(ENTRY_BYTES);
             Cache::with_weighter(max_decisions, capacity, Charge)
         });
+        let slots = if entries.is_some() {
+            DOORKEEPER_SLOTS
+        } else {
+            0
+        };
         Self {
             entries,
             reads: reads.clone(),
+            doorkeeper: (0..slots).map(|_| AtomicU64::new(0)).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
         }
     }
 
@@ -132,11 +149,21 @@ impl Memo {
         std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential)).then_some(entry.decision)
     }
 
-    /// Keeps `decision` under `key` for `credential`, replacing an entry for another credential object.
+    /// Keeps `decision` under `key` for `credential`, replacing an entry for another credential object,
+    /// if `key` was seen recently: the first time, only its hash is noted.
     pub(super) fn insert(&self, key: Key, credential: &Arc<Credential>, decision: &Decision) {
         let Some(entries) = &self.entries else {
             return;
         };
+        let hash = self.hasher.hash_one(&key);
+        let slot = usize::try_from(hash).unwrap_or_default() % DOORKEEPER_SLOTS;
+        let first_sighting = self
+            .doorkeeper
+            .get(slot)
+            .is_none_or(|seen| seen.swap(hash, Ordering::Relaxed) != hash);
+        if first_sighting {
+            return;
+        }
         let bytes = estimated_bytes(decision);
         entries.insert(
             key,
