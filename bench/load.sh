@@ -11,7 +11,7 @@
 #   new      every token new to the cache (the one-token cache): a signature check per request
 #   opaque   rotating opaque tokens, answered from the introspection cache after the first of each
 # For each: requests/s, p50/p99, server CPU per request (from /proc/<pid>/stat over the measured
-# run), and requests/s as a share of the ceiling's. Every Verdict answer must be the expected allow,
+# run), the server's resident memory after it, and requests/s as a share of the ceiling's. Every Verdict answer must be the expected allow,
 # read from Verdict's own decision counters: a run with a deny or a non-2xx answer is no measurement,
 # and the script fails. Everything it starts is stopped on exit. See BENCHMARKS.md.
 #
@@ -75,11 +75,12 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-# Waits, bounded, until a command succeeds; gives up early if process `pid` (when given) has exited.
+# Waits, bounded (5 min: minting 100,000 RS256 tokens takes a while), until a command succeeds; gives
+# up early if process `pid` (when given) has exited.
 wait_for() {
     local what="$1" pid="$2"
     shift 2
-    for _ in $(seq 1 300); do
+    for _ in $(seq 1 3000); do
         if "$@" >/dev/null 2>&1; then return 0; fi
         if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
             echo "${what}: the process exited" >&2
@@ -142,8 +143,8 @@ echo
 echo "wrk: ${THREADS} threads, ${CONNECTIONS} connections, ${WARMUP} warm-up then ${DURATION} measured," \
     "${TOKENS} rotating RS256 tokens, ${ROUTES} routes; $(nproc) cores (${cpu}), load generator on the same cores"
 echo
-echo "| round | target | requests/s | of the ceiling | p50 | p99 | server CPU/request | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|"
+echo "| round | target | requests/s | of the ceiling | p50 | p99 | server CPU/request | server RSS | errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
 
 declare -A rps
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2"; }
@@ -189,10 +190,12 @@ load() {
     [ -n "${rps[$round,ceiling]:-}" ] && ratio="$(awk -v v="${rps[$round,$name]}" \
         -v c="${rps[$round,ceiling]}" 'BEGIN { printf "%.3f", v / c }')"
     ratios["$round,$name"]="$ratio"
-    printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
+    local rss
+    rss="$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$pid/status")"
+    printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %s | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
         "$ratio" "$(ms "$(field p50_us "$out")")" "$(ms "$(field p99_us "$out")")" \
         "$(awk -v t="$((cpu_after - cpu_before))" -v hz="$ticks" -v n="$requests" \
-            'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')" "$errors"
+            'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')" "$rss" "$errors"
 }
 
 declare -A ratios
