@@ -18,11 +18,11 @@ use http::HeaderName;
 use serde_json::Value;
 use uuid::Uuid;
 
+use memo::Memo;
+
 use crate::clock::SharedClock;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
-use memo::Memo;
-
 use crate::policy::{
     ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts, Unrepresentable,
 };

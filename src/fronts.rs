@@ -47,7 +47,7 @@ impl Front {
 }
 
 /// The header with the decision's id, on every answer that has headers, to find its record.
-pub const DECISION_ID: HeaderName = HeaderName::from_static("x-verdict-decision-id");
+const DECISION_ID: HeaderName = HeaderName::from_static("x-verdict-decision-id");
 
 /// `Retry-After` on a 503 deny, in seconds.
 const RETRY_AFTER_SECONDS: &str = "1";
@@ -155,22 +155,24 @@ fn single_named<'h>(
     })
 }
 
-/// An allow's headers for the upstream.
+/// An answer's headers for the upstream.
 #[derive(Debug)]
 struct Upstream<'a> {
-    /// The decision's headers, those valid as HTTP headers.
+    /// An allow's headers, those valid as HTTP headers; none for a deny.
     set: HeaderMap,
-    /// The identity headers the decision leaves unset: the client's copies must still go.
+    /// The identity headers the answer leaves unset: the client's copies must still go.
     unset: Vec<&'a str>,
 }
 
-/// The upstream headers of an allow, and those of `identity_headers` it does not set.
+/// The upstream headers of `decision`, and those of `identity_headers` it does not set (on a deny,
+/// every one).
 fn upstream<'a>(
     decision: &Decision,
     identity_headers: impl Iterator<Item = &'a HeaderName>,
 ) -> Upstream<'a> {
     let mut set = HeaderMap::new();
-    for (name, value) in &decision.headers {
+    let granted = decision.headers.iter().filter(|_| decision.allow);
+    for (name, value) in granted {
         if let (Ok(name), Ok(value)) = (
             HeaderName::from_bytes(name.as_bytes()),
             HeaderValue::from_str(value),
@@ -184,6 +186,29 @@ fn upstream<'a>(
         .filter(|name| !set.contains_key(*name))
         .collect();
     Upstream { set, unset }
+}
+
+/// The headers of an answer in HTTP terms (forward auth, Envoy's ext_authz): the decision's id, then an
+/// allow's upstream headers or a deny's [`deny_headers`]; with the identity headers an allow leaves
+/// unset.
+fn answer_headers<'a>(
+    decision: &Decision,
+    identity_headers: impl Iterator<Item = &'a HeaderName>,
+) -> Upstream<'a> {
+    let mut headers = HeaderMap::new();
+    if let Ok(id) = HeaderValue::from_str(&decision.decision_id.to_string()) {
+        headers.insert(DECISION_ID, id);
+    }
+    let upstream = upstream(decision, identity_headers);
+    if decision.allow {
+        headers.extend(upstream.set);
+    } else {
+        headers.extend(deny_headers(decision));
+    }
+    Upstream {
+        set: headers,
+        unset: upstream.unset,
+    }
 }
 
 /// A deny's status; one that is not an HTTP status is a 500.

@@ -117,8 +117,9 @@ impl Memo {
             key.field(input.query.as_bytes());
         }
         if reads.client_ip {
-            match input.client_ip {
-                Some(address) => key.field(address.to_canonical().to_string().as_bytes()),
+            match input.client_ip.map(|address| address.to_canonical()) {
+                Some(std::net::IpAddr::V4(address)) => key.field(&address.octets()),
+                Some(std::net::IpAddr::V6(address)) => key.field(&address.octets()),
                 None => key.absent(),
             }
         }

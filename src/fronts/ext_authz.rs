@@ -21,7 +21,7 @@ use envoy_types::pb::google::rpc;
 use http::{HeaderMap, HeaderName, StatusCode};
 use tonic::Code;
 
-use super::{DECISION_ID, ErrorBody, FieldError};
+use super::{ErrorBody, FieldError};
 use crate::config::ForwardAuthConfig;
 use crate::decision::{Decision, DecisionInput};
 
@@ -116,16 +116,11 @@ pub fn answer<'a>(
     decision: &Decision,
     identity_headers: impl Iterator<Item = &'a HeaderName>,
 ) -> CheckResponse {
-    let mut headers = HeaderMap::new();
-    if let Ok(id) = http::HeaderValue::from_str(&decision.decision_id.to_string()) {
-        headers.insert(DECISION_ID, id);
-    }
+    let answer = super::answer_headers(decision, identity_headers);
     if decision.allow {
-        let upstream = super::upstream(decision, identity_headers);
-        headers.extend(upstream.set);
         let ok = OkHttpResponse {
-            headers: header_options(&headers),
-            headers_to_remove: upstream.unset.into_iter().map(str::to_owned).collect(),
+            headers: header_options(&answer.set),
+            headers_to_remove: answer.unset.into_iter().map(str::to_owned).collect(),
             ..Default::default()
         };
         CheckResponse {
@@ -137,10 +132,9 @@ pub fn answer<'a>(
             ..Default::default()
         }
     } else {
-        headers.extend(super::deny_headers(decision));
         denied(
             super::deny_status(decision),
-            &headers,
+            &answer.set,
             &ErrorBody::of(decision),
         )
     }

@@ -144,25 +144,20 @@ pub fn answer<'a>(
             .collect::<Vec<_>>()
     };
     let mut changes = HashMap::new();
-    let mut removed: Vec<&str> = upstream.unset;
-    if decision.allow {
-        for (name, value) in &upstream.set {
-            let Ok(value) = value.to_str() else { continue };
-            let mut names = variants(name.as_str());
-            names.push(name.as_str().to_owned());
-            for name in names {
-                changes.insert(
-                    name,
-                    Strings {
-                        strings: vec![value.to_owned()],
-                    },
-                );
-            }
+    for (name, value) in &upstream.set {
+        let Ok(value) = value.to_str() else { continue };
+        let mut names = variants(name.as_str());
+        names.push(name.as_str().to_owned());
+        for name in names {
+            changes.insert(
+                name,
+                Strings {
+                    strings: vec![value.to_owned()],
+                },
+            );
         }
-    } else {
-        removed.extend(upstream.set.keys().map(HeaderName::as_str));
     }
-    for name in removed {
+    for name in upstream.unset {
         for variant in variants(name) {
             changes.insert(variant, Strings::default());
         }

@@ -17,7 +17,7 @@
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Uri};
 
-use super::{DECISION_ID, ErrorBody, FieldError, single};
+use super::{ErrorBody, FieldError, single};
 use crate::config::ForwardAuthConfig;
 use crate::decision::{Decision, DecisionInput};
 
@@ -89,22 +89,17 @@ pub fn answer<'a>(
     decision: &Decision,
     identity_headers: impl Iterator<Item = &'a HeaderName>,
 ) -> Response<String> {
-    let mut headers = HeaderMap::new();
-    if let Ok(id) = HeaderValue::from_str(&decision.decision_id.to_string()) {
-        headers.insert(DECISION_ID, id);
-    }
+    let answer = super::answer_headers(decision, identity_headers);
+    let mut headers = answer.set;
     let (status, body) = if decision.allow {
-        let upstream = super::upstream(decision, identity_headers);
-        headers.extend(upstream.set);
         // Header names joined by commas make a valid header value.
-        if !upstream.unset.is_empty()
-            && let Ok(value) = HeaderValue::from_str(&upstream.unset.join(", "))
+        if !answer.unset.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&answer.unset.join(", "))
         {
             headers.insert(HEADERS_TO_REMOVE, value);
         }
         (StatusCode::OK, String::new())
     } else {
-        headers.extend(super::deny_headers(decision));
         (
             super::deny_status(decision),
             ErrorBody::of(decision).to_json(),
