@@ -19,10 +19,8 @@ use verdict::fronts::external_callout::proto;
 use verdict::fronts::external_callout::proto::external_callout_service_client::ExternalCalloutServiceClient;
 use verdict::fronts::external_callout::proto::flow_variable::Value as FlowVariableValue;
 
-use crate::helpers::{
-    AUDIENCE, CALLER_KEY, KeyServer, Server, T0, TestApp, claims, config_yaml, rsa_key, tempdir,
-    unix_now, wait_ready,
-};
+use crate::helpers::proxy::Stack;
+use crate::helpers::{CALLER_KEY, KeyServer, T0, TestApp, claims, config_yaml, rsa_key, unix_now};
 
 fn shared_flow() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -1076,39 +1074,6 @@ fn flow_values(answer: &proto::MessageContext) -> HashMap<String, FlowValue> {
         .collect()
 }
 
-/// `verdict serve` trusting one issuer, with the API-products example policies (which read the Apigee
-/// product, so a FlowVariable the policy does not send shows as a deny) and the identity headers
-/// `x-user-id` and `x-tenant`.
-async fn serve_api_products(issuer: &KeyServer) -> Server {
-    let directory = tempdir();
-    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies/api-products");
-    let config = format!(
-        r#"listen: 127.0.0.1:0
-callers:
-  api_keys:
-    keys: ["{CALLER_KEY}"]
-issuers:
-  - name: test
-    issuer: "{iss}"
-    audiences: ["{AUDIENCE}"]
-    jwks_uri: "{jwks}"
-    claims: {{ tenant: tenant }}
-policies: {{ path: {policies} }}
-headers:
-  x-user-id: sub
-  x-tenant: tenant
-decision_log: off
-reload: {{ watch: false }}
-"#,
-        iss = issuer.issuer(),
-        jwks = issuer.jwks_uri(),
-        policies = policies.display(),
-    );
-    let path = directory.join("verdict.yaml");
-    std::fs::write(&path, config).unwrap();
-    Server::serve(&path, Some("info"))
-}
-
 /// The kind each `verdict.*` variable the flow reads must have, from how the flow reads it: compared with
 /// `true`/`false` a bool, with an integer or used as a `<StatusCode>` an int, otherwise a string.
 fn kinds_read(
@@ -1198,11 +1163,10 @@ async fn the_external_callout_flow_and_the_service_agree_on_the_contract() {
         );
     }
 
-    let key = rsa_key("bundles-grpc");
-    let issuer = KeyServer::start(&[key]).await;
-    let verdict = serve_api_products(&issuer).await;
-    let address = verdict.address();
-    wait_ready(&address).await;
+    // The API-products example policies read the Apigee product, so a FlowVariable the policy does not
+    // send shows as a deny.
+    let stack = Stack::start_with_policies("", "examples/policies/api-products").await;
+    let address = &stack.verdict_address;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
         .connect()
@@ -1212,7 +1176,7 @@ async fn the_external_callout_flow_and_the_service_agree_on_the_contract() {
 
     let now = unix_now();
     let token = |subject: Option<&str>, client_id: Option<&str>, scope: &str| {
-        let mut claims = claims(&issuer.issuer(), now);
+        let mut claims = claims(&stack.issuer.issuer(), now);
         match subject {
             Some(subject) => claims["sub"] = json!(subject),
             None => {
@@ -1223,7 +1187,7 @@ async fn the_external_callout_flow_and_the_service_agree_on_the_contract() {
             claims["client_id"] = json!(client_id);
         }
         claims["scope"] = json!(scope);
-        format!("Bearer {}", key.sign(&claims))
+        format!("Bearer {}", stack.sign(&claims))
     };
     let alice = token(Some("alice"), None, "orders:read");
     let partner = token(None, Some("partner-acme"), "orders:read");

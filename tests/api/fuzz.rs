@@ -22,7 +22,7 @@ use serde_json::{Map, Value, json};
 use verdict::clock::ManualClock;
 use verdict::config::{Config, ConfigErrors, PolicyOrigin};
 use verdict::credential::TokenCache;
-use verdict::demo::signing::encode_json;
+use verdict::demo::signing::{SigningKey, encode_json};
 use verdict::fronts::service_callout::{DecideRequest, DecideResponse};
 
 use crate::helpers::{
@@ -917,6 +917,42 @@ fn any_step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A token of each kind of [`POOL`] for `issuer`, signed by `rsa`, or by the EC key a rotation removes
+/// or publishes.
+fn pooled_tokens(
+    issuer: &str,
+    rsa: &SigningKey,
+    rotated_out: &SigningKey,
+    rotated_in: &SigningKey,
+) -> HashMap<Pooled, String> {
+    let token = |pooled: Pooled| {
+        let mut claims = claims(issuer, T0);
+        match pooled {
+            Pooled::ExpiresSoon => claims["exp"] = json!(T0 + 40),
+            Pooled::NotYetValid => claims["nbf"] = json!(T0 + 100),
+            Pooled::WrongAudience => claims["aud"] = json!(format!("{AUDIENCE}-other")),
+            Pooled::NearlyTooOld => claims["iat"] = json!(T0 - 3_500),
+            Pooled::Valid | Pooled::RotatedOut | Pooled::RotatedIn => {}
+        }
+        match pooled {
+            Pooled::RotatedOut => rotated_out.sign(&claims),
+            Pooled::RotatedIn => rotated_in.sign(&claims),
+            _ => rsa.sign(&claims),
+        }
+    };
+    POOL.iter().map(|&pooled| (pooled, token(pooled))).collect()
+}
+
+/// The key server publishes `keys`, and both services refresh their key sets.
+async fn rotate(server: &KeyServer, keys: &[&SigningKey], apps: [&TestApp; 2]) {
+    server.publish(keys, None);
+    for app in apps {
+        for keys in app.state.current().key_sets() {
+            keys.refresh().await.unwrap();
+        }
+    }
+}
+
 /// A decision without its id, which is unique to each.
 fn comparable(mut decision: Value) -> Value {
     if let Some(fields) = decision.as_object_mut() {
@@ -936,32 +972,7 @@ fn a_decision_is_the_same_with_and_without_the_token_cache() {
     let rotated_in = ec_key("fuzz-cache-rotating");
     let server = runtime.block_on(KeyServer::start(&[rsa, &rotated_out]));
     let yaml = config_yaml(&server, "    max_token_age: 1h");
-    let issuer = server.issuer();
-    let token = |pooled: Pooled| -> String {
-        let mut claims = claims(&issuer, T0);
-        match pooled {
-            Pooled::Valid => rsa.sign(&claims),
-            Pooled::ExpiresSoon => {
-                claims["exp"] = json!(T0 + 40);
-                rsa.sign(&claims)
-            }
-            Pooled::NotYetValid => {
-                claims["nbf"] = json!(T0 + 100);
-                rsa.sign(&claims)
-            }
-            Pooled::WrongAudience => {
-                claims["aud"] = json!(format!("{AUDIENCE}-other"));
-                rsa.sign(&claims)
-            }
-            Pooled::NearlyTooOld => {
-                claims["iat"] = json!(T0 - 3_500);
-                rsa.sign(&claims)
-            }
-            Pooled::RotatedOut => rotated_out.sign(&claims),
-            Pooled::RotatedIn => rotated_in.sign(&claims),
-        }
-    };
-    let tokens: HashMap<Pooled, String> = POOL.iter().map(|&p| (p, token(p))).collect();
+    let tokens = pooled_tokens(&server.issuer(), rsa, &rotated_out, &rotated_in);
     let strategy = proptest::collection::vec(any_step(), 1..24);
     passed(runner(64).run(&strategy, |steps| {
         runtime.block_on(async {
@@ -1001,14 +1012,7 @@ fn a_decision_is_the_same_with_and_without_the_token_cache() {
                         );
                     }
                     Step::Advance(seconds) => clock.advance(Duration::from_secs(*seconds)),
-                    Step::RotateKey => {
-                        server.publish(&[rsa, &rotated_in], None);
-                        for app in [&cached, &fresh] {
-                            for keys in app.state.current().key_sets() {
-                                keys.refresh().await.unwrap();
-                            }
-                        }
-                    }
+                    Step::RotateKey => rotate(&server, &[rsa, &rotated_in], [&cached, &fresh]).await,
                 }
             }
             Ok(())
@@ -1111,23 +1115,7 @@ fn a_decision_is_the_same_with_and_without_the_decision_memo() {
         name: "fields.cedar".into(),
         text: FIELD_POLICIES.into(),
     });
-    let issuer = server.issuer();
-    let token = |pooled: Pooled| -> String {
-        let mut claims = claims(&issuer, T0);
-        match pooled {
-            Pooled::ExpiresSoon => claims["exp"] = json!(T0 + 40),
-            Pooled::NotYetValid => claims["nbf"] = json!(T0 + 100),
-            Pooled::WrongAudience => claims["aud"] = json!(format!("{AUDIENCE}-other")),
-            Pooled::NearlyTooOld => claims["iat"] = json!(T0 - 3_500),
-            Pooled::Valid | Pooled::RotatedOut | Pooled::RotatedIn => {}
-        }
-        match pooled {
-            Pooled::RotatedOut => rotated_out.sign(&claims),
-            Pooled::RotatedIn => rotated_in.sign(&claims),
-            _ => rsa.sign(&claims),
-        }
-    };
-    let tokens: HashMap<Pooled, String> = POOL.iter().map(|&p| (p, token(p))).collect();
+    let tokens = pooled_tokens(&server.issuer(), rsa, &rotated_out, &rotated_in);
     let step = prop_oneof![
         8 => (select(POOL.to_vec()), any_request(), 0..REQUEST_FIELDS.len(), any_request())
             .prop_map(|(token, request, field, other)| MemoStep::Decide(token, request, field, other)),
@@ -1179,12 +1167,7 @@ fn a_decision_is_the_same_with_and_without_the_decision_memo() {
                     }
                     MemoStep::Advance(seconds) => clock.advance(Duration::from_secs(*seconds)),
                     MemoStep::RotateKey => {
-                        server.publish(&[rsa, &rotated_in], None);
-                        for app in [&memo, &plain] {
-                            for keys in app.state.current().key_sets() {
-                                keys.refresh().await.unwrap();
-                            }
-                        }
+                        rotate(&server, &[rsa, &rotated_in], [&memo, &plain]).await
                     }
                 }
             }

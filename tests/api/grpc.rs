@@ -512,21 +512,7 @@ async fn the_same_token_and_request_get_the_same_decision_through_every_front() 
         };
         for (method, path) in requests {
             let context = format!("{method} {path} with {authorization:.20}");
-            let decision: Value = http
-                .post(format!("http://{}/v1/decide", stack.verdict_address))
-                .header("x-verdict-key", CALLER_KEY)
-                .header("content-type", "application/json")
-                .body(
-                    json!({ "authorization": authorization, "method": method, "path": path })
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-                .unwrap();
+            let decision = stack.decide(authorization, method, path).await;
             let upstream: BTreeMap<String, String> =
                 serde_json::from_value(decision["headers"].clone()).unwrap();
             let expected = essence(

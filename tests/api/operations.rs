@@ -182,17 +182,7 @@ async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the
     );
     assert!(server.terminate().success());
 
-    let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
-    for token in [&good, &expired] {
-        assert!(
-            !log.contains(token.as_str()),
-            "a token reached the decision log"
-        );
-    }
-    let records: Vec<Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (log, records) = decision_records(&config, &[&good, &expired]);
     assert_eq!(records.len(), 3, "{log}");
     let (allowed, denied, again) = (&records[0], &records[1], &records[2]);
     for (record, answer) in records.iter().zip(&answers) {
@@ -224,6 +214,22 @@ async fn the_decision_log_has_a_line_per_decision_with_its_context_and_never_the
     assert_ne!(denied["token_hash"], allowed["token_hash"]);
     assert_eq!(again["token_cache_hit"], true);
     assert_eq!(again["token_hash"], allowed["token_hash"]);
+}
+
+/// The decision log `decisions.log` beside `config`, and its records, checked to hold none of `tokens`.
+fn decision_records(config: &Path, tokens: &[&String]) -> (String, Vec<Value>) {
+    let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
+    for token in tokens {
+        assert!(
+            !log.contains(token.as_str()),
+            "a token reached the decision log"
+        );
+    }
+    let records = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    (log, records)
 }
 
 /// The `admin=` address of the "verdict listening" line.
@@ -881,15 +887,7 @@ async fn grpc_decisions_are_logged_with_their_front_and_the_callers_trace() {
         assert_eq!(reply.code, Some(0), "{path}: {reply:?}");
     }
     assert!(server.terminate().success());
-    let log = std::fs::read_to_string(config.parent().unwrap().join("decisions.log")).unwrap();
-    assert!(
-        !log.contains(token.as_str()),
-        "a token reached the decision log"
-    );
-    let records: Vec<Value> = log
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect();
+    let (log, records) = decision_records(&config, &[&token]);
     assert_eq!(records.len(), 2, "{log}");
     for (record, (front, message_id)) in records.iter().zip([
         ("ext_authz", "envoy-request-1"),

@@ -187,22 +187,28 @@ impl Stack {
     /// Starts the stack; `extra` is appended to Verdict's configuration (e.g. `tls:` and `callers.mtls`
     /// for Traefik, which then replaces the default `callers:`).
     pub async fn start(extra: &str) -> Self {
-        Self::launch(extra, true).await
+        Self::launch(extra, "examples/policies", true).await
+    }
+
+    /// [`Stack::start`] with the policies of `policies` (a directory of the repository) instead of
+    /// the example ones.
+    pub async fn start_with_policies(extra: &str, policies: &str) -> Self {
+        Self::launch(extra, policies, true).await
     }
 
     /// [`Stack::start`] with an issuer whose key set answers 500 from the start: Verdict runs but never
     /// becomes ready, and answers every token with a 503 `temporarily_unavailable` decision.
     pub async fn start_without_keys(extra: &str) -> Self {
-        Self::launch(extra, false).await
+        Self::launch(extra, "examples/policies", false).await
     }
 
-    async fn launch(extra: &str, keys_served: bool) -> Self {
+    async fn launch(extra: &str, policies: &str, keys_served: bool) -> Self {
         let issuer = KeyServer::start(&[rsa_key("proxy-rsa")]).await;
         if !keys_served {
             issuer.answer(JwksAnswer::Status(500));
         }
         let directory = tempdir();
-        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join(policies);
         let callers = if extra.contains("callers:") {
             String::new()
         } else {
@@ -260,11 +266,38 @@ reload: {{ watch: false }}
             .unwrap()
     }
 
+    /// Verdict's decision on `method` `path` with `authorization`, asked at `/v1/decide` with the caller
+    /// key (over HTTPS when Verdict serves it; the certificate is not what this checks).
+    pub async fn decide(&self, authorization: &str, method: &str, path: &str) -> Value {
+        let client = reqwest::Client::builder()
+            .tls_danger_accept_invalid_certs(true)
+            .build()
+            .unwrap();
+        let scheme = if self.verdict_https { "https" } else { "http" };
+        let response = client
+            .post(format!("{scheme}://{}/v1/decide", self.verdict_address))
+            .header("x-verdict-key", CALLER_KEY)
+            .header("content-type", "application/json")
+            .body(
+                json!({ "authorization": authorization, "method": method, "path": path })
+                    .to_string(),
+            )
+            .send()
+            .await
+            .unwrap();
+        serde_json::from_slice(&response.bytes().await.unwrap()).unwrap()
+    }
+
     /// A valid token for alice of tenant acme, with `scope`.
     pub fn token(&self, scope: &str) -> String {
         let mut claims = claims(&self.issuer.issuer(), unix_now());
         claims["scope"] = json!(scope);
-        rsa_key("proxy-rsa").sign(&claims)
+        self.sign(&claims)
+    }
+
+    /// `claims` signed by the issuer's key.
+    pub fn sign(&self, claims: &Value) -> String {
+        rsa_key("proxy-rsa").sign(claims)
     }
 }
 
@@ -527,15 +560,9 @@ pub async fn contract(stack: &Stack, client: &reqwest::Client, base: &str) {
 }
 
 /// The same token and request get the same decision through the proxy at `base` as through Verdict's
-/// `/v1/decide`, asked with the caller key (over HTTPS when Verdict serves it; the certificate is not
-/// what this checks).
+/// `/v1/decide` ([`Stack::decide`]).
 pub async fn same_decisions_as_decide(stack: &Stack, base: &str) {
     let client = reqwest::Client::new();
-    let decide_client = reqwest::Client::builder()
-        .tls_danger_accept_invalid_certs(true)
-        .build()
-        .unwrap();
-    let scheme = if stack.verdict_https { "https" } else { "http" };
     let full = format!("Bearer {}", stack.token("orders:read orders:write"));
     let read_only = format!("Bearer {}", stack.token("orders:read"));
     let requests = [
@@ -547,21 +574,7 @@ pub async fn same_decisions_as_decide(stack: &Stack, base: &str) {
     ];
     for authorization in [full.as_str(), read_only.as_str(), "Bearer not.a.token", ""] {
         for (method, path) in requests {
-            let decision: Value = decide_client
-                .post(format!("{scheme}://{}/v1/decide", stack.verdict_address))
-                .header("x-verdict-key", CALLER_KEY)
-                .header("content-type", "application/json")
-                .body(
-                    json!({ "authorization": authorization, "method": method, "path": path })
-                        .to_string(),
-                )
-                .send()
-                .await
-                .unwrap()
-                .bytes()
-                .await
-                .map(|bytes| serde_json::from_slice(&bytes).unwrap())
-                .unwrap();
+            let decision = stack.decide(authorization, method, path).await;
             let headers: Vec<(&str, &str)> = if authorization.is_empty() {
                 Vec::new()
             } else {
