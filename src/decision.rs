@@ -360,8 +360,12 @@ impl Decider {
     }
 
     /// The `cache_ttl` of an allow for `token` at `now`: `cache.decision_ttl`, never past the token's
-    /// own reuse limit.
+    /// own reuse limit, and zero when the policies read more than a proxy keys a reused decision by
+    /// (the credential, the method and the path): another request on the same route could be denied.
     fn allow_ttl(&self, token: &Credential, now: i64) -> u64 {
+        if self.policies.reads().beyond_route() {
+            return 0;
+        }
         self.decision_ttl
             .as_secs()
             .min(seconds_until(token.reusable_until, now))

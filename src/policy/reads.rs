@@ -72,6 +72,17 @@ impl Reads {
         }
     }
 
+    /// Whether a decision can depend on more than the credential, the method and the path: what a
+    /// proxy keys a reused decision by (DESIGN §2, `cache_ttl`), so with such reads it may reuse none.
+    pub fn beyond_route(&self) -> bool {
+        self.host
+            || self.apigee
+            || self.query
+            || self.client_ip
+            || self.time
+            || self.headers != HeaderReads::None
+    }
+
     /// What `policies` read, together.
     pub(super) fn of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Self {
         let mut reads = Self::default();
@@ -271,6 +282,26 @@ mod tests {
         for (condition, expected) in cases {
             let text = format!("{base}\nforbid (principal, action, resource) {condition};");
             assert_eq!(reads(&text), expected, "{condition}");
+        }
+    }
+
+    #[test]
+    fn only_the_credential_the_method_and_the_path_stay_within_the_route() {
+        let cases = [
+            (r#"resource.path like "/orders*""#, false),
+            (r#"resource.segments["0"] == "orders""#, false),
+            (r#"context.token.kid == "k" && principal.claims.tenant == "acme""#, false),
+            (r#"resource.host == "a""#, true),
+            (r#"resource.apigee.app == "a""#, true),
+            (r#"context.query == """#, true),
+            (r#"context has client_ip"#, true),
+            (r#"context.time.hour < 18"#, true),
+            (r#"context.headers has "x-tenant""#, true),
+            (r#"resource == Route::"/a""#, true),
+        ];
+        for (condition, beyond) in cases {
+            let text = format!("permit (principal, action, resource) when {{ {condition} }};");
+            assert_eq!(reads(&text).beyond_route(), beyond, "{condition}");
         }
     }
 }

@@ -313,3 +313,40 @@ async fn annotations_decide_what_a_deny_reports() {
         );
     }
 }
+
+/// A proxy reuses an allow for the same credential, method and path (`cache_ttl`), so a policy set
+/// that reads anything else of the request gets a `cache_ttl` of 0: the next request on the route
+/// may differ where the policy looks.
+#[tokio::test]
+async fn an_allow_is_reusable_only_when_the_policies_read_no_more_than_the_route() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let token = key.sign(&claims(&server.issuer(), T0));
+    let request = json!({
+        "authorization": format!("Bearer {token}"),
+        "method": "GET",
+        "path": "/orders/42",
+        "host": "api.example.com",
+        "query": "a=1",
+        "client_ip": "10.1.2.3",
+        "headers": { "x-tenant": "acme" },
+        "apigee": { "product": "gold" },
+    });
+    let cases = [
+        (r#"resource.segments["0"] == "orders" && context.token.kid == "k1""#, 60),
+        (r#"principal.claims.tenant == "acme""#, 60),
+        (r#"resource.host == "api.example.com""#, 0),
+        (r#"context.query == "a=1""#, 0),
+        (r#"context.client_ip.isInRange(ip("10.0.0.0/8"))"#, 0),
+        (r#"context.headers["x-tenant"] == "acme""#, 0),
+        (r#"resource.apigee.product == "gold""#, 0),
+        (r#"context.time.unix > 0"#, 0),
+    ];
+    for (condition, ttl) in cases {
+        let policies = format!("permit (principal, action, resource) when {{ {condition} }};");
+        let app = TestApp::start_with_policies(&config_yaml(&server, ""), &policies).await;
+        let decision = app.decide(request.clone()).await;
+        assert_eq!(decision["allow"], json!(true), "{condition}: {decision}");
+        assert_eq!(decision["cache_ttl"], json!(ttl), "{condition}: {decision}");
+    }
+}
