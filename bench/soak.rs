@@ -68,10 +68,10 @@ struct Arguments {
     /// A callout sent later than this after its slot in the schedule counts as behind schedule.
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     late_after: Duration,
-    /// How long each JWKS state lasts; the states cycle 503, up, hanging, up.
+    /// How long each JWKS state lasts; the states cycle 503, up, hanging, up. `0s`: the JWKS stays up.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     flap_every: Duration,
-    /// How often a policy file is rewritten and Verdict sent SIGHUP.
+    /// How often a policy file is rewritten and Verdict sent SIGHUP. `0s`: never.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     reload_every: Duration,
     /// How often Verdict's resident memory is sampled.
@@ -97,6 +97,12 @@ struct Arguments {
     /// Distinct valid tokens.
     #[arg(long, default_value_t = 1_000)]
     tokens: usize,
+    /// `repeat`: callout `n` asks for route `n mod 1000` with token `n mod tokens`, so a pair recurs
+    /// (with 1,000 tokens, each token always asks the same route); `unique`: route `(n / tokens) mod
+    /// 1000`, so a pair recurs only every `tokens` × 1,000 callouts and nearly every decision runs the
+    /// policies (issue 15's unique workload).
+    #[arg(long, value_enum, default_value_t = Workload::Repeat)]
+    workload: Workload,
     /// Distinct tokens of each denied kind.
     #[arg(long, default_value_t = 250)]
     denied_tokens: usize,
@@ -207,6 +213,8 @@ async fn run(arguments: Arguments) -> anyhow::Result<ExitCode> {
         jwks: Arc::clone(&jwks),
         url: format!("{base}/v1/decide"),
         live: Live::default(),
+        workload: arguments.workload,
+        tokens_per_kind: u64::try_from(arguments.tokens).unwrap_or(u64::MAX),
     });
     let mut workers = Vec::new();
     for _ in 0..arguments.connections.max(1) {
@@ -506,8 +514,12 @@ async fn flap(State(switch): State<Arc<JwksSwitch>>, request: Request, next: Nex
     }
 }
 
-/// Cycles the JWKS through 503, up, hanging, up, each for `every`, until aborted.
+/// Cycles the JWKS through 503, up, hanging, up, each for `every`, until aborted; with an `every` of
+/// zero, leaves it up.
 async fn flap_jwks(switch: Arc<JwksSwitch>, every: Duration) {
+    if every.is_zero() {
+        return;
+    }
     let cycle = [
         JwksState::Unavailable,
         JwksState::Up,
@@ -552,6 +564,19 @@ struct Shared {
     jwks: Arc<JwksSwitch>,
     url: String,
     live: Live,
+    workload: Workload,
+    /// Distinct valid tokens.
+    tokens_per_kind: u64,
+}
+
+impl Shared {
+    /// The route number of callout `number`.
+    fn route(&self, number: u64) -> u64 {
+        match self.workload {
+            Workload::Repeat => number % 1_000,
+            Workload::Unique => number / self.tokens_per_kind.max(1) % 1_000,
+        }
+    }
 }
 
 /// Running totals for the progress lines.
@@ -599,6 +624,13 @@ impl Outcome {
     }
 }
 
+/// Which route each callout asks for ([`Arguments::workload`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Workload {
+    Repeat,
+    Unique,
+}
+
 /// The fields of a decision the soak checks.
 #[derive(Debug, Deserialize)]
 struct DecisionBody {
@@ -622,7 +654,7 @@ async fn send_callouts(shared: Arc<Shared>, client: reqwest::Client) -> Vec<Samp
         let body = json!({
             "authorization": format!("Bearer {}", shared.tokens.pick(kind, number)),
             "method": "GET",
-            "path": format!("/orders/{}", number % 1_000),
+            "path": format!("/orders/{}", shared.route(number)),
             "host": "api.example.com",
             "client_ip": "203.0.113.7",
             "apigee": { "proxy": "orders-v1", "environment": "prod", "organization": "example" },
@@ -857,7 +889,7 @@ struct ReloadLog {
 }
 
 /// Every `every`, rewrites the reload policy and sends SIGHUP, then waits for `/readyz` to show a new
-/// policy revision. Runs until aborted.
+/// policy revision. Runs until aborted; with an `every` of zero, never reloads.
 async fn reload_policies(
     control: reqwest::Client,
     base: String,
@@ -867,6 +899,9 @@ async fn reload_policies(
     mut revision: String,
     log: Arc<ReloadLog>,
 ) {
+    if every.is_zero() {
+        return;
+    }
     let mut generation = 0;
     loop {
         tokio::time::sleep(every).await;
@@ -1071,9 +1106,11 @@ impl Report<'_> {
 
         writeln!(
             out,
-            "\nsoak: {} callouts/s, {} connections, {} s warm-up + {} s measured, timeout {:?}; \
-             jwks flaps every {} s (503, up, hanging, up), SIGHUP reload every {} s",
+            "\nsoak: {} callouts/s ({:?} workload), {} connections, {} s warm-up + {} s measured, \
+             timeout {:?}; jwks flaps every {} s (503, up, hanging, up), SIGHUP reload every {} s \
+             (0: never)",
             args.rate,
+            args.workload,
             args.connections,
             args.warmup.as_secs(),
             args.duration.as_secs(),

@@ -8,6 +8,7 @@
 # exits non-zero on a wrong decision or memory growth past the tolerance. See BENCHMARKS.md.
 #
 # Knobs (environment): RATE (callouts/s) DURATION WARMUP CONNECTIONS TIMEOUT FLAP_EVERY RELOAD_EVERY
+# (0s: off) WORKLOAD (repeat or unique: see bench/soak.rs)
 # SAMPLE_EVERY RSS_TOLERANCE_MIB JWKS_REFRESH, UNKNOWN_KID_COOLDOWN and JWKS_TIMEOUT (Verdict's defaults
 # when unset), DECISION_LOG (off, stdout or a path; the key is left out of the configuration when
 # unset, for binaries that do not know it), WORK_DIR, and CARGO_TARGET_DIR. Durations are written
@@ -24,6 +25,7 @@ FLAP_EVERY="${FLAP_EVERY:-10s}"
 RELOAD_EVERY="${RELOAD_EVERY:-15s}"
 SAMPLE_EVERY="${SAMPLE_EVERY:-10s}"
 RSS_TOLERANCE_MIB="${RSS_TOLERANCE_MIB:-8}"
+WORKLOAD="${WORKLOAD:-repeat}"
 JWKS_REFRESH="${JWKS_REFRESH:-5s}"
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -43,5 +45,5 @@ exec "${TARGET_DIR}/release/examples/soak" \
     --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP" \
     --connections "$CONNECTIONS" --timeout "$TIMEOUT" \
     --flap-every "$FLAP_EVERY" --reload-every "$RELOAD_EVERY" --sample-every "$SAMPLE_EVERY" \
-    --rss-tolerance-mib "$RSS_TOLERANCE_MIB" --jwks-refresh "$JWKS_REFRESH" \
+    --rss-tolerance-mib "$RSS_TOLERANCE_MIB" --jwks-refresh "$JWKS_REFRESH" --workload "$WORKLOAD" \
     "${optional[@]}"

@@ -233,7 +233,16 @@ fn bench_policy(
         .map_err(|error| anyhow::anyhow!("the warm token does not verify: {error}"))?;
     let now = i64::try_from(unix_now()?).unwrap_or(i64::MAX);
     // The same mapping from token and input to a policy request that `Engine::decide` uses.
-    let request = verdict::decision::policy_request(&verified.credential, input, &input.path, now);
+    let prepared = engine
+        .prepare(&verified.credential)
+        .map_err(|error| anyhow::anyhow!("the warm token cannot be prepared: {error}"))?;
+    let request = verdict::decision::policy_request(
+        &prepared.principal,
+        &verified.credential,
+        input,
+        &input.path,
+        now,
+    );
     let wrong = Cell::new(0_u64);
     criterion.bench_function("policy/evaluate", |bencher| {
         bencher.iter(|| {

@@ -17,7 +17,7 @@ use serde_json::json;
 use verdict::config::ClaimNames;
 use verdict::credential::{Credential, Provenance, TimeRules};
 use verdict::decision::{DecisionInput, policy_request};
-use verdict::policy::{DenyCode, PolicyFile, PolicySet};
+use verdict::policy::{DenyCode, PolicyFile, PolicySet, PreparedPrincipal};
 
 /// The policy-set sizes measured.
 const SIZES: [usize; 3] = [10, 100, 1_000];
@@ -39,7 +39,8 @@ fn main() -> anyhow::Result<()> {
             bail!("built {} policies, meant {size}", policies.len());
         }
         // The same mapping from token and input to a policy request that `Engine::decide` uses.
-        let allowed = policy_request(&reader, &input, &input.path, NOW);
+        let reader_principal = prepare(&reader, &policies)?;
+        let allowed = policy_request(&reader_principal, &reader, &input, &input.path, NOW);
         group.bench_with_input(
             BenchmarkId::new("allow", size),
             &allowed,
@@ -51,7 +52,8 @@ fn main() -> anyhow::Result<()> {
                 });
             },
         );
-        let lacking = policy_request(&no_scope, &input, &input.path, NOW);
+        let no_scope_principal = prepare(&no_scope, &policies)?;
+        let lacking = policy_request(&no_scope_principal, &no_scope, &input, &input.path, NOW);
         group.bench_with_input(
             BenchmarkId::new("deny_insufficient_scope", size),
             &lacking,
@@ -127,6 +129,12 @@ fn token(scopes: &[&str]) -> anyhow::Result<Credential> {
     verified(claims)
 }
 
+/// The principal of `token` with the claims `policies` read, as `Decider::prepare` builds it.
+fn prepare(token: &Credential, policies: &PolicySet) -> anyhow::Result<PreparedPrincipal> {
+    PreparedPrincipal::new(&token.principal(&token.claims()), &policies.reads().claims)
+        .map_err(|error| anyhow::anyhow!("preparing the principal: {error}"))
+}
+
 fn verified(claims: serde_json::Value) -> anyhow::Result<Credential> {
     let serde_json::Value::Object(claims) = claims else {
         bail!("claims must be an object");
@@ -143,7 +151,7 @@ fn verified(claims: serde_json::Value) -> anyhow::Result<Credential> {
             rules: TimeRules::new(std::time::Duration::ZERO, None),
         },
     )
-    .context("building the principal")
+    .context("reading the principal")
 }
 
 /// `GET /svc0/items/42` from 203.0.113.7, as the proxy describes it.

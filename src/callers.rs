@@ -173,12 +173,9 @@ impl GoogleCheck {
                 return None;
             }
         };
-        let email_verified =
-            verified.claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
-        let email = verified
-            .claims
-            .get("email")
-            .and_then(serde_json::Value::as_str);
+        let claims = verified.claims();
+        let email_verified = claims.get("email_verified") == Some(&serde_json::Value::Bool(true));
+        let email = claims.get("email").and_then(serde_json::Value::as_str);
         match email {
             Some(email)
                 if email_verified && self.config.emails.iter().any(|allowed| allowed == email) =>

@@ -24,7 +24,7 @@ pub use introspect::Introspector;
 pub use verifier::{CachedToken, Verifier};
 
 use crate::config::ClaimNames;
-use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
+use crate::policy::{Principal, PrincipalKind};
 
 /// The bearer token of an `Authorization` header value, if it carries one.
 ///
@@ -126,9 +126,9 @@ pub struct Credential {
     /// The first second at which a decision for this credential may no longer be reused (`exp`, or
     /// the end of the issuer's maximum token age).
     pub reusable_until: i64,
-    pub claims: Map<String, Value>,
-    /// The token as Cedar entities, built once here rather than on every decision.
-    pub principal: PreparedPrincipal,
+    /// The claims as compact JSON text, a fraction of the memory of a parsed map: a cached credential
+    /// is read again ([`Self::claims`]) only to prepare its principal for the policies.
+    claims_json: Box<str>,
 }
 
 /// The result of verifying one token.
@@ -166,12 +166,28 @@ pub struct Provenance<'a> {
 }
 
 impl Credential {
+    /// The claims, parsed again from their text.
+    pub fn claims(&self) -> Map<String, Value> {
+        serde_json::from_str(&self.claims_json).unwrap_or_default()
+    }
+
+    /// The principal these `claims` (from [`Self::claims`]) name.
+    pub fn principal<'a>(&'a self, claims: &'a Map<String, Value>) -> Principal<'a> {
+        Principal {
+            kind: self.principal_kind,
+            id: &self.principal_id,
+            issuer: &self.issuer,
+            subject: &self.subject,
+            client_id: &self.client_id,
+            tenant: &self.tenant,
+            scopes: &self.scopes,
+            roles: &self.roles,
+            claims,
+        }
+    }
+
     /// The credential an API key stands for, valid until `exp`.
-    pub fn for_api_key(
-        key: &crate::config::ApiKeyConfig,
-        exp: i64,
-        principal: PreparedPrincipal,
-    ) -> Self {
+    pub fn for_api_key(key: &crate::config::ApiKeyConfig, exp: i64) -> Self {
         Self {
             issuer_index: usize::MAX,
             issuer: String::new(),
@@ -191,14 +207,13 @@ impl Credential {
                 iat: None,
             },
             reusable_until: exp,
-            claims: Map::new(),
-            principal,
+            claims_json: "{}".into(),
         }
     }
 
     /// The principal that checked claims name, read with the issuer's claim names: the subject or
-    /// client, scopes, roles and tenant, and the Cedar entities for them. The caller has checked the
-    /// signature and the time and audience claims; `exp` must be present.
+    /// client, scopes, roles and tenant. The caller has checked the signature and the time and audience
+    /// claims; `exp` must be present.
     pub fn from_claims(
         claims: Map<String, Value>,
         claim_names: &ClaimNames,
@@ -232,18 +247,6 @@ impl Credential {
             None => String::new(),
         };
 
-        let principal = PreparedPrincipal::new(&Principal {
-            kind: principal_kind,
-            id: &principal_id,
-            issuer: provenance.issuer,
-            subject: &subject,
-            client_id: &client_id,
-            tenant: &tenant,
-            scopes: &scopes,
-            roles: &roles,
-            claims: &claims,
-        })
-        .map_err(|_| CredentialError::InvalidPayload)?;
         Ok(Self {
             issuer_index: provenance.issuer_index,
             issuer: provenance.issuer.to_owned(),
@@ -259,8 +262,7 @@ impl Credential {
             typ: provenance.typ.to_owned(),
             reusable_until: provenance.rules.reusable_until(&lifetime),
             lifetime,
-            claims,
-            principal,
+            claims_json: Value::Object(claims).to_string().into(),
         })
     }
 }

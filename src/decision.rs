@@ -7,6 +7,7 @@
 
 mod memo;
 pub mod path;
+mod prepared;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,12 +20,14 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use memo::Memo;
+use prepared::PreparedCache;
 
 use crate::clock::SharedClock;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
 use crate::policy::{
-    ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, TokenFacts, Unrepresentable,
+    ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, PreparedPrincipal, TokenFacts,
+    Unrepresentable,
 };
 
 /// The `error` of a decision (DESIGN §2).
@@ -125,6 +128,7 @@ pub struct Engine {
     api_keys: ApiKeyStore,
     decider: Decider,
     memo: Memo,
+    prepared: PreparedCache,
     clock: SharedClock,
 }
 
@@ -139,6 +143,7 @@ impl Engine {
     ) -> Self {
         Self {
             memo: Memo::new(decider.policies.reads(), max_decisions),
+            prepared: PreparedCache::new(),
             verifier,
             api_keys,
             decider,
@@ -152,6 +157,11 @@ impl Engine {
 
     pub fn policies(&self) -> &PolicySet {
         &self.decider.policies
+    }
+
+    /// What the policy step needs of `token` ([`Decider::prepare`]).
+    pub fn prepare(&self, token: &Credential) -> Result<Prepared, CredentialError> {
+        self.decider.prepare(token)
     }
 
     /// The upstream headers an allow may set (`headers:`), in file order; a decision sets those whose
@@ -204,14 +214,19 @@ impl Engine {
         let kept = key.as_ref().and_then(|key| self.memo.get(key, token));
         let mut decision = match (kept, key) {
             (Some(kept), _) => decider.reissue(&kept, token, now),
-            (None, key) => match decider.evaluate_verified(token, input, &path, now) {
-                Evaluated::ByPolicy(decision) => {
-                    if let Some(key) = key {
-                        self.memo.insert(key, token, &decision);
+            (None, key) => match self.prepared.get(&digest, token, || decider.prepare(token)) {
+                Err(error) => decider.token_error(error),
+                Ok(prepared) => {
+                    match decider.evaluate_verified(token, &prepared, input, &path, now) {
+                        Evaluated::ByPolicy(decision) => {
+                            if let Some(key) = key {
+                                self.memo.insert(key, token, &decision);
+                            }
+                            decision
+                        }
+                        Evaluated::Unrepresentable(decision) => decision,
                     }
-                    decision
                 }
-                Evaluated::Unrepresentable(decision) => decision,
             },
         };
         // Nor past the freshness of the keys that verified the token.
@@ -242,6 +257,14 @@ fn decision_id() -> Uuid {
         return Uuid::now_v7();
     }
     uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+/// What the policy step needs of one credential under one generation's policies and header mapping:
+/// its principal with the claims the policies read, and the upstream headers of an allow.
+#[derive(Debug)]
+pub struct Prepared {
+    pub principal: PreparedPrincipal,
+    headers: BTreeMap<String, String>,
 }
 
 /// A decision for a verified credential, by how it came about: only the policies' may be kept.
@@ -296,9 +319,26 @@ impl Decider {
         path: &str,
         now: i64,
     ) -> Decision {
-        match self.evaluate_verified(token, input, path, now) {
+        let prepared = match self.prepare(token) {
+            Ok(prepared) => prepared,
+            Err(error) => return self.token_error(error),
+        };
+        match self.evaluate_verified(token, &prepared, input, path, now) {
             Evaluated::ByPolicy(decision) | Evaluated::Unrepresentable(decision) => decision,
         }
+    }
+
+    /// What the policy step needs of `token`: its claims are parsed again for it. A token whose claims
+    /// Cedar cannot hold is refused as a malformed one is.
+    pub fn prepare(&self, token: &Credential) -> Result<Prepared, CredentialError> {
+        let claims = token.claims();
+        let principal =
+            PreparedPrincipal::new(&token.principal(&claims), &self.policies.reads().claims)
+                .map_err(|_| CredentialError::InvalidPayload)?;
+        Ok(Prepared {
+            principal,
+            headers: self.upstream_headers(&claims),
+        })
     }
 
     /// [`Self::decide_verified`], telling the policies' decision from the 400 for a request Cedar
@@ -306,11 +346,12 @@ impl Decider {
     fn evaluate_verified(
         &self,
         token: &Credential,
+        prepared: &Prepared,
         input: &DecisionInput,
         path: &str,
         now: i64,
     ) -> Evaluated {
-        let request = policy_request(token, input, path, now);
+        let request = policy_request(&prepared.principal, token, input, path, now);
         let started = Instant::now();
         let outcome = match self.policies.evaluate(&request) {
             Ok(outcome) => outcome,
@@ -326,7 +367,7 @@ impl Decider {
         let mut decision = if outcome.allow {
             let mut allow = self.deny(200, ErrorCode::None, "");
             allow.allow = true;
-            allow.headers = self.upstream_headers(&token.claims);
+            allow.headers = prepared.headers.clone();
             allow.cache_ttl = self.allow_ttl(token, now);
             allow
         } else {
@@ -482,16 +523,17 @@ impl Decider {
     }
 }
 
-/// What the policies see of one request: the verified credential as the principal, the input as the route
-/// and context.
+/// What the policies see of one request: the verified credential as its prepared `principal`, the input
+/// as the route and context.
 pub fn policy_request<'a>(
+    principal: &'a PreparedPrincipal,
     token: &'a Credential,
     input: &'a DecisionInput,
     path: &'a str,
     now: i64,
 ) -> PolicyRequest<'a> {
     PolicyRequest {
-        principal: &token.principal,
+        principal,
         token: TokenFacts {
             kid: &token.kid,
             typ: &token.typ,

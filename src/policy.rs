@@ -22,7 +22,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 pub use entities::{PreparedPrincipal, Unrepresentable};
-pub use reads::{HeaderReads, Reads};
+pub use reads::{NameReads, Reads};
 pub use reasons::{DenyCode, DenyReason};
 
 /// The annotation naming a policy in decisions and logs.
@@ -598,17 +598,20 @@ mod tests {
         let headers = BTreeMap::new();
         let mut checked = 0;
         for scopes in [vec![], vec!["w".to_owned()]] {
-            let principal = PreparedPrincipal::new(&Principal {
-                kind: PrincipalKind::User,
-                id: "alice",
-                issuer: "",
-                subject: "alice",
-                client_id: "",
-                tenant: "",
-                scopes: &scopes,
-                roles: &[],
-                claims: &claims,
-            })
+            let principal = PreparedPrincipal::new(
+                &Principal {
+                    kind: PrincipalKind::User,
+                    id: "alice",
+                    issuer: "",
+                    subject: "alice",
+                    client_id: "",
+                    tenant: "",
+                    scopes: &scopes,
+                    roles: &[],
+                    claims: &claims,
+                },
+                &NameReads::All,
+            )
             .unwrap_or_else(|e| panic!("{e}"));
             for method in ["GET", "POST", "PUT", "DELETE", "PURGE"] {
                 for path in [

@@ -88,7 +88,7 @@ impl Generation {
             config.realm,
             config.cache.decision_ttl,
         );
-        let api_keys = ApiKeyStore::new(&config.api_keys)?;
+        let api_keys = ApiKeyStore::new(&config.api_keys);
         Ok(Self {
             engine: Engine::new(
                 verifier,

@@ -2,17 +2,14 @@
 //! (`ApiKey::"<id>"`) a request with that key acts as.
 //!
 //! A presented key is hashed once and compared with every stored hash in constant time, so neither the
-//! key nor which entry it is close to shows in the timing. The principal of each key is built once, at
-//! load, like a verified credential's.
+//! key nor which entry it is close to shows in the timing. Each key's credential is built once, at load.
 
 use std::sync::Arc;
 
 use aws_lc_rs::constant_time;
-use serde_json::Map;
 
 use super::{Credential, CredentialError, Verified};
 use crate::config::ApiKeyConfig;
-use crate::policy::{PreparedPrincipal, Principal, PrincipalKind};
 
 /// The prefix of keys `verdict apikey new` makes, so a leaked one is easy to recognise and scan for.
 pub const KEY_PREFIX: &str = "vk_";
@@ -33,31 +30,19 @@ struct Entry {
 }
 
 impl ApiKeyStore {
-    pub fn new(keys: &[ApiKeyConfig]) -> Result<Self, String> {
+    pub fn new(keys: &[ApiKeyConfig]) -> Self {
         let entries = keys
             .iter()
             .map(|key| {
-                let principal = PreparedPrincipal::new(&Principal {
-                    kind: PrincipalKind::ApiKey,
-                    id: &key.id,
-                    issuer: "",
-                    subject: &key.subject,
-                    client_id: "",
-                    tenant: &key.tenant,
-                    scopes: &key.scopes,
-                    roles: &key.roles,
-                    claims: &Map::new(),
-                })
-                .map_err(|error| format!("API key `{}`: {error}", key.id))?;
-                let token = Credential::for_api_key(key, key.expires.unwrap_or(NEVER), principal);
-                Ok(Entry {
+                let token = Credential::for_api_key(key, key.expires.unwrap_or(NEVER));
+                Entry {
                     hash: key.hash,
                     expires: key.expires,
                     token: Arc::new(token),
-                })
+                }
             })
-            .collect::<Result<_, String>>()?;
-        Ok(Self { entries })
+            .collect();
+        Self { entries }
     }
 
     pub fn is_empty(&self) -> bool {

@@ -27,7 +27,7 @@ use quick_cache::sync::Cache;
 
 use super::{Decision, DecisionInput};
 use crate::credential::Credential;
-use crate::policy::{HeaderReads, Reads};
+use crate::policy::{NameReads, Reads};
 
 /// The bytes each entry is charged at least: the memo holds at most `max_decisions` entries and
 /// `max_decisions` × this many bytes.
@@ -124,8 +124,8 @@ impl Memo {
             }
         }
         match &reads.headers {
-            HeaderReads::None => {}
-            HeaderReads::Named(names) => {
+            NameReads::None => {}
+            NameReads::Named(names) => {
                 for name in names {
                     match input.headers.get(name) {
                         Some(value) => key.field(value.as_bytes()),
@@ -133,7 +133,7 @@ impl Memo {
                     }
                 }
             }
-            HeaderReads::All => {
+            NameReads::All => {
                 key.field(&input.headers.len().to_le_bytes());
                 for (name, value) in &input.headers {
                     key.field(name.as_bytes());

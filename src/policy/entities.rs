@@ -12,7 +12,7 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-use super::reads::{HeaderReads, Reads};
+use super::reads::{NameReads, Reads};
 use super::{PolicyRequest, Principal, PrincipalKind, type_name};
 
 /// Claims nested deeper than this are left out of `principal.claims`.
@@ -45,9 +45,9 @@ fn uid(type_name: &EntityTypeName, id: &str) -> EntityUid {
     EntityUid::from_type_name_and_id(type_name.clone(), EntityId::new(id))
 }
 
-/// A verified credential as Cedar entities: the principal and its `Role` parents. Built once per
-/// verified token and reused by every decision on that token, since converting claims into Cedar values
-/// costs more than evaluating the policies.
+/// A verified credential as Cedar entities: the principal and its `Role` parents, with only the claims
+/// the policies read. Built once and reused by the decisions on that credential that the memo does not
+/// answer, since converting claims into Cedar values costs more than evaluating the policies.
 #[derive(Debug, Clone)]
 pub struct PreparedPrincipal {
     uid: EntityUid,
@@ -62,7 +62,8 @@ pub struct PreparedPrincipal {
 }
 
 impl PreparedPrincipal {
-    pub fn new(principal: &Principal<'_>) -> Result<Self, String> {
+    /// The principal with those of its claims that `claims` names.
+    pub fn new(principal: &Principal<'_>, claims: &NameReads) -> Result<Self, String> {
         let principal_type = match principal.kind {
             PrincipalKind::User => &TYPES.user,
             PrincipalKind::Client => &TYPES.client,
@@ -81,6 +82,7 @@ impl PreparedPrincipal {
             principal
                 .claims
                 .iter()
+                .filter(|(name, _)| claims.includes(name))
                 .filter_map(|(name, value)| Some((name.clone(), claim_value(value, 0)?))),
         )
         .map_err(|error| format!("cannot represent the token's claims: {error}"))?;
@@ -315,7 +317,7 @@ fn context(
     extensions: &ExtensionValues,
 ) -> Result<Vec<(String, RestrictedExpression)>, Unrepresentable> {
     let mut pairs = Vec::with_capacity(5);
-    if reads.headers != HeaderReads::None {
+    if reads.headers != NameReads::None {
         let headers = RestrictedExpression::new_record(
             request
                 .headers

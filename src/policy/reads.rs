@@ -5,7 +5,8 @@
 //! A policy reads a field by an attribute access (`resource.host`, `context.headers["x-tenant"]`,
 //! `context has client_ip`). Any other use of `resource` or `context` (comparing the whole record,
 //! passing it on) counts as reading every field under it: the analysis may read too much, never too
-//! little. The principal and `context.token` come from the credential, which the memo keys on whole.
+//! little. The principal and `context.token` come from the credential, which the memo keys on whole;
+//! the principal's `claims` are read the same way, so that its Cedar entity holds only those.
 
 use std::collections::BTreeSet;
 
@@ -31,12 +32,14 @@ pub struct Reads {
     /// `context.time`: the decision may change from one second to the next.
     pub time: bool,
     /// `context.headers`.
-    pub headers: HeaderReads,
+    pub headers: NameReads,
+    /// `principal.claims`.
+    pub claims: NameReads,
 }
 
-/// Which of `context.headers` a policy set reads.
+/// Which names of a record (`context.headers`, `principal.claims`) a policy set reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub enum HeaderReads {
+pub enum NameReads {
     #[default]
     None,
     /// Only these names, as the policies write them.
@@ -45,7 +48,16 @@ pub enum HeaderReads {
     All,
 }
 
-impl HeaderReads {
+impl NameReads {
+    /// Whether a policy may read `name`.
+    pub fn includes(&self, name: &str) -> bool {
+        match self {
+            Self::None => false,
+            Self::Named(names) => names.contains(name),
+            Self::All => true,
+        }
+    }
+
     fn add(&mut self, name: &str) {
         match self {
             Self::All => {}
@@ -68,7 +80,8 @@ impl Reads {
             query: true,
             client_ip: true,
             time: true,
-            headers: HeaderReads::All,
+            headers: NameReads::All,
+            claims: NameReads::All,
         }
     }
 
@@ -80,7 +93,7 @@ impl Reads {
             || self.query
             || self.client_ip
             || self.time
-            || self.headers != HeaderReads::None
+            || self.headers != NameReads::None
     }
 
     /// What `policies` read, together.
@@ -115,8 +128,9 @@ impl Reads {
         }
     }
 
-    /// An attribute access `{"left": ..., "attr": ...}` on `resource`, `context` or
-    /// `context.headers`: records it and answers true; false for any other, to be walked.
+    /// An attribute access `{"left": ..., "attr": ...}` on `resource`, `context`, `context.headers`,
+    /// `principal.claims` or of `principal.claims` itself: records it and answers true; false for any
+    /// other, to be walked.
     fn access(&mut self, access: &Value) -> bool {
         let (Some(left), Some(attribute)) = (
             access.get("left"),
@@ -140,15 +154,24 @@ impl Reads {
                     "query" => self.query = true,
                     "client_ip" => self.client_ip = true,
                     "time" => self.time = true,
-                    "headers" => self.headers = HeaderReads::All,
+                    "headers" => self.headers = NameReads::All,
                     "token" => self.token = true,
                     // Another name is in no request.
                     _ => {}
                 }
                 true
             }
-            _ if is_context_headers(left) => {
+            Some("principal") if attribute == "claims" => {
+                // The record used whole: an access into it is matched below, before this.
+                self.claims = NameReads::All;
+                true
+            }
+            _ if is_access(left, "context", "headers") => {
                 self.headers.add(attribute);
+                true
+            }
+            _ if is_access(left, "principal", "claims") => {
+                self.claims.add(attribute);
                 true
             }
             _ => false,
@@ -174,11 +197,11 @@ fn variable_of(value: &Value) -> Option<&str> {
     value.get("Var")?.as_str()
 }
 
-/// Whether `value` is `context.headers`.
-fn is_context_headers(value: &Value) -> bool {
+/// Whether `value` is `variable.attribute` (`context.headers`, say).
+fn is_access(value: &Value, variable: &str, attribute: &str) -> bool {
     value.get(".").is_some_and(|access| {
-        access.get("attr").and_then(Value::as_str) == Some("headers")
-            && access.get("left").and_then(variable_of) == Some("context")
+        access.get("attr").and_then(Value::as_str) == Some(attribute)
+            && access.get("left").and_then(variable_of) == Some(variable)
     })
 }
 
@@ -249,14 +272,14 @@ mod tests {
             (
                 r#"when { context.headers has "x-tenant" && context.headers["x-tenant"] == principal.tenant }"#,
                 Reads {
-                    headers: HeaderReads::Named(BTreeSet::from(["x-tenant".to_owned()])),
+                    headers: NameReads::Named(BTreeSet::from(["x-tenant".to_owned()])),
                     ..Reads::default()
                 },
             ),
             (
                 r#"when { context.headers == {} }"#,
                 Reads {
-                    headers: HeaderReads::All,
+                    headers: NameReads::All,
                     ..Reads::default()
                 },
             ),
@@ -286,11 +309,44 @@ mod tests {
     }
 
     #[test]
+    fn the_claims_read_are_found_by_name() {
+        let claims = |condition: &str| {
+            reads(&format!(
+                "permit (principal, action, resource) when {{ {condition} }};"
+            ))
+            .claims
+        };
+        let named = |names: &[&str]| {
+            NameReads::Named(names.iter().map(|name| (*name).to_owned()).collect())
+        };
+        assert_eq!(claims(r#"principal.subject == "a""#), NameReads::None);
+        assert_eq!(
+            claims(r#"principal.claims.tenant == "acme" && principal.claims has dept"#),
+            named(&["dept", "tenant"])
+        );
+        assert_eq!(
+            claims(r#"principal.claims["org"].id == 1 && principal.claims.groups.contains("x")"#),
+            named(&["groups", "org"])
+        );
+        assert_eq!(claims(r#"principal.claims == {}"#), NameReads::All);
+        assert_eq!(
+            claims(r#"principal.claims.a == principal.claims"#),
+            NameReads::All
+        );
+        assert_eq!(claims(r#"context == {}"#), NameReads::All);
+        assert!(named(&["a"]).includes("a") && !named(&["a"]).includes("b"));
+        assert!(NameReads::All.includes("b") && !NameReads::None.includes("a"));
+    }
+
+    #[test]
     fn only_the_credential_the_method_and_the_path_stay_within_the_route() {
         let cases = [
             (r#"resource.path like "/orders*""#, false),
             (r#"resource.segments["0"] == "orders""#, false),
-            (r#"context.token.kid == "k" && principal.claims.tenant == "acme""#, false),
+            (
+                r#"context.token.kid == "k" && principal.claims.tenant == "acme""#,
+                false,
+            ),
             (r#"resource.host == "a""#, true),
             (r#"resource.apigee.app == "a""#, true),
             (r#"context.query == """#, true),

@@ -333,7 +333,10 @@ async fn an_allow_is_reusable_only_when_the_policies_read_no_more_than_the_route
         "apigee": { "product": "gold" },
     });
     let cases = [
-        (r#"resource.segments["0"] == "orders" && context.token.kid == "k1""#, 60),
+        (
+            r#"resource.segments["0"] == "orders" && context.token.kid == "k1""#,
+            60,
+        ),
         (r#"principal.claims.tenant == "acme""#, 60),
         (r#"resource.host == "api.example.com""#, 0),
         (r#"context.query == "a=1""#, 0),
