@@ -12,7 +12,8 @@
 # SAMPLE_EVERY RSS_TOLERANCE_MIB JWKS_REFRESH, UNKNOWN_KID_COOLDOWN and JWKS_TIMEOUT (Verdict's defaults
 # when unset), DECISION_LOG (off, stdout or a path; the key is left out of the configuration when
 # unset, for binaries that do not know it), WORK_DIR, and CARGO_TARGET_DIR. Durations are written
-# `180s`, `3m`.
+# `180s`, `3m`. Arguments are passed on to bench/soak.rs (`--valid-percent 100 --bad-signature-percent 0
+# ...` for valid tokens only; `--help` lists them).
 
 set -euo pipefail
 
@@ -46,4 +47,4 @@ exec "${TARGET_DIR}/release/examples/soak" \
     --connections "$CONNECTIONS" --timeout "$TIMEOUT" \
     --flap-every "$FLAP_EVERY" --reload-every "$RELOAD_EVERY" --sample-every "$SAMPLE_EVERY" \
     --rss-tolerance-mib "$RSS_TOLERANCE_MIB" --jwks-refresh "$JWKS_REFRESH" --workload "$WORKLOAD" \
-    "${optional[@]}"
+    "${optional[@]}" "$@"
