@@ -336,6 +336,42 @@ async fn a_reload_keeps_keys_and_cached_tokens_that_the_change_does_not_touch() 
     assert_eq!(server.jwks_hits(), fetches, "no key set was fetched again");
 }
 
+/// A principal is prepared with only the claims the running policies read, while the token cache
+/// outlives a policy reload: after a reload that reads another claim, the same cached token is judged
+/// on that claim, never on the principal the previous policies had prepared.
+#[tokio::test]
+async fn a_reload_that_reads_other_claims_judges_a_cached_token_on_them() {
+    let key = rsa_key("k1");
+    let server = KeyServer::start(&[key]).await;
+    let reads_tenant = r#"@id("tenant") permit(principal, action, resource) when { principal.claims.tenant == "acme" };
+"#;
+    let service = Reloadable::start(&server, &[("p.cedar", reads_tenant)]).await;
+    let mut token_claims = claims(&server.issuer(), crate::helpers::T0);
+    token_claims["department"] = json!("sales");
+    let token = key.sign(&token_claims);
+    let decision = service.app.decide_token(&token).await;
+    assert_eq!(decision["policies"], json!(["tenant"]), "{decision}");
+
+    for (department, allowed) in [("sales", true), ("legal", false)] {
+        let reads_department = format!(
+            "@id(\"department\") permit(principal, action, resource) when {{ principal.claims.department == \"{department}\" }};\n"
+        );
+        write_policies(&service.directory, &[("p.cedar", &reads_department)]);
+        service.reloader.reload().await.unwrap();
+        assert_eq!(
+            service.app.state.current().engine.verifier().cache().len(),
+            1,
+            "the token stays cached across a policy reload"
+        );
+        let decision = service.app.decide_token(&token).await;
+        assert_eq!(
+            decision["allow"],
+            json!(allowed),
+            "{department}: {decision}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_issuer_added_by_a_reload_has_its_keys_before_it_serves() {
     let key = rsa_key("k1");
