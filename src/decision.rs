@@ -19,7 +19,7 @@ use http::HeaderName;
 use serde_json::Value;
 use uuid::Uuid;
 
-use memo::Memo;
+use memo::{Kept, Memo};
 use prepared::PreparedCache;
 
 use crate::clock::SharedClock;
@@ -97,11 +97,46 @@ pub struct Decision {
     pub issuer: String,
     pub scope: String,
     /// Upstream headers for the proxy to set, from the configured claim mapping.
-    pub headers: BTreeMap<String, String>,
+    pub headers: UpstreamHeaders,
     pub cache_ttl: u64,
     pub policies: Vec<String>,
     /// For the logs: how the decision came about.
     pub trace: DecisionTrace,
+}
+
+/// An allow's upstream headers, name and value, in the order of the configuration's `headers:`: one
+/// allocation, prepared once per credential and shared by every decision on it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHeaders(Arc<[(String, String)]>);
+
+impl UpstreamHeaders {
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(name, value)| (name.as_str(), value.as_str()))
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.iter()
+            .find_map(|(header, value)| (header == name).then_some(value))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The heap bytes they hold, roughly.
+    fn bytes(&self) -> usize {
+        self.0
+            .iter()
+            .map(|(name, value)| std::mem::size_of::<(String, String)>() + name.len() + value.len())
+            .sum()
+    }
+}
+
+/// A JSON object, as DESIGN §2 writes `headers`.
+impl serde::Serialize for UpstreamHeaders {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
 }
 
 /// What a decision's log line needs beyond the answer itself.
@@ -264,7 +299,7 @@ fn decision_id() -> Uuid {
 #[derive(Debug)]
 pub struct Prepared {
     pub principal: PreparedPrincipal,
-    headers: BTreeMap<String, String>,
+    headers: UpstreamHeaders,
 }
 
 /// A decision for a verified credential, by how it came about: only the policies' may be kept.
@@ -373,30 +408,40 @@ impl Decider {
         } else {
             self.policy_deny(&outcome.reason)
         };
-        decision.subject = token.subject.clone();
-        decision.client_id = token.client_id.clone();
-        decision.issuer = token.issuer.clone();
-        decision.scope = token.scopes.join(" ");
         decision.policies = outcome.determining;
-        decision.trace = DecisionTrace {
-            kid: token.kid.clone(),
-            policy_micros,
-            policy_errors: outcome.errors,
-            ..DecisionTrace::default()
-        };
+        decision.trace.policy_micros = policy_micros;
+        decision.trace.policy_errors = outcome.errors;
+        name_credential(&mut decision, token);
         Evaluated::ByPolicy(decision)
     }
 
-    /// A decision the memo kept for `token`, answered again at `now`: its own `decision_id`, and the
-    /// `cache_ttl` of now.
-    fn reissue(&self, kept: &Decision, token: &Credential, now: i64) -> Decision {
-        let mut decision = kept.clone();
-        decision.decision_id = decision_id();
+    /// A decision the memo kept for `token`, answered again at `now`: what the policies decided, with
+    /// what the credential says of itself, its own `decision_id`, and the `cache_ttl` of now.
+    fn reissue(&self, kept: &Kept, token: &Credential, now: i64) -> Decision {
+        let mut decision = Decision {
+            decision_id: decision_id(),
+            allow: kept.allow,
+            status: kept.status,
+            error: kept.error,
+            error_description: kept.error_description.to_string(),
+            www_authenticate: kept.www_authenticate.to_string(),
+            subject: String::new(),
+            client_id: String::new(),
+            issuer: String::new(),
+            scope: String::new(),
+            headers: kept.headers.clone(),
+            cache_ttl: 0,
+            policies: kept.policies.to_vec(),
+            trace: DecisionTrace {
+                memo_hit: true,
+                policy_errors: kept.policy_errors.to_vec(),
+                ..DecisionTrace::default()
+            },
+        };
         if decision.allow {
             decision.cache_ttl = self.allow_ttl(token, now);
         }
-        decision.trace.policy_micros = 0;
-        decision.trace.memo_hit = true;
+        name_credential(&mut decision, token);
         decision
     }
 
@@ -466,7 +511,7 @@ impl Decider {
             client_id: String::new(),
             issuer: String::new(),
             scope: String::new(),
-            headers: BTreeMap::new(),
+            headers: UpstreamHeaders::default(),
             cache_ttl: 0,
             policies: Vec::new(),
             trace: DecisionTrace::default(),
@@ -497,11 +542,8 @@ impl Decider {
         }
     }
 
-    fn upstream_headers(
-        &self,
-        claims: &serde_json::Map<String, Value>,
-    ) -> BTreeMap<String, String> {
-        let mut headers = BTreeMap::new();
+    fn upstream_headers(&self, claims: &serde_json::Map<String, Value>) -> UpstreamHeaders {
+        let mut headers = Vec::new();
         for (header, claim) in &self.headers {
             let value = match claims.get(claim) {
                 Some(Value::String(text)) => text.clone(),
@@ -516,11 +558,21 @@ impl Decider {
             };
             // A claim that cannot be a header value is left out rather than passed on mangled.
             if http::HeaderValue::from_str(&value).is_ok() {
-                headers.insert(header.as_str().to_owned(), value);
+                headers.push((header.as_str().to_owned(), value));
             }
         }
-        headers
+        UpstreamHeaders(headers.into())
     }
+}
+
+/// Sets what the credential says of itself in a decision on it: the subject, client, issuer, scopes and
+/// key id.
+fn name_credential(decision: &mut Decision, token: &Credential) {
+    decision.subject.clone_from(&token.subject);
+    decision.client_id.clone_from(&token.client_id);
+    decision.issuer.clone_from(&token.issuer);
+    decision.scope = token.scopes.join(" ");
+    decision.trace.kid.clone_from(&token.kid);
 }
 
 /// What the policies see of one request: the verified credential as its prepared `principal`, the input

@@ -386,7 +386,7 @@ mod tests {
             client_id: String::new(),
             issuer: String::new(),
             scope: String::new(),
-            headers: std::collections::BTreeMap::new(),
+            headers: crate::decision::UpstreamHeaders::default(),
             cache_ttl: 0,
             policies: Vec::new(),
             trace: DecisionTrace::default(),

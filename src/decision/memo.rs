@@ -25,7 +25,7 @@ use std::sync::{Arc, Weak};
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
 
-use super::{Decision, DecisionInput};
+use super::{Decision, DecisionInput, ErrorCode, UpstreamHeaders};
 use crate::credential::Credential;
 use crate::policy::{NameReads, Reads};
 
@@ -54,8 +54,53 @@ pub(super) struct Key(Box<[u8]>);
 #[derive(Debug, Clone)]
 struct Entry {
     credential: Weak<Credential>,
-    decision: Arc<Decision>,
+    kept: Arc<Kept>,
     bytes: u64,
+}
+
+/// What an entry keeps of a policy decision: what the policies decided. What the credential says of
+/// itself (the subject, client, issuer, scopes, key id) is taken from it again, and the upstream
+/// headers are the ones shared by every decision on it, so an entry costs a few hundred bytes.
+#[derive(Debug)]
+pub(super) struct Kept {
+    pub(super) allow: bool,
+    pub(super) status: u16,
+    pub(super) error: ErrorCode,
+    pub(super) error_description: Box<str>,
+    pub(super) www_authenticate: Box<str>,
+    pub(super) headers: UpstreamHeaders,
+    pub(super) policies: Box<[String]>,
+    pub(super) policy_errors: Box<[String]>,
+}
+
+impl Kept {
+    fn of(decision: &Decision) -> Self {
+        Self {
+            allow: decision.allow,
+            status: decision.status,
+            error: decision.error,
+            error_description: decision.error_description.as_str().into(),
+            www_authenticate: decision.www_authenticate.as_str().into(),
+            headers: decision.headers.clone(),
+            policies: decision.policies.as_slice().into(),
+            policy_errors: decision.trace.policy_errors.as_slice().into(),
+        }
+    }
+
+    /// What it holds, roughly, with the credential's own allocation, which stays while a `Weak` names
+    /// it, and the headers, which the entry may be the last to hold.
+    fn bytes(&self) -> u64 {
+        let text = self.error_description.len()
+            + self.www_authenticate.len()
+            + self.headers.bytes()
+            + self
+                .policies
+                .iter()
+                .chain(&self.policy_errors)
+                .map(|text| std::mem::size_of::<String>() + text.len())
+                .sum::<usize>();
+        (std::mem::size_of::<Self>() + std::mem::size_of::<Credential>() + text) as u64
+    }
 }
 
 /// Charges an entry its estimated size, at least [`ENTRY_BYTES`].
@@ -145,9 +190,9 @@ impl Memo {
     }
 
     /// The decision kept under `key` for this very `credential`.
-    pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Decision>> {
+    pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Kept>> {
         let entry = self.entries.as_ref()?.get(key)?;
-        std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential)).then_some(entry.decision)
+        std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential)).then_some(entry.kept)
     }
 
     /// Keeps `decision` under `key` for `credential`, replacing an entry for another credential object,
@@ -165,45 +210,16 @@ impl Memo {
         if first_sighting {
             return;
         }
-        let bytes = estimated_bytes(decision);
+        let kept = Kept::of(decision);
         entries.insert(
             key,
             Entry {
                 credential: Arc::downgrade(credential),
-                decision: Arc::new(decision.clone()),
-                bytes,
+                bytes: kept.bytes(),
+                kept: Arc::new(kept),
             },
         );
     }
-}
-
-/// What a kept decision holds on the heap, roughly.
-fn estimated_bytes(decision: &Decision) -> u64 {
-    let text = decision.error_description.len()
-        + decision.www_authenticate.len()
-        + decision.subject.len()
-        + decision.client_id.len()
-        + decision.issuer.len()
-        + decision.scope.len()
-        + decision.trace.kid.len()
-        + decision
-            .headers
-            .iter()
-            .map(|(name, value)| name.len() + value.len() + 64)
-            .sum::<usize>()
-        + decision
-            .policies
-            .iter()
-            .map(|id| id.len() + 24)
-            .sum::<usize>()
-        + decision
-            .trace
-            .policy_errors
-            .iter()
-            .map(String::len)
-            .sum::<usize>();
-    // The credential's own allocation stays while a `Weak` names it.
-    (std::mem::size_of::<Decision>() + std::mem::size_of::<Credential>() + text) as u64
 }
 
 struct KeyWriter(Vec<u8>);

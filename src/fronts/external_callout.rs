@@ -199,7 +199,7 @@ fn variables(decision: &Decision) -> HashMap<String, FlowVariable> {
             Value::Int64(i64::try_from(decision.cache_ttl).unwrap_or(i64::MAX)),
         ),
     ];
-    for (name, value) in &decision.headers {
+    for (name, value) in decision.headers.iter() {
         values.push((format!("header.{name}"), text(value)));
     }
     values

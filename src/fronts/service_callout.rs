@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 use super::FieldError;
-use crate::decision::{Decision, DecisionInput};
+use crate::decision::{Decision, DecisionInput, UpstreamHeaders};
 use crate::policy::ApigeeContext;
 
 /// The body of `POST /v1/decide`. Unknown fields are refused, so a misspelt `authorisation` is an
@@ -134,7 +134,7 @@ pub struct DecideResponse<'a> {
     pub client_id: &'a str,
     pub issuer: &'a str,
     pub scope: &'a str,
-    pub headers: &'a BTreeMap<String, String>,
+    pub headers: &'a UpstreamHeaders,
     pub cache_ttl: u64,
     pub policies: &'a [String],
 }
