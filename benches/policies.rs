@@ -17,7 +17,7 @@ use serde_json::json;
 use verdict::config::ClaimNames;
 use verdict::credential::{Credential, Provenance, TimeRules};
 use verdict::decision::{DecisionInput, policy_request};
-use verdict::policy::{DenyCode, PolicyFile, PolicySet, PreparedPrincipal};
+use verdict::policy::{DenyCode, NameReads, PolicyFile, PolicySet, PreparedPrincipal};
 
 /// The policy-set sizes measured.
 const SIZES: [usize; 3] = [10, 100, 1_000];
@@ -149,6 +149,7 @@ fn verified(claims: serde_json::Value) -> anyhow::Result<Credential> {
             algorithm: None,
             typ: "at+jwt",
             rules: TimeRules::new(std::time::Duration::ZERO, None),
+            keep: &NameReads::All,
         },
     )
     .context("reading the principal")

@@ -14,6 +14,7 @@ use crate::config::{Callers, GoogleIdTokenCallers};
 use crate::credential::{self, Verifier};
 use crate::digest::sha256;
 use crate::jwks::IssuerKeys;
+use crate::policy::NameReads;
 use crate::server::tls::{ClientCertificate, ClientCertificates};
 
 /// How many verified caller tokens are kept (a caller reuses one token for up to an hour).
@@ -92,6 +93,7 @@ impl CallerAuth {
                 issuers,
                 MAX_CALLER_TOKEN_BYTES,
                 CALLER_TOKEN_CACHE,
+                &NameReads::Named(["email", "email_verified"].map(str::to_owned).into()),
                 http,
                 clock,
             );

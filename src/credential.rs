@@ -24,7 +24,7 @@ pub use introspect::Introspector;
 pub use verifier::{CachedToken, Verifier};
 
 use crate::config::ClaimNames;
-use crate::policy::{Principal, PrincipalKind};
+use crate::policy::{NameReads, Principal, PrincipalKind};
 
 /// The bearer token of an `Authorization` header value, if it carries one.
 ///
@@ -126,8 +126,9 @@ pub struct Credential {
     /// The first second at which a decision for this credential may no longer be reused (`exp`, or
     /// the end of the issuer's maximum token age).
     pub reusable_until: i64,
-    /// The claims as compact JSON text, a fraction of the memory of a parsed map: a cached credential
-    /// is read again ([`Self::claims`]) only to prepare its principal for the policies.
+    /// The claims it keeps ([`Provenance::keep`]) as compact JSON text, a fraction of the memory of a
+    /// parsed map: a cached credential is read again ([`Self::claims`]) only to prepare its principal
+    /// for the policies.
     claims_json: Box<str>,
 }
 
@@ -163,6 +164,9 @@ pub struct Provenance<'a> {
     pub typ: &'a str,
     /// The issuer's time rules, which bound how long a decision for the token may be reused.
     pub rules: TimeRules,
+    /// The claims the credential keeps, for the policies and the upstream headers; the others are
+    /// read for the principal and dropped.
+    pub keep: &'a NameReads,
 }
 
 impl Credential {
@@ -215,7 +219,7 @@ impl Credential {
     /// client, scopes, roles and tenant. The caller has checked the signature and the time and audience
     /// claims; `exp` must be present.
     pub fn from_claims(
-        claims: Map<String, Value>,
+        mut claims: Map<String, Value>,
         claim_names: &ClaimNames,
         provenance: Provenance<'_>,
     ) -> Result<Self, CredentialError> {
@@ -246,6 +250,7 @@ impl Credential {
             Some(name) => optional_string(&claims, name, "tenant")?,
             None => String::new(),
         };
+        claims.retain(|name, _| provenance.keep.includes(name));
 
         Ok(Self {
             issuer_index: provenance.issuer_index,

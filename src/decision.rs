@@ -26,8 +26,8 @@ use crate::clock::SharedClock;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
 use crate::policy::{
-    ApigeeContext, DenyCode, DenyReason, PolicyRequest, PolicySet, PreparedPrincipal, TokenFacts,
-    Unrepresentable,
+    ApigeeContext, DenyCode, DenyReason, NameReads, PolicyRequest, PolicySet, PreparedPrincipal,
+    TokenFacts, Unrepresentable,
 };
 
 /// The `error` of a decision (DESIGN §2).
@@ -111,7 +111,9 @@ pub struct UpstreamHeaders(Arc<[(String, String)]>);
 
 impl UpstreamHeaders {
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(name, value)| (name.as_str(), value.as_str()))
+        self.0
+            .iter()
+            .map(|(name, value)| (name.as_str(), value.as_str()))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -332,6 +334,16 @@ impl Decider {
             realm,
             decision_ttl,
         }
+    }
+
+    /// The claims a decision can read of a credential: those the policies read (`principal.claims`) and
+    /// those the upstream headers are mapped from. A credential keeps no other.
+    pub fn claims_read(&self) -> NameReads {
+        let mut claims = self.policies.reads().claims.clone();
+        for (_, claim) in &self.headers {
+            claims.add(claim);
+        }
+        claims
     }
 
     /// The deny for a request path that could pass for another route ([`path::normalize`]), decided

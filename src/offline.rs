@@ -17,6 +17,7 @@ use crate::config::{ClaimNames, Config};
 use crate::credential::{Credential, Provenance, TimeRules};
 use crate::decision::{Decider, Decision};
 use crate::fronts::service_callout::DecideRequest;
+use crate::policy::NameReads;
 use crate::policy::PolicySet;
 
 /// The realm of challenges when no configuration names one (the configuration's default).
@@ -155,6 +156,7 @@ impl OfflineDecider {
                 algorithm: None,
                 typ: "",
                 rules: TimeRules::new(Duration::ZERO, None),
+                keep: &NameReads::All,
             },
         )
         .map_err(|error| format!("`token`: {error}"))?;

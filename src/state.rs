@@ -74,19 +74,20 @@ impl Generation {
     ) -> Result<Self, String> {
         let previous_callers = previous.map(|generation| &generation.callers);
         let previous = previous.map(|generation| generation.engine.verifier());
-        let verifier = Verifier::succeeding(
-            previous,
-            &config.issuers,
-            config.limits.max_token_bytes,
-            config.cache.max_tokens,
-            http,
-            Arc::clone(&clock),
-        );
         let decider = Decider::new(
             config.policies,
             config.headers,
             config.realm,
             config.cache.decision_ttl,
+        );
+        let verifier = Verifier::succeeding(
+            previous,
+            &config.issuers,
+            config.limits.max_token_bytes,
+            config.cache.max_tokens,
+            &decider.claims_read(),
+            http,
+            Arc::clone(&clock),
         );
         let api_keys = ApiKeyStore::new(&config.api_keys);
         Ok(Self {

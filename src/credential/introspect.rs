@@ -22,6 +22,7 @@ use super::{Credential, CredentialError, Provenance, Verified};
 use crate::clock::SharedClock;
 use crate::config::{ClientAuthMethod, IntrospectionConfig, IntrospectionEndpoint, IssuerConfig};
 use crate::outbound::{self, FetchError, discovery};
+use crate::policy::NameReads;
 
 /// What introspection said about one token, as cached.
 #[derive(Debug, Clone)]
@@ -44,6 +45,8 @@ type Pending = Arc<OnceCell<Result<Answer, CredentialError>>>;
 pub struct Introspector {
     issuer_index: usize,
     issuer: IssuerConfig,
+    /// The claims a credential keeps ([`super::Provenance::keep`]).
+    keep_claims: Arc<NameReads>,
     config: IntrospectionConfig,
     http: reqwest::Client,
     clock: SharedClock,
@@ -56,6 +59,7 @@ impl Introspector {
     pub fn new(
         issuer_index: usize,
         issuer: &IssuerConfig,
+        keep_claims: Arc<NameReads>,
         config: &IntrospectionConfig,
         capacity: usize,
         http: &reqwest::Client,
@@ -64,6 +68,7 @@ impl Introspector {
         Self {
             issuer_index,
             issuer: issuer.clone(),
+            keep_claims,
             config: config.clone(),
             http: http.clone(),
             clock,
@@ -216,6 +221,7 @@ impl Introspector {
                 algorithm: None,
                 typ: "",
                 rules,
+                keep: &self.keep_claims,
             },
         )?;
         // A decision is not reused past the point where the answer would be asked again.

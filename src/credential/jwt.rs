@@ -15,6 +15,7 @@ use super::claims::{self, Lifetime, TimeRules};
 use super::{Credential, CredentialError, Provenance};
 use crate::config::IssuerConfig;
 use crate::jwks::{IssuerKeys, KeyLookup, VerificationKey};
+use crate::policy::NameReads;
 
 /// A `kid` longer than this is refused before any key lookup.
 const MAX_KID_LENGTH: usize = 256;
@@ -25,6 +26,8 @@ pub(super) struct TrustedIssuer {
     pub(super) config: IssuerConfig,
     pub(super) keys: Option<Arc<IssuerKeys>>,
     pub(super) hmac_key: Option<DecodingKey>,
+    /// The claims a credential of this issuer keeps ([`super::Provenance::keep`]).
+    pub(super) keep_claims: Arc<NameReads>,
 }
 
 /// Verifies a compact JWT afresh against `issuers`, by the checks of DESIGN §3 in their order; with it,
@@ -168,6 +171,7 @@ fn check_claims(
             algorithm: Some(algorithm),
             typ,
             rules,
+            keep: &issuer.keep_claims,
         },
     )
 }

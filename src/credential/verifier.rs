@@ -17,6 +17,7 @@ use super::{Credential, CredentialError, Verified};
 use crate::clock::SharedClock;
 use crate::config::{IssuerConfig, KeySource};
 use crate::jwks::{IssuerKeys, KeyLookup, VerificationKey};
+use crate::policy::NameReads;
 
 /// A verified JWT as the cache holds it: with the key that verified its signature, so a hit can tell
 /// whether that very key is still in its issuer's fresh set.
@@ -36,6 +37,8 @@ pub struct Verifier {
     by_iss: HashMap<String, usize>,
     max_token_bytes: usize,
     max_cached_tokens: usize,
+    /// The claims a credential keeps ([`super::Provenance::keep`]).
+    keep_claims: Arc<NameReads>,
     cache: TokenCache,
     /// One per issuer with `introspection`, for opaque tokens.
     introspectors: Vec<Arc<Introspector>>,
@@ -44,18 +47,26 @@ pub struct Verifier {
 
 impl Verifier {
     /// The verifier for these settings after `previous`: `previous` itself, with its token cache, when
-    /// it was built from exactly these settings; otherwise a new one (see [`Self::replacing`]).
+    /// it was built from exactly these settings; otherwise a new one (see [`Self::replacing`]). The
+    /// settings include `keep_claims`, the claims a credential keeps: a cached credential holds no
+    /// other, so one built for fewer cannot serve policies that read more.
     pub fn succeeding(
         previous: Option<&Arc<Self>>,
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
         max_cached_tokens: usize,
+        keep_claims: &NameReads,
         http: &reqwest::Client,
         clock: SharedClock,
     ) -> Arc<Self> {
         match previous {
             Some(verifier)
-                if verifier.has_settings(issuers, max_token_bytes, max_cached_tokens) =>
+                if verifier.has_settings(
+                    issuers,
+                    max_token_bytes,
+                    max_cached_tokens,
+                    keep_claims,
+                ) =>
             {
                 Arc::clone(verifier)
             }
@@ -64,6 +75,7 @@ impl Verifier {
                 issuers,
                 max_token_bytes,
                 max_cached_tokens,
+                keep_claims,
                 http,
                 clock,
             )),
@@ -79,9 +91,11 @@ impl Verifier {
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
         max_cached_tokens: usize,
+        keep_claims: &NameReads,
         http: &reqwest::Client,
         clock: SharedClock,
     ) -> Self {
+        let keep_claims = Arc::new(keep_claims.clone());
         let reusable = |config: &IssuerConfig| {
             previous?
                 .issuers
@@ -115,6 +129,7 @@ impl Verifier {
                     .as_ref()
                     .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes())),
                 config: config.clone(),
+                keep_claims: Arc::clone(&keep_claims),
             })
             .collect();
         let by_iss = issuers
@@ -130,6 +145,7 @@ impl Verifier {
                 Some(Arc::new(Introspector::new(
                     index,
                     &issuer.config,
+                    Arc::clone(&keep_claims),
                     config,
                     max_cached_tokens,
                     http,
@@ -142,6 +158,7 @@ impl Verifier {
             by_iss,
             max_token_bytes,
             max_cached_tokens,
+            keep_claims,
             cache: TokenCache::new(max_cached_tokens),
             introspectors,
             clock,
@@ -155,9 +172,11 @@ impl Verifier {
         issuers: &[IssuerConfig],
         max_token_bytes: usize,
         max_cached_tokens: usize,
+        keep_claims: &NameReads,
     ) -> bool {
         self.max_token_bytes == max_token_bytes
             && self.max_cached_tokens == max_cached_tokens
+            && *self.keep_claims == *keep_claims
             && self.issuers.len() == issuers.len()
             && self
                 .issuers

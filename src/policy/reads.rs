@@ -58,7 +58,8 @@ impl NameReads {
         }
     }
 
-    fn add(&mut self, name: &str) {
+    /// Adds `name` to those read.
+    pub fn add(&mut self, name: &str) {
         match self {
             Self::All => {}
             Self::Named(names) => {
