@@ -144,7 +144,7 @@ fn verified(claims: serde_json::Value) -> anyhow::Result<Credential> {
         &ClaimNames::default(),
         Provenance {
             issuer_index: 0,
-            issuer: "https://idp.example.com",
+            issuer: &std::sync::Arc::from("https://idp.example.com"),
             kid: "k1",
             algorithm: None,
             typ: "at+jwt",

@@ -109,10 +109,12 @@ impl CredentialError {
 pub struct Credential {
     /// Index of the issuer in the configuration.
     pub issuer_index: usize,
-    pub issuer: String,
+    /// Shared by every credential of the issuer.
+    pub issuer: Arc<str>,
     pub principal_kind: PrincipalKind,
-    /// `sub`, or the client id for a client acting for itself.
-    pub principal_id: String,
+    /// An API key's id; empty for a token, whose principal is named by its subject or client id
+    /// ([`Self::principal_id`]).
+    api_key_id: Box<str>,
     pub subject: String,
     pub client_id: String,
     pub tenant: String,
@@ -157,7 +159,7 @@ impl Verified {
 pub struct Provenance<'a> {
     /// Index of the issuer in the configuration.
     pub issuer_index: usize,
-    pub issuer: &'a str,
+    pub issuer: &'a Arc<str>,
     pub kid: &'a str,
     /// The algorithm the signature was verified with; `None` for claims taken on trust offline.
     pub algorithm: Option<Algorithm>,
@@ -175,11 +177,20 @@ impl Credential {
         serde_json::from_str(&self.claims_json).unwrap_or_default()
     }
 
+    /// The id of the principal: a user's subject, a client's id, an API key's id.
+    pub fn principal_id(&self) -> &str {
+        match self.principal_kind {
+            PrincipalKind::User => &self.subject,
+            PrincipalKind::Client => &self.client_id,
+            PrincipalKind::ApiKey => &self.api_key_id,
+        }
+    }
+
     /// The principal these `claims` (from [`Self::claims`]) name.
     pub fn principal<'a>(&'a self, claims: &'a Map<String, Value>) -> Principal<'a> {
         Principal {
             kind: self.principal_kind,
-            id: &self.principal_id,
+            id: self.principal_id(),
             issuer: &self.issuer,
             subject: &self.subject,
             client_id: &self.client_id,
@@ -194,9 +205,9 @@ impl Credential {
     pub fn for_api_key(key: &crate::config::ApiKeyConfig, exp: i64) -> Self {
         Self {
             issuer_index: usize::MAX,
-            issuer: String::new(),
+            issuer: Arc::from(""),
             principal_kind: PrincipalKind::ApiKey,
-            principal_id: key.id.clone(),
+            api_key_id: key.id.as_str().into(),
             subject: key.subject.clone(),
             client_id: String::new(),
             tenant: key.tenant.clone(),
@@ -235,12 +246,12 @@ impl Credential {
                 break;
             }
         }
-        let (principal_kind, principal_id) = match (subject.is_empty(), client_id.is_empty()) {
+        let principal_kind = match (subject.is_empty(), client_id.is_empty()) {
             (true, true) => return Err(CredentialError::MissingClaim("sub")),
             // A client-credentials token has no user: either no subject, or the client as its subject.
-            (true, false) => (PrincipalKind::Client, client_id.clone()),
-            (false, _) if subject == client_id => (PrincipalKind::Client, client_id.clone()),
-            (false, _) => (PrincipalKind::User, subject.clone()),
+            (true, false) => PrincipalKind::Client,
+            (false, _) if subject == client_id => PrincipalKind::Client,
+            (false, _) => PrincipalKind::User,
         };
         let scopes = first_list(&claims, &claim_names.scope, true)
             .map_err(|()| CredentialError::InvalidClaim("scope"))?;
@@ -254,9 +265,9 @@ impl Credential {
 
         Ok(Self {
             issuer_index: provenance.issuer_index,
-            issuer: provenance.issuer.to_owned(),
+            issuer: Arc::clone(provenance.issuer),
             principal_kind,
-            principal_id,
+            api_key_id: Box::default(),
             subject,
             client_id,
             tenant,

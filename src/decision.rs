@@ -105,15 +105,31 @@ pub struct Decision {
 }
 
 /// An allow's upstream headers, name and value, in the order of the configuration's `headers:`: one
-/// allocation, prepared once per credential and shared by every decision on it.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct UpstreamHeaders(Arc<[(String, String)]>);
+/// allocation, prepared once per credential and shared by every decision on it. The text holds a
+/// `name:value` line per header; a header name has no `:` and a valid header value no line break.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamHeaders(Arc<str>);
+
+impl Default for UpstreamHeaders {
+    fn default() -> Self {
+        Self(Arc::from(""))
+    }
+}
 
 impl UpstreamHeaders {
+    /// `headers`, each name a header name and each value a valid header value.
+    fn new<'a>(headers: impl Iterator<Item = (&'a HeaderName, String)>) -> Self {
+        let mut text = String::new();
+        for (name, value) in headers {
+            let _ = writeln!(text, "{}:{value}", name.as_str());
+        }
+        Self(text.into())
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
-            .iter()
-            .map(|(name, value)| (name.as_str(), value.as_str()))
+            .split_terminator('\n')
+            .filter_map(|line| line.split_once(':'))
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
@@ -125,12 +141,9 @@ impl UpstreamHeaders {
         self.0.is_empty()
     }
 
-    /// The heap bytes they hold, roughly.
+    /// The heap bytes they hold.
     fn bytes(&self) -> usize {
-        self.0
-            .iter()
-            .map(|(name, value)| std::mem::size_of::<(String, String)>() + name.len() + value.len())
-            .sum()
+        self.0.len()
     }
 }
 
@@ -555,25 +568,23 @@ impl Decider {
     }
 
     fn upstream_headers(&self, claims: &serde_json::Map<String, Value>) -> UpstreamHeaders {
-        let mut headers = Vec::new();
-        for (header, claim) in &self.headers {
-            let value = match claims.get(claim) {
-                Some(Value::String(text)) => text.clone(),
-                Some(Value::Number(number)) => number.to_string(),
-                Some(Value::Bool(flag)) => flag.to_string(),
-                Some(Value::Array(items)) => items
+        UpstreamHeaders::new(self.headers.iter().filter_map(|(header, claim)| {
+            let value = match claims.get(claim)? {
+                Value::String(text) => text.clone(),
+                Value::Number(number) => number.to_string(),
+                Value::Bool(flag) => flag.to_string(),
+                Value::Array(items) => items
                     .iter()
                     .filter_map(Value::as_str)
                     .collect::<Vec<_>>()
                     .join(","),
-                _ => continue,
+                _ => return None,
             };
             // A claim that cannot be a header value is left out rather than passed on mangled.
-            if http::HeaderValue::from_str(&value).is_ok() {
-                headers.push((header.as_str().to_owned(), value));
-            }
-        }
-        UpstreamHeaders(headers.into())
+            http::HeaderValue::from_str(&value)
+                .is_ok()
+                .then_some((header, value))
+        }))
     }
 }
 
@@ -582,7 +593,7 @@ impl Decider {
 fn name_credential(decision: &mut Decision, token: &Credential) {
     decision.subject.clone_from(&token.subject);
     decision.client_id.clone_from(&token.client_id);
-    decision.issuer.clone_from(&token.issuer);
+    decision.issuer = token.issuer.to_string();
     decision.scope = token.scopes.join(" ");
     decision.trace.kid.clone_from(&token.kid);
 }
@@ -646,5 +657,37 @@ mod tests {
             [earlier, later] => millis(earlier) <= millis(later),
             _ => true,
         }));
+    }
+
+    #[test]
+    fn upstream_headers_keep_every_name_and_value_in_order() {
+        let names: Vec<HeaderName> = ["x-user-id", "x-groups", "x-empty"]
+            .iter()
+            .map(|name| HeaderName::from_static(name))
+            .collect();
+        let values = ["urn:user:alice", "a, b\t:c", ""];
+        let headers = UpstreamHeaders::new(
+            names
+                .iter()
+                .zip(values.iter().map(|value| (*value).to_owned())),
+        );
+        let read: Vec<(&str, &str)> = headers.iter().collect();
+        assert_eq!(
+            read,
+            [
+                ("x-user-id", "urn:user:alice"),
+                ("x-groups", "a, b\t:c"),
+                ("x-empty", "")
+            ]
+        );
+        assert_eq!(headers.get("x-groups"), Some("a, b\t:c"));
+        assert_eq!(headers.get("x-other"), None);
+        assert!(!headers.is_empty() && UpstreamHeaders::default().is_empty());
+        assert_eq!(
+            serde_json::to_value(&headers).ok(),
+            Some(
+                serde_json::json!({"x-user-id": "urn:user:alice", "x-groups": "a, b\t:c", "x-empty": ""})
+            )
+        );
     }
 }

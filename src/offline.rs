@@ -146,6 +146,7 @@ impl OfflineDecider {
             .entry("exp")
             .or_insert_with(|| Value::from(now.saturating_add(DEFAULT_LIFETIME_SECONDS)));
         let (issuer, claim_names) = self.issuer_of(&token);
+        let issuer = std::sync::Arc::from(issuer);
         let verified = Credential::from_claims(
             token,
             claim_names,

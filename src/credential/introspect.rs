@@ -45,6 +45,8 @@ type Pending = Arc<OnceCell<Result<Answer, CredentialError>>>;
 pub struct Introspector {
     issuer_index: usize,
     issuer: IssuerConfig,
+    /// `issuer.issuer`, shared by every credential the answers yield.
+    iss: Arc<str>,
     /// The claims a credential keeps ([`super::Provenance::keep`]).
     keep_claims: Arc<NameReads>,
     config: IntrospectionConfig,
@@ -68,6 +70,7 @@ impl Introspector {
         Self {
             issuer_index,
             issuer: issuer.clone(),
+            iss: issuer.issuer.as_str().into(),
             keep_claims,
             config: config.clone(),
             http: http.clone(),
@@ -216,7 +219,7 @@ impl Introspector {
             &self.issuer.claims,
             Provenance {
                 issuer_index: self.issuer_index,
-                issuer: &self.issuer.issuer,
+                issuer: &self.iss,
                 kid: "",
                 algorithm: None,
                 typ: "",

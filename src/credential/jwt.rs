@@ -26,6 +26,8 @@ pub(super) struct TrustedIssuer {
     pub(super) config: IssuerConfig,
     pub(super) keys: Option<Arc<IssuerKeys>>,
     pub(super) hmac_key: Option<DecodingKey>,
+    /// `config.issuer`, shared by every credential of the issuer.
+    pub(super) issuer: Arc<str>,
     /// The claims a credential of this issuer keeps ([`super::Provenance::keep`]).
     pub(super) keep_claims: Arc<NameReads>,
 }
@@ -166,7 +168,7 @@ fn check_claims(
         &config.claims,
         Provenance {
             issuer_index,
-            issuer: &config.issuer,
+            issuer: &issuer.issuer,
             kid,
             algorithm: Some(algorithm),
             typ,

@@ -128,6 +128,7 @@ impl Verifier {
                     .shared_secret
                     .as_ref()
                     .map(|secret| DecodingKey::from_secret(secret.expose_secret().as_bytes())),
+                issuer: config.issuer.as_str().into(),
                 config: config.clone(),
                 keep_claims: Arc::clone(&keep_claims),
             })
