@@ -11,8 +11,9 @@
 #   new      every token new to the cache (the one-token cache): a signature check per request
 #   opaque   rotating opaque tokens, answered from the introspection cache after the first of each
 # For each: requests/s, p50/p99, server CPU per request (from /proc/<pid>/stat over the measured
-# run), the server's resident memory after it, and requests/s as a share of the ceiling's. Every Verdict answer must be the expected allow,
-# read from Verdict's own decision counters: a run with a deny or a non-2xx answer is no measurement,
+# run), the server's resident memory and what its token cache and memo hold after it, and requests/s
+# as a share of the ceiling's. Every Verdict answer must be the expected allow, read from Verdict's
+# own decision counters: a run with a deny or a non-2xx answer is no measurement,
 # and the script fails. Everything it starts is stopped on exit. See BENCHMARKS.md.
 #
 # Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUTES ROUNDS TARGETS (a
@@ -143,14 +144,20 @@ echo
 echo "wrk: ${THREADS} threads, ${CONNECTIONS} connections, ${WARMUP} warm-up then ${DURATION} measured," \
     "${TOKENS} rotating RS256 tokens, ${ROUTES} routes; $(nproc) cores (${cpu}), load generator on the same cores"
 echo
-echo "| round | target | requests/s | of the ceiling | p50 | p99 | server CPU/request | server RSS | errors |"
-echo "|---|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| round | target | requests/s | of the ceiling | p50 | p99 | server CPU/request | server RSS | tokens / memo cached | errors |"
+echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 
 declare -A rps
 field() { sed -n "s/.* $1=\([^ ]*\).*/\1/p" "$2"; }
 ms() { awk -v us="$1" 'BEGIN { printf "%.2f ms", us / 1000 }'; }
 # The CPU time (user + system) process `pid` has used, in clock ticks.
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
+# What Verdict at `url` holds: "<cached tokens> / <memo entries>" ("-" for the ceiling).
+held() {
+    curl -fsS "$1/metrics" 2>/dev/null | awk '
+        /^verdict_token_cache_entries / { tokens = $NF } /^verdict_decision_memo_entries / { memo = $NF }
+        END { if (tokens == "") print "-"; else printf "%d / %d\n", tokens, memo }' || echo "-"
+}
 # Decisions counted by Verdict at `url`: "<allows> <others>".
 decisions() {
     curl -fsS "$1/metrics" | awk '/^verdict_decisions_total\{/ {
@@ -190,12 +197,13 @@ load() {
     [ -n "${rps[$round,ceiling]:-}" ] && ratio="$(awk -v v="${rps[$round,$name]}" \
         -v c="${rps[$round,ceiling]}" 'BEGIN { printf "%.3f", v / c }')"
     ratios["$round,$name"]="$ratio"
-    local rss
+    local rss held_now="-"
     rss="$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$pid/status")"
-    printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %s | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
+    [ "$name" = ceiling ] || held_now="$(held "$url")"
+    printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %s | %s | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
         "$ratio" "$(ms "$(field p50_us "$out")")" "$(ms "$(field p99_us "$out")")" \
         "$(awk -v t="$((cpu_after - cpu_before))" -v hz="$ticks" -v n="$requests" \
-            'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')" "$rss" "$errors"
+            'BEGIN { printf "%.1f", t / hz * 1e6 / (n > 0 ? n : 1) }')" "$rss" "$held_now" "$errors"
 }
 
 declare -A ratios

@@ -209,6 +209,11 @@ impl Engine {
         &self.decider.policies
     }
 
+    /// The decisions the memo holds, and their estimated bytes.
+    pub fn memo_size(&self) -> (usize, u64) {
+        self.memo.size()
+    }
+
     /// What the policy step needs of `token` ([`Decider::prepare`]).
     pub fn prepare(&self, token: &Credential) -> Result<Prepared, CredentialError> {
         self.decider.prepare(token)

@@ -206,6 +206,9 @@ pub struct Snapshot {
     /// Per key set: issuer name, seconds since its last successful fetch (if any), keys held.
     pub key_sets: Vec<(String, Option<u64>, usize)>,
     pub cached_tokens: usize,
+    /// Decisions in the running generation's memo, and their estimated bytes (the memo's bound).
+    pub memo_entries: usize,
+    pub memo_bytes: u64,
     pub requests_in_flight: usize,
     pub reloads_succeeded: u64,
     pub reloads_failed: u64,
@@ -246,6 +249,17 @@ pub fn render(snapshot: &Snapshot) -> String {
         "token_cache_entries",
         "Verified tokens held in the cache",
         gauge(snapshot.cached_tokens),
+    );
+    scrape.register(
+        "decision_memo_entries",
+        "Decisions held in the decision memo",
+        gauge(snapshot.memo_entries),
+    );
+    scrape.register_with_unit(
+        "decision_memo",
+        "Estimated size of the decisions in the decision memo",
+        Unit::Bytes,
+        gauge(usize::try_from(snapshot.memo_bytes).unwrap_or(usize::MAX)),
     );
     scrape.register(
         "requests_in_flight",

@@ -38,6 +38,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             })
             .collect(),
         cached_tokens: generation.engine.verifier().cache().len(),
+        memo_entries: generation.engine.memo_size().0,
+        memo_bytes: generation.engine.memo_size().1,
         requests_in_flight: state.limits.in_flight(),
         reloads_succeeded: state.reloads.succeeded(),
         reloads_failed: state.reloads.failed(),

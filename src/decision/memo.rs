@@ -33,8 +33,9 @@ use crate::policy::{NameReads, Reads};
 /// `max_decisions` × this many bytes.
 const ENTRY_BYTES: u64 = 1024;
 
-/// The doorkeeper's slots: recent key hashes, one per slot.
-const DOORKEEPER_SLOTS: usize = 1 << 16;
+/// The doorkeeper's slots at most: recent key hashes, one per slot, as many as the memo's entries (so
+/// that a working set the memo can hold is admitted) rounded up to a power of two, within these bounds.
+const DOORKEEPER_SLOTS: std::ops::RangeInclusive<usize> = (1 << 10)..=(1 << 20);
 
 /// Decisions by credential and the input fields the policies read.
 #[derive(Debug)]
@@ -121,7 +122,9 @@ impl Memo {
             Cache::with_weighter(max_decisions, capacity, Charge)
         });
         let slots = if entries.is_some() {
-            DOORKEEPER_SLOTS
+            max_decisions
+                .next_power_of_two()
+                .clamp(*DOORKEEPER_SLOTS.start(), *DOORKEEPER_SLOTS.end())
         } else {
             0
         };
@@ -189,6 +192,13 @@ impl Memo {
         Some(Key(key.0.into_boxed_slice()))
     }
 
+    /// The entries held, and their estimated bytes.
+    pub(super) fn size(&self) -> (usize, u64) {
+        self.entries
+            .as_ref()
+            .map_or((0, 0), |entries| (entries.len(), entries.weight()))
+    }
+
     /// The decision kept under `key` for this very `credential`.
     pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Kept>> {
         let entry = self.entries.as_ref()?.get(key)?;
@@ -202,7 +212,7 @@ impl Memo {
             return;
         };
         let hash = self.hasher.hash_one(&key);
-        let slot = usize::try_from(hash).unwrap_or_default() % DOORKEEPER_SLOTS;
+        let slot = usize::try_from(hash).unwrap_or_default() % self.doorkeeper.len().max(1);
         let first_sighting = self
             .doorkeeper
             .get(slot)

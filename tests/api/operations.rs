@@ -350,6 +350,9 @@ async fn metrics_on_the_admin_listener_count_decisions_keys_caches_and_rejection
         2.0
     );
     assert_eq!(value("verdict_token_cache_entries"), 1.0);
+    // The memo keeps a question on its second sighting: the second allow.
+    assert_eq!(value("verdict_decision_memo_entries"), 1.0);
+    assert!(value("verdict_decision_memo_bytes") >= 1024.0);
     assert_eq!(value(r#"verdict_reloads_total{result="failure"}"#), 0.0);
     assert_eq!(value("verdict_requests_in_flight"), 0.0);
     assert_eq!(
