@@ -31,7 +31,7 @@ use crate::policy::{
 };
 
 /// The `error` of a decision (DESIGN §2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     None,
     InvalidRequest,
@@ -448,23 +448,24 @@ impl Decider {
     /// A decision the memo kept for `token`, answered again at `now`: what the policies decided, with
     /// what the credential says of itself, its own `decision_id`, and the `cache_ttl` of now.
     fn reissue(&self, kept: &Kept, token: &Credential, now: i64) -> Decision {
+        let outcome = &kept.outcome;
         let mut decision = Decision {
             decision_id: decision_id(),
-            allow: kept.allow,
-            status: kept.status,
-            error: kept.error,
-            error_description: kept.error_description.to_string(),
-            www_authenticate: kept.www_authenticate.to_string(),
+            allow: outcome.allow,
+            status: outcome.status,
+            error: outcome.error,
+            error_description: outcome.error_description.to_string(),
+            www_authenticate: outcome.www_authenticate.to_string(),
             subject: String::new(),
             client_id: String::new(),
             issuer: String::new(),
             scope: String::new(),
             headers: kept.headers.clone(),
             cache_ttl: 0,
-            policies: kept.policies.to_vec(),
+            policies: outcome.policies.to_vec(),
             trace: DecisionTrace {
                 memo_hit: true,
-                policy_errors: kept.policy_errors.to_vec(),
+                policy_errors: outcome.policy_errors.to_vec(),
                 ..DecisionTrace::default()
             },
         };

@@ -18,9 +18,10 @@
 //! A decision Cedar could not be asked for (a 400 naming the field) is not kept. A field the key leaves
 //! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one.
 
+use std::collections::HashSet;
 use std::hash::BuildHasher as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use quick_cache::Weighter;
 use quick_cache::sync::Cache;
@@ -32,6 +33,9 @@ use crate::policy::{NameReads, Reads};
 /// The bytes each entry is charged at least: the memo holds at most `max_decisions` entries and
 /// `max_decisions` × this many bytes.
 const ENTRY_BYTES: u64 = 1024;
+
+/// The distinct outcomes the memo shares; past these, an entry has its own.
+const MAX_OUTCOMES: usize = 1024;
 
 /// The doorkeeper's slots at most: recent key hashes, one per slot, as many as the memo's entries (so
 /// that a working set the memo can hold is admitted) rounded up to a power of two, within these bounds.
@@ -46,6 +50,9 @@ pub(super) struct Memo {
     /// The hash of the last key seen in each slot; a key is kept when its slot already holds it.
     doorkeeper: Box<[AtomicU64]>,
     hasher: std::collections::hash_map::RandomState,
+    /// Each distinct outcome once (up to [`MAX_OUTCOMES`]), shared by the entries that repeat it: a
+    /// policy set has few (an allow by one permit, a deny by one forbid), its entries many.
+    outcomes: Mutex<HashSet<Arc<Outcome>>>,
 }
 
 /// The credential's digest and the input fields, each length-prefixed so that no two inputs share a key.
@@ -55,26 +62,32 @@ pub(super) struct Key(Box<[u8]>);
 #[derive(Debug, Clone)]
 struct Entry {
     credential: Weak<Credential>,
-    kept: Arc<Kept>,
+    kept: Kept,
     bytes: u64,
 }
 
-/// What an entry keeps of a policy decision: what the policies decided. What the credential says of
-/// itself (the subject, client, issuer, scopes, key id) is taken from it again, and the upstream
-/// headers are the ones shared by every decision on it, so an entry costs a few hundred bytes.
-#[derive(Debug)]
+/// What an entry keeps of a policy decision: what the policies decided, and the upstream headers,
+/// shared by every decision on the credential. What the credential says of itself (the subject,
+/// client, issuer, scopes, key id) is taken from it again, so an entry costs a key and a few pointers.
+#[derive(Debug, Clone)]
 pub(super) struct Kept {
+    pub(super) outcome: Arc<Outcome>,
+    pub(super) headers: UpstreamHeaders,
+}
+
+/// What the policies decided, less the upstream headers.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub(super) struct Outcome {
     pub(super) allow: bool,
     pub(super) status: u16,
     pub(super) error: ErrorCode,
     pub(super) error_description: Box<str>,
     pub(super) www_authenticate: Box<str>,
-    pub(super) headers: UpstreamHeaders,
     pub(super) policies: Box<[String]>,
     pub(super) policy_errors: Box<[String]>,
 }
 
-impl Kept {
+impl Outcome {
     fn of(decision: &Decision) -> Self {
         Self {
             allow: decision.allow,
@@ -82,25 +95,27 @@ impl Kept {
             error: decision.error,
             error_description: decision.error_description.as_str().into(),
             www_authenticate: decision.www_authenticate.as_str().into(),
-            headers: decision.headers.clone(),
             policies: decision.policies.as_slice().into(),
             policy_errors: decision.trace.policy_errors.as_slice().into(),
         }
     }
+}
 
-    /// What it holds, roughly, with the credential's own allocation, which stays while a `Weak` names
-    /// it, and the headers, which the entry may be the last to hold.
+impl Kept {
+    /// What it holds, roughly, charging it all of its outcome and headers, though it may share them,
+    /// and the credential's own allocation, which stays while a `Weak` names it.
     fn bytes(&self) -> u64 {
-        let text = self.error_description.len()
-            + self.www_authenticate.len()
+        let outcome = &self.outcome;
+        let text = outcome.error_description.len()
+            + outcome.www_authenticate.len()
             + self.headers.bytes()
-            + self
+            + outcome
                 .policies
                 .iter()
-                .chain(&self.policy_errors)
+                .chain(&outcome.policy_errors)
                 .map(|text| std::mem::size_of::<String>() + text.len())
                 .sum::<usize>();
-        (std::mem::size_of::<Self>() + std::mem::size_of::<Credential>() + text) as u64
+        (std::mem::size_of::<Outcome>() + std::mem::size_of::<Credential>() + text) as u64
     }
 }
 
@@ -133,6 +148,7 @@ impl Memo {
             reads: reads.clone(),
             doorkeeper: (0..slots).map(|_| AtomicU64::new(0)).collect(),
             hasher: std::collections::hash_map::RandomState::new(),
+            outcomes: Mutex::default(),
         }
     }
 
@@ -200,7 +216,7 @@ impl Memo {
     }
 
     /// The decision kept under `key` for this very `credential`.
-    pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Arc<Kept>> {
+    pub(super) fn get(&self, key: &Key, credential: &Arc<Credential>) -> Option<Kept> {
         let entry = self.entries.as_ref()?.get(key)?;
         std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential)).then_some(entry.kept)
     }
@@ -220,15 +236,31 @@ impl Memo {
         if first_sighting {
             return;
         }
-        let kept = Kept::of(decision);
+        let kept = Kept {
+            outcome: self.shared(Outcome::of(decision)),
+            headers: decision.headers.clone(),
+        };
         entries.insert(
             key,
             Entry {
                 credential: Arc::downgrade(credential),
                 bytes: kept.bytes(),
-                kept: Arc::new(kept),
+                kept,
             },
         );
+    }
+
+    /// `outcome`, as the entries that repeat it share it.
+    fn shared(&self, outcome: Outcome) -> Arc<Outcome> {
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(shared) = outcomes.get(&outcome) {
+            return Arc::clone(shared);
+        }
+        let outcome = Arc::new(outcome);
+        if outcomes.len() < MAX_OUTCOMES {
+            outcomes.insert(Arc::clone(&outcome));
+        }
+        outcome
     }
 }
 
@@ -244,5 +276,115 @@ impl KeyWriter {
 
     fn absent(&mut self) {
         self.0.push(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClaimNames;
+    use crate::credential::{Provenance, TimeRules};
+    use crate::policy::NameReads;
+
+    fn token(subject: &str) -> Arc<Credential> {
+        let claims = serde_json::json!({ "sub": subject, "exp": 2_000_000_000_i64 });
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!("an object")
+        };
+        let credential = Credential::from_claims(
+            claims,
+            &ClaimNames::default(),
+            Provenance {
+                issuer_index: 0,
+                issuer: &Arc::from("https://idp.example.com"),
+                kid: "k1",
+                algorithm: None,
+                typ: "",
+                rules: TimeRules::new(std::time::Duration::ZERO, None),
+                keep: &NameReads::All,
+            },
+        );
+        Arc::new(credential.unwrap_or_else(|error| panic!("{error}")))
+    }
+
+    fn decision(allow: bool, policy: &str) -> Decision {
+        Decision {
+            decision_id: uuid::Uuid::nil(),
+            allow,
+            status: if allow { 200 } else { 403 },
+            error: if allow {
+                ErrorCode::None
+            } else {
+                ErrorCode::AccessDenied
+            },
+            error_description: String::new(),
+            www_authenticate: String::new(),
+            subject: String::new(),
+            client_id: String::new(),
+            issuer: String::new(),
+            scope: String::new(),
+            headers: UpstreamHeaders::default(),
+            cache_ttl: 0,
+            policies: vec![policy.to_owned()],
+            trace: super::super::DecisionTrace::default(),
+        }
+    }
+
+    /// Kept on its second sighting, for that credential object only, and sharing its outcome with every
+    /// entry that repeats it.
+    #[test]
+    fn entries_share_the_outcomes_they_repeat() {
+        let memo = Memo::new(&Reads::default(), 100);
+        let input = DecisionInput {
+            authorization: None,
+            api_key: None,
+            method: "GET".to_owned(),
+            path: "/orders/1".to_owned(),
+            host: String::new(),
+            query: String::new(),
+            client_ip: None,
+            headers: std::collections::BTreeMap::new(),
+            apigee: crate::policy::ApigeeContext::default(),
+            message_id: String::new(),
+        };
+        let (alice, bob) = (token("alice"), token("bob"));
+        let cases = [
+            (&alice, [1_u8; 32], "/orders/1", decision(true, "read")),
+            (&bob, [2_u8; 32], "/orders/1", decision(true, "read")),
+            (&bob, [2_u8; 32], "/orders/2", decision(false, "forbid")),
+        ];
+        for (credential, digest, path, decided) in &cases {
+            let key = memo
+                .key(digest, &input, path)
+                .unwrap_or_else(|| panic!("on"));
+            memo.insert(key.clone(), credential, decided);
+            assert!(
+                memo.get(&key, credential).is_none(),
+                "kept on the first sighting"
+            );
+            memo.insert(key.clone(), credential, decided);
+            let kept = memo
+                .get(&key, credential)
+                .unwrap_or_else(|| panic!("{path}"));
+            assert_eq!(kept.outcome.allow, decided.allow);
+            assert_eq!(*kept.outcome.policies, decided.policies);
+            assert!(
+                memo.get(&key, &token("alice")).is_none(),
+                "another credential object"
+            );
+        }
+        let outcomes: Vec<Option<Arc<Outcome>>> = cases
+            .iter()
+            .map(|(credential, digest, path, _)| {
+                let key = memo.key(digest, &input, path)?;
+                memo.get(&key, credential).map(|kept| kept.outcome)
+            })
+            .collect();
+        let [first, second, third] = outcomes.as_slice() else {
+            panic!("three cases")
+        };
+        assert!(matches!((first, second), (Some(a), Some(b)) if Arc::ptr_eq(a, b)));
+        assert!(matches!((second, third), (Some(a), Some(b)) if !Arc::ptr_eq(a, b)));
+        assert_eq!(memo.size().0, 3);
     }
 }
