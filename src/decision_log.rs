@@ -342,7 +342,7 @@ mod tests {
     use std::sync::{Arc, Condvar};
 
     use super::*;
-    use crate::decision::{DecisionTrace, ErrorCode};
+    use crate::decision::ErrorCode;
 
     /// A sink that blocks every write until it is opened, then keeps what it is given.
     #[derive(Clone, Default)]
@@ -380,16 +380,7 @@ mod tests {
             allow: false,
             status: 401,
             error: ErrorCode::InvalidToken,
-            error_description: String::new(),
-            www_authenticate: String::new(),
-            subject: String::new(),
-            client_id: String::new(),
-            issuer: String::new(),
-            scope: String::new(),
-            headers: crate::decision::UpstreamHeaders::default(),
-            cache_ttl: 0,
-            policies: Vec::new(),
-            trace: DecisionTrace::default(),
+            ..Decision::default()
         }
     }
 

@@ -29,6 +29,7 @@ pub(super) async fn readyz(State(state): State<AppState>) -> Response {
 /// The OpenMetrics text: the process-wide counters, and the states of the running generation.
 pub(super) async fn metrics(State(state): State<AppState>) -> Response {
     let generation = state.current();
+    let (memo_entries, memo_bytes) = generation.engine.memo_size();
     let snapshot = Snapshot {
         key_sets: generation
             .key_sets()
@@ -38,8 +39,8 @@ pub(super) async fn metrics(State(state): State<AppState>) -> Response {
             })
             .collect(),
         cached_tokens: generation.engine.verifier().cache().len(),
-        memo_entries: generation.engine.memo_size().0,
-        memo_bytes: generation.engine.memo_size().1,
+        memo_entries,
+        memo_bytes,
         requests_in_flight: state.limits.in_flight(),
         reloads_succeeded: state.reloads.succeeded(),
         reloads_failed: state.reloads.failed(),

@@ -317,16 +317,8 @@ mod tests {
             } else {
                 ErrorCode::AccessDenied
             },
-            error_description: String::new(),
-            www_authenticate: String::new(),
-            subject: String::new(),
-            client_id: String::new(),
-            issuer: String::new(),
-            scope: String::new(),
-            headers: UpstreamHeaders::default(),
-            cache_ttl: 0,
             policies: vec![policy.to_owned()],
-            trace: super::super::DecisionTrace::default(),
+            ..Decision::default()
         }
     }
 

@@ -6,9 +6,9 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use verdict::config::Config;
 
+use crate::helpers::new_api_key;
 use crate::helpers::tempdir;
 use crate::helpers::{KeyServer, T0, TestApp, claims, config_yaml, rsa_key};
-use crate::helpers::{output, verdict};
 
 const POLICIES: &str = r#"
 @id("keys-read")
@@ -21,17 +21,12 @@ permit (principal is User, action == Action::"GET", resource);
 
 /// A key from `verdict apikey new`, and the entry it printed for the configuration.
 fn new_key(args: &[&str]) -> (String, String) {
-    let (status, stdout, stderr) = output(verdict().args(["apikey", "new"]).args(args));
-    assert!(status.success(), "{stderr}");
-    let mut lines = stdout.lines();
-    let key = lines.next().unwrap().to_owned();
-    let entry = lines.next().unwrap().to_owned();
+    let (key, entry) = new_api_key(args);
     assert!(key.starts_with("vk_") && key.len() > 40, "{key}");
     assert!(
         !entry.contains(&key),
         "the entry holds only the hash: {entry}"
     );
-    assert!(stderr.contains("not stored"), "{stderr}");
     (key, entry)
 }
 

@@ -10,7 +10,7 @@ pub mod proxy;
 
 pub use certificates::{Authority, identity};
 pub use files::tempdir;
-pub use process::{Server, output, verdict, wait_ready, wait_readyz};
+pub use process::{Server, new_api_key, output, verdict, wait_ready, wait_readyz};
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

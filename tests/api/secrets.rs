@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::helpers::tempdir;
 use crate::helpers::{AUDIENCE, JwksAnswer, KeyServer, claims, rsa_key, unix_now};
-use crate::helpers::{Server, verdict, wait_readyz};
+use crate::helpers::{Server, wait_readyz};
 
 const CALLER_KEY: &str = "caller-key-that-must-not-be-logged-0123";
 const INTROSPECTION_SECRET: &str = "introspection-secret-not-for-logs-4567";
@@ -19,22 +19,7 @@ const INTROSPECTION_SECRET: &str = "introspection-secret-not-for-logs-4567";
 async fn no_credential_reaches_the_log() {
     let key = rsa_key("k1");
     let server = KeyServer::start(&[key]).await;
-    let (api_key, entry) = {
-        let (status, stdout, _) = crate::helpers::output(verdict().args([
-            "apikey",
-            "new",
-            "--id",
-            "p",
-            "--scope",
-            "orders:read",
-        ]));
-        assert!(status.success());
-        let mut lines = stdout.lines();
-        (
-            lines.next().unwrap().to_owned(),
-            lines.next().unwrap().to_owned(),
-        )
-    };
+    let (api_key, entry) = crate::helpers::new_api_key(&["--id", "p", "--scope", "orders:read"]);
     let directory = tempdir();
     let policies = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/policies");
     let config = directory.join("verdict.yaml");

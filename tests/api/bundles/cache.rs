@@ -17,7 +17,7 @@ use super::{
     run_flow, sample_variables, steps, text_of,
 };
 use crate::helpers::proxy::Stack;
-use crate::helpers::{CALLER_KEY, claims, output, unix_now, verdict};
+use crate::helpers::{CALLER_KEY, claims, new_api_key, unix_now};
 
 /// Apigee's cache as the flow uses it: each key's value and the second it expires at.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -505,19 +505,14 @@ fn pieces(credential: &str) -> Vec<&str> {
 async fn an_allow_is_reused_for_its_cache_ttl_and_nothing_else_is() {
     let bundle = Bundle::load();
     let flow = steps(&roxmltree::Document::parse(&bundle.flow).unwrap());
-    let (status, stdout, stderr) = output(verdict().args([
-        "apikey",
-        "new",
+    let (api_key, entry) = new_api_key(&[
         "--id",
         "partner-a",
         "--scope",
         "orders:read",
         "--tenant",
         "acme",
-    ]));
-    assert!(status.success(), "{stderr}");
-    let mut lines = stdout.lines();
-    let (api_key, entry) = (lines.next().unwrap().to_owned(), lines.next().unwrap());
+    ]);
     let mut caching = Service::start(&format!(
         "cache:\n  decision_ttl: 60s\napi_keys:\n  keys:\n    {entry}\n"
     ))

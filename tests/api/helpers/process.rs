@@ -15,6 +15,18 @@ pub fn verdict() -> Command {
     command
 }
 
+/// A new end-user API key from `verdict apikey new` with `args`: the key, and the configuration entry
+/// that holds its hash. The command says the key is not stored anywhere.
+pub fn new_api_key(args: &[&str]) -> (String, String) {
+    let (status, stdout, stderr) = output(verdict().args(["apikey", "new"]).args(args));
+    assert!(status.success(), "{stderr}");
+    assert!(stderr.contains("not stored"), "{stderr}");
+    let mut lines = stdout.lines();
+    let key = lines.next().unwrap_or_default().to_owned();
+    let entry = lines.next().unwrap_or_default().to_owned();
+    (key, entry)
+}
+
 /// A running `verdict serve`, killed when dropped, whose output lines arrive on channels.
 pub struct Server {
     pub child: Child,
