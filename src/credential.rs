@@ -28,12 +28,17 @@ use crate::policy::{NameReads, Principal, PrincipalKind};
 
 /// The bearer token of an `Authorization` header value, if it carries one.
 ///
-/// The scheme is matched case-insensitively and surrounding whitespace is tolerated (DESIGN §3). A
+/// The scheme is matched case-insensitively and surrounding whitespace is tolerated (DESIGN §3):
+/// HTTP's optional whitespace, spaces and tabs (RFC 9110 §5.6.3), and no other character, so a
+/// Unicode space or a line break around the token stays part of it and fails its syntax check. A
 /// header with another scheme carries no bearer token.
 pub fn bearer_token(authorization: &str) -> Option<&str> {
-    let trimmed = authorization.trim();
-    let (scheme, rest) = trimmed.split_once([' ', '\t']).unwrap_or((trimmed, ""));
-    scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
+    const OWS: [char; 2] = [' ', '\t'];
+    let trimmed = authorization.trim_matches(OWS);
+    let (scheme, rest) = trimmed.split_once(OWS).unwrap_or((trimmed, ""));
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| rest.trim_start_matches(OWS))
 }
 
 /// Why a credential was refused. Every variant maps to a stable reason and a description safe to show a
@@ -337,5 +342,9 @@ mod tests {
         assert_eq!(bearer_token("Basic dXNlcjpwYXNz"), None);
         assert_eq!(bearer_token("Bearerabc"), None);
         assert_eq!(bearer_token(""), None);
+        // Only spaces and tabs are whitespace here: other characters stay in the token.
+        assert_eq!(bearer_token("Bearer \u{a0}abc"), Some("\u{a0}abc"));
+        assert_eq!(bearer_token("Bearer abc\n"), Some("abc\n"));
+        assert_eq!(bearer_token("Bearer\u{2003}abc"), None);
     }
 }
