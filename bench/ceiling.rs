@@ -26,7 +26,8 @@ const ALLOW: &str = concat!(
     r#""headers":{"x-tenant":"acme","x-user-id":"user-00042"},"cache_ttl":60,"policies":["orders-read"]}"#,
 );
 
-/// The fields of Verdict's `DecideRequest` (`src/api/wire.rs`), parsed the same strict way.
+/// The fields of Verdict's `DecideRequest` (`src/fronts/service_callout.rs`), parsed the same strict
+/// way.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 #[expect(

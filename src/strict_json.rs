@@ -1,10 +1,12 @@
-//! JSON parsing that refuses duplicate object keys, at any depth: for tokens, introspection answers,
-//! key sets and callout bodies alike.
+//! JSON parsing that refuses duplicate object keys, at any depth: for tokens, introspection answers
+//! and key sets, documents whose shape is open.
 //!
 //! RFC 7515 §5.2 lets a JWS parser reject duplicate member names, and it should: parsers disagree on
 //! which duplicate wins (`{"sub":"alice","sub":"admin"}`), which is an injection path between the
-//! component that logs a token and the one that authorizes it. A callout body is no different:
-//! `"headers": {"x-debug": "1", "x-debug": ""}` must not quietly switch a `forbid` off.
+//! component that logs a token and the one that authorizes it. A callout body is no different
+//! (`"headers": {"x-debug": "1", "x-debug": ""}` must not quietly switch a `forbid` off), but its
+//! shape is closed, so its typed parse refuses a repeated key as it reads
+//! (`fronts::service_callout::DecideRequest`), and this module's pass is the tests' oracle for it.
 
 use std::borrow::Cow;
 use std::collections::HashSet;

@@ -1,5 +1,5 @@
-//! The body of a JSON callout: [`StrictJson`], which takes only a JSON object without duplicate keys,
-//! within the body limit, its rejections as [`ApiError`]s.
+//! The body of a JSON callout: [`StrictJson`], which takes only a JSON object within the body limit,
+//! its rejections as [`ApiError`]s.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -39,7 +39,8 @@ fn describe_serde_error(text: &str) -> String {
 /// `Json<T>` that takes only a JSON object, with rejections as [`ApiError`]s.
 ///
 /// serde's derived structs also accept a JSON array, read by position, which would bypass
-/// `deny_unknown_fields`; the body's first byte must therefore open an object.
+/// `deny_unknown_fields`; the body's first byte must therefore open an object. A key twice is for `T`
+/// to refuse as it reads, in the one parse of the body (DESIGN §2; `DecideRequest` does).
 #[derive(Debug)]
 pub(super) struct StrictJson<T>(pub(super) T);
 
@@ -64,9 +65,6 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
                 "malformed request body: expected a JSON object".into(),
             ));
         }
-        // DESIGN §2: duplicate keys anywhere in the body, nested objects included, are a 400.
-        crate::strict_json::check_unique_keys(&bytes)
-            .map_err(|error| ApiError::BadRequest(describe_serde_error(&error.to_string())))?;
         let Json(value) = Json::<T>::from_bytes(&bytes)?;
         Ok(Self(value))
     }

@@ -2,6 +2,7 @@
 //! client request, answered with the decision as JSON. The only module that knows those shapes.
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
 
@@ -11,6 +12,10 @@ use crate::policy::ApigeeContext;
 
 /// The body of `POST /v1/decide`. Unknown fields are refused, so a misspelt `authorisation` is an
 /// error rather than a request without a token.
+///
+/// A key twice anywhere in the body is refused as it is read (DESIGN §2): serde's derived structs
+/// refuse a repeated field, here and in `apigee`, and `headers` refuses a repeated name; every other
+/// value is a string, so the body has no other object to repeat a key in.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DecideRequest {
@@ -21,6 +26,7 @@ pub struct DecideRequest {
     pub host: Option<String>,
     pub query: Option<String>,
     pub client_ip: Option<String>,
+    #[serde(default, deserialize_with = "unique_keys")]
     pub headers: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "object")]
     pub apigee: Option<ApigeeFields>,
@@ -64,6 +70,46 @@ fn object<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     }
 
     deserializer.deserialize_any(ObjectOrNull(std::marker::PhantomData))
+}
+
+/// Deserializes an optional map of strings, refusing a key that comes twice: which copy a map would
+/// keep is not which copy another parser of the same body sees.
+fn unique_keys<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    struct UniqueKeys;
+
+    impl<'de> de::Visitor<'de> for UniqueKeys {
+        type Value = Option<BTreeMap<String, String>>;
+
+        fn expecting(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            formatter.write_str("a JSON object of strings")
+        }
+
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+
+        fn visit_map<A: de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut entries = BTreeMap::new();
+            while let Some((key, value)) = map.next_entry::<String, String>()? {
+                match entries.entry(key) {
+                    Entry::Occupied(entry) => {
+                        return Err(de::Error::custom(format_args!(
+                            "duplicate key `{}`",
+                            entry.key()
+                        )));
+                    }
+                    Entry::Vacant(entry) => {
+                        entry.insert(value);
+                    }
+                }
+            }
+            Ok(Some(entries))
+        }
+    }
+
+    deserializer.deserialize_any(UniqueKeys)
 }
 
 impl DecideRequest {

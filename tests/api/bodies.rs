@@ -189,7 +189,7 @@ async fn malformed_bodies_are_refused_in_the_service_error_format() {
         ),
         (
             "a header twice, once escaped",
-            br#"{"method": "GET", "path": "/", "headers": {"x-debug": "1", "x-debug": ""}}"#
+            br#"{"method": "GET", "path": "/", "headers": {"x-debug": "1", "x-d\u0065bug": ""}}"#
                 .into(),
             bad_request,
             "invalid_request",
@@ -201,14 +201,22 @@ async fn malformed_bodies_are_refused_in_the_service_error_format() {
                 .into(),
             bad_request,
             "invalid_request",
-            Some("duplicate key"),
+            Some("duplicate field `product`"),
         ),
         (
             "path twice, escaped",
-            br#"{"method": "GET", "path": "/orders", "path": "/admin"}"#.into(),
+            br#"{"method": "GET", "path": "/orders", "p\u0061th": "/admin"}"#.into(),
             bad_request,
             "invalid_request",
-            Some("duplicate key"),
+            Some("duplicate field `path`"),
+        ),
+        (
+            "a field twice, the first null",
+            br#"{"authorization": null, "method": "GET", "path": "/", "authorization": "Bearer x"}"#
+                .into(),
+            bad_request,
+            "invalid_request",
+            Some("duplicate field `authorization`"),
         ),
         // Not a JSON object at all.
         (

@@ -1,6 +1,7 @@
 //! Property tests with generated inputs (proptest): the token path, the decide body and the
-//! configuration loader never panic nor answer 500; a mutated valid token never allows; and a
-//! decision is the same with the verified-token cache as without it.
+//! configuration loader never panic nor answer 500; a decide body with a key twice anywhere is a
+//! 400; a mutated valid token never allows; and a decision is the same with the verified-token cache as
+//! without it.
 //!
 //! Each property runs a bounded number of cases so that the suite stays quick in a debug build;
 //! `PROPTEST_CASES` raises them for a long run (BENCHMARKS.md, "Fuzzing", says how and what they
@@ -652,7 +653,7 @@ enum Body {
 }
 
 #[test]
-fn no_decide_body_panics_or_answers_500() {
+fn no_decide_body_panics_answers_500_or_is_decided_with_a_key_twice() {
     let runtime = runtime();
     let service = runtime.block_on(Service::start());
     let token = service.rs256.clone();
@@ -690,8 +691,108 @@ fn no_decide_body_panics_or_answers_500() {
             !allowed || String::from_utf8_lossy(&bytes).contains(token.as_str()),
             "allowed without the valid token: {answer}"
         );
+        // The typed parse refuses a key twice as it reads (DESIGN §2), so such a body is never
+        // decided (a 400, or a 413 when it is also too large); the generic pass that checks
+        // remote documents is the oracle.
+        if verdict::strict_json::check_unique_keys(&bytes)
+            .is_err_and(|error| error.to_string().contains("duplicate key"))
+        {
+            prop_assert!(
+                http.is_client_error(),
+                "a body with a key twice was decided: {}",
+                answer
+            );
+        }
         Ok(())
     }));
+}
+
+/// A JSON object written by hand as (key, rendered value) pairs, so that a key can repeat.
+fn render_object(fields: &[(String, String)]) -> String {
+    let fields: Vec<String> = fields
+        .iter()
+        .map(|(key, value)| format!("\"{key}\":{value}"))
+        .collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A body the example policies allow with one of its keys written twice: at the top, in `headers`
+/// or in `apigee`, before or after the first, its name plain or with an escape (`\u0070ath` is
+/// `path`), holding the same value or another. Which copy wins differs between parsers, so the
+/// body is refused whatever the copy holds (DESIGN §2).
+#[test]
+fn a_decide_body_with_a_key_twice_anywhere_is_refused() {
+    let runtime = runtime();
+    let service = runtime.block_on(Service::start());
+    let text = |value: &str| Value::from(value).to_string();
+    let pairs = |pairs: &[(&str, String)]| -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), value.clone()))
+            .collect()
+    };
+    let headers = pairs(&[("x-debug", text("1")), ("x-tenant", text("acme"))]);
+    let apigee = pairs(&[("proxy", text("orders")), ("product", text("gold"))]);
+    let top = pairs(&[
+        ("authorization", text(&format!("Bearer {}", service.rs256))),
+        ("method", text("GET")),
+        ("path", text("/orders/42")),
+        ("host", text("api.example.com")),
+        ("headers", render_object(&headers)),
+        ("apigee", render_object(&apigee)),
+    ]);
+    let allowed = render_object(&top);
+    let (http, answer) = runtime.block_on(service.app.post_decide(allowed));
+    assert!(
+        http == StatusCode::OK && answer["allow"] == true,
+        "the body without a repeated key must be allowed: {answer}"
+    );
+
+    let strategy = (
+        0..3usize,
+        any::<Index>(),
+        any::<Index>(),
+        any::<bool>(),
+        any::<bool>(),
+    );
+    passed(
+        runner(256).run(&strategy, |(object, which, at, escaped, same)| {
+            let (mut headers, mut apigee, mut top) = (headers.clone(), apigee.clone(), top.clone());
+            let fields = [&mut top, &mut headers, &mut apigee][object].as_mut_slice();
+            let (key, value) = fields[which.index(fields.len())].clone();
+            let key = if escaped {
+                let first = key.chars().next().unwrap_or('a');
+                format!("\\u{:04x}{}", u32::from(first), &key[first.len_utf8()..])
+            } else {
+                key
+            };
+            let value = match (same, value.starts_with('{')) {
+                (true, _) => value,
+                (false, true) => "{}".to_owned(),
+                (false, false) => text("/admin"),
+            };
+            let mut fields = fields.to_vec();
+            fields.insert(at.index(fields.len() + 1), (key, value));
+            let body = match object {
+                0 => render_object(&fields),
+                _ => {
+                    let name = if object == 1 { "headers" } else { "apigee" };
+                    let mut top = top.clone();
+                    for (key, value) in &mut top {
+                        if key == name {
+                            *value = render_object(&fields);
+                        }
+                    }
+                    render_object(&top)
+                }
+            };
+            let (http, answer) = runtime.block_on(service.app.post_decide(body.clone()));
+            prop_assert_eq!(http, StatusCode::BAD_REQUEST, "{}\n{}", body, answer);
+            let description = answer["error_description"].as_str().unwrap_or_default();
+            prop_assert!(description.contains("duplicate"), "{}\n{}", body, answer);
+            Ok(())
+        }),
+    );
 }
 
 const CONFIG_KEYS: &[&str] = &[
