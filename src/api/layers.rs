@@ -1,23 +1,26 @@
-//! The layers every callout passes before its front reads it, in this order, outermost first:
+//! The layer every callout passes before its front reads it: one hand-written step, [`guard`], that
+//! does in this order, outermost first:
 //!
-//! 1. [`with_generation`] takes the running generation, once; everything after reads that one
-//!    (INVARIANT: one request, one generation).
-//! 2. [`traced`] runs the callout in its span, continuing the caller's `traceparent`.
-//! 3. [`count_rejections`] counts every callout refused below it, by reason.
-//! 4. [`within_limits`] sheds a callout over `max_concurrent_requests` and bounds the rest by
-//!    `request_timeout`, or by a gRPC caller's shorter deadline.
-//! 5. [`require_caller`] authenticates the caller by the generation's rules, before the body is read.
-//! 6. The body limit (`max_body_bytes`), for a JSON front that reads one (the gRPC services bound their
-//!    messages themselves).
+//! 1. takes the running generation, once; everything after reads that one
+//!    (INVARIANT: one request, one generation);
+//! 2. runs the callout in its span, continuing the caller's `traceparent`;
+//! 3. counts every callout refused below it, by reason;
+//! 4. sheds a callout over `max_concurrent_requests` and bounds the rest by `request_timeout`, or by
+//!    a gRPC caller's shorter deadline;
+//! 5. authenticates the caller by the generation's rules, before the body is read.
 //!
-//! A callout a layer refuses gets its front's kind of answer, [`Refusals`].
+//! Then the body limit (`max_body_bytes`) applies, for a JSON front that reads one (the gRPC services
+//! bound their messages themselves). The steps are one middleware, not five: each `from_fn` layer
+//! boxes a future and clones the layers inside it on every request.
+//!
+//! A callout the guard refuses gets its front's kind of answer, [`Refusals`].
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Extension, Router};
 use tracing::Instrument as _;
 
 use super::error::{ApiError, Rejected};
@@ -52,65 +55,57 @@ impl Refusals {
     }
 }
 
-/// `callouts` behind the layers, in the order of this module's list.
+/// `callouts` behind the [`guard`] and the body limit.
 pub(super) fn around_callouts(
     callouts: Router<AppState>,
     state: &AppState,
     limits: &ServerLimits,
     refusals: Refusals,
 ) -> Router<AppState> {
-    // A layer added later wraps those added before it: this reads from the innermost out.
     callouts
         .layer(DefaultBodyLimit::max(limits.max_body_bytes))
-        .route_layer(middleware::from_fn_with_state(refusals, require_caller))
         .route_layer(middleware::from_fn_with_state(
             (state.clone(), refusals),
-            within_limits,
-        ))
-        .route_layer(middleware::from_fn(count_rejections))
-        .route_layer(middleware::from_fn(traced))
-        .route_layer(middleware::from_fn_with_state(
-            state.clone(),
-            with_generation,
+            guard,
         ))
 }
 
-/// Takes the running generation for the whole request, as an `Arc<Generation>` extension.
-async fn with_generation(
-    State(state): State<AppState>,
+/// The steps of this module's list. Hands the front the generation (`Arc<Generation>`), the trace id
+/// (`TraceId`) and the admitted `Caller` as extensions.
+async fn guard(
+    State((state, refusals)): State<(AppState, Refusals)>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    request.extensions_mut().insert(state.current());
-    next.run(request).await
-}
-
-/// Runs the callout in its `callout` span, and hands its trace id on as a `TraceId` extension.
-async fn traced(mut request: Request, next: Next) -> Response {
+    let generation = state.current();
     let (span, trace_id) = crate::telemetry::callout_span(request.headers());
     request.extensions_mut().insert(trace_id);
-    next.run(request).instrument(span).await
+    let response = within_limits(&state, generation, refusals, request, next)
+        .instrument(span)
+        .await;
+    count_rejection(&response);
+    response
 }
 
 /// Counts a refused callout in `verdict_requests_rejected_total`, by the reason its response carries,
 /// or, for a gRPC service's own refusal, by its status code.
-async fn count_rejections(request: Request, next: Next) -> Response {
-    let response = next.run(request).await;
+fn count_rejection(response: &Response) {
     let reason = match response.extensions().get::<Rejected>() {
         Some(Rejected(reason)) => Some(*reason),
-        None => grpc::rejection(&response),
+        None => grpc::rejection(response),
     };
     if let Some(reason) = reason {
         crate::metrics::global().rejected(reason);
     }
-    response
 }
 
 /// Sheds a callout over the concurrency limit at once rather than queued (503 with `Retry-After`,
 /// `UNAVAILABLE` in gRPC); bounds the rest by `request_timeout`, or by a gRPC caller's deadline when
 /// that is sooner (503, `DEADLINE_EXCEEDED` in gRPC). Every gateway treats both as a deny.
 async fn within_limits(
-    State((state, refusals)): State<(AppState, Refusals)>,
+    state: &AppState,
+    generation: Arc<Generation>,
+    refusals: Refusals,
     request: Request,
     next: Next,
 ) -> Response {
@@ -124,7 +119,8 @@ async fn within_limits(
     };
     let timeout =
         caller_deadline.map_or(limits.timeout(), |deadline| deadline.min(limits.timeout()));
-    match tokio::time::timeout(timeout, next.run(request)).await {
+    let admitted = require_caller(generation, refusals, request, next);
+    match tokio::time::timeout(timeout, admitted).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(
@@ -138,10 +134,10 @@ async fn within_limits(
 }
 
 /// Refuses an unauthenticated caller, by the rules of the generation that decides the request; hands
-/// the admitted one on as a `Caller` extension.
+/// the admitted one and the generation on as extensions.
 async fn require_caller(
-    State(refusals): State<Refusals>,
-    Extension(generation): Extension<Arc<Generation>>,
+    generation: Arc<Generation>,
+    refusals: Refusals,
     mut request: Request,
     next: Next,
 ) -> Response {
@@ -155,7 +151,9 @@ async fn require_caller(
         .await;
     match admitted {
         Some(caller) => {
-            request.extensions_mut().insert(caller);
+            let extensions = request.extensions_mut();
+            extensions.insert(caller);
+            extensions.insert(generation);
             next.run(request).await
         }
         None => refusals.answer(ApiError::UnauthenticatedCaller),
