@@ -292,19 +292,49 @@ impl Engine {
     }
 }
 
-/// A new decision id: a UUIDv7, its random bits from aws-lc's generator, which draws on the system's
-/// entropy only to seed and reseed itself (`Uuid::now_v7` makes a `getrandom` system call each time).
+/// A new decision id: a UUIDv7 whose random bits come from aws-lc's generator (`Uuid::now_v7` makes a
+/// `getrandom` system call each time). The generator is asked for [`RANDOM_BATCH`] ids' worth of bits
+/// at once, per thread: each call has a fixed cost (its locks, the fork and reseed checks) far above
+/// that of ten bytes.
 fn decision_id() -> Uuid {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |since| {
             u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
         });
-    let mut random = [0_u8; 10];
-    if aws_lc_rs::rand::fill(&mut random).is_err() {
-        return Uuid::now_v7();
+    match RANDOM.with_borrow_mut(RandomBits::take) {
+        Some(random) => uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid(),
+        None => Uuid::now_v7(),
     }
-    uuid::Builder::from_unix_timestamp_millis(millis, &random).into_uuid()
+}
+
+/// The decision ids one draw from the generator serves.
+const RANDOM_BATCH: usize = 64;
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomBits> = const {
+        std::cell::RefCell::new(RandomBits { bits: [0; 10 * RANDOM_BATCH], used: 10 * RANDOM_BATCH })
+    };
+}
+
+/// Random bits drawn ahead for this thread's next decision ids; each id's ten bytes are used once.
+struct RandomBits {
+    bits: [u8; 10 * RANDOM_BATCH],
+    used: usize,
+}
+
+impl RandomBits {
+    /// The next ten bytes, drawing a new batch when these are spent; `None` if the generator fails.
+    fn take(&mut self) -> Option<[u8; 10]> {
+        if self.used == self.bits.len() {
+            aws_lc_rs::rand::fill(&mut self.bits).ok()?;
+            self.used = 0;
+        }
+        let mut random = [0_u8; 10];
+        random.copy_from_slice(self.bits.get(self.used..self.used + 10)?);
+        self.used += 10;
+        Some(random)
+    }
 }
 
 /// What the policy step needs of one credential under one generation's policies and header mapping:
@@ -629,13 +659,19 @@ mod tests {
 
     #[test]
     fn decision_ids_are_distinct_version_7_uuids_in_time_order() {
-        let ids: Vec<Uuid> = (0..64).map(|_| decision_id()).collect();
+        // Past several batches of random bits, and on two threads.
+        let ids: Vec<Uuid> = (0..5 * RANDOM_BATCH).map(|_| decision_id()).collect();
+        let other: Vec<Uuid> =
+            std::thread::spawn(|| (0..RANDOM_BATCH).map(|_| decision_id()).collect())
+                .join()
+                .unwrap_or_default();
+        assert_eq!(other.len(), RANDOM_BATCH);
+        let distinct: std::collections::HashSet<_> = ids.iter().chain(&other).collect();
+        assert_eq!(distinct.len(), ids.len() + other.len());
         for id in &ids {
             assert_eq!(id.get_version_num(), 7, "{id}");
             assert_eq!(id.get_variant(), uuid::Variant::RFC4122, "{id}");
         }
-        let distinct: std::collections::HashSet<_> = ids.iter().collect();
-        assert_eq!(distinct.len(), ids.len());
         let millis = |id: &Uuid| {
             id.get_timestamp()
                 .map(|at| at.to_unix())
