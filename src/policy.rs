@@ -336,8 +336,11 @@ impl PolicySet {
         if let Some(schema) = &schema {
             let _ = write!(fingerprint, "{}\0{}", schema.name, schema.text);
         }
-        let slices = slices::Slices::build(reaches.iter().map(|(policy, reach)| (policy, reach)))
-            .map_err(|error| vec![format!("cannot index the policies: {error}")])?;
+        let slices = slices::Slices::build(
+            reaches.iter().map(|(policy, reach)| (policy, reach)),
+            slices::FOLD_BUDGET,
+        )
+        .map_err(|error| vec![format!("cannot index the policies: {error}")])?;
         Ok(Self {
             reads: Reads::of(reaches.iter().map(|(policy, _)| policy)),
             ids: reaches
@@ -563,7 +566,8 @@ mod tests {
         );
     }
 
-    /// Slicing must not change any decision: every request gets what evaluating all policies gives.
+    /// Slicing must not change any decision: every request gets what evaluating all policies gives,
+    /// whether the policies that name no segment are folded into the segments' sets or not.
     #[test]
     fn slices_decide_as_the_whole_set_does() {
         let text = r#"
@@ -578,7 +582,9 @@ mod tests {
             @id("forbid-no-w") forbid(principal, action == Action::"PUT", resource) unless { principal.scopes.contains("w") };
             @id("errors") permit(principal, action, resource) when { principal.claims.missing == 1 };
         "#;
-        let set =
+        let folded =
+            PolicySet::compile(vec![file("p.cedar", text)]).unwrap_or_else(|p| panic!("{p:?}"));
+        let mut unfolded =
             PolicySet::compile(vec![file("p.cedar", text)]).unwrap_or_else(|p| panic!("{p:?}"));
         let mut whole = cedar_policy::PolicySet::new();
         for policy in cedar_policy::PolicySet::from_str(text)
@@ -593,6 +599,13 @@ mod tests {
                 .add(policy.new_id(PolicyId::new(id)))
                 .unwrap_or_else(|e| panic!("{e}"));
         }
+        let reaches: Vec<_> = whole
+            .policies()
+            .map(|policy| (policy.clone(), slices::Reach::of(policy)))
+            .collect();
+        unfolded.slices =
+            slices::Slices::build(reaches.iter().map(|(policy, reach)| (policy, reach)), 0)
+                .unwrap_or_else(|e| panic!("{e}"));
         let claims = serde_json::Map::new();
         let apigee = ApigeeContext::default();
         let headers = BTreeMap::new();
@@ -641,9 +654,8 @@ mod tests {
                         headers: &headers,
                         now: 0,
                     };
-                    let sliced = set.evaluate(&request).unwrap_or_else(|e| panic!("{e}"));
                     let (cedar_request, entities) =
-                        entities::build(&request, &set.reads, &set.extensions)
+                        entities::build(&request, &folded.reads, &folded.extensions)
                             .unwrap_or_else(|e| panic!("{e}"));
                     let expected =
                         Authorizer::new().is_authorized(&cedar_request, &whole, &entities);
@@ -653,17 +665,29 @@ mod tests {
                         .map(ToString::to_string)
                         .collect();
                     reasons.sort();
-                    let case = format!("{method} {path} {scopes:?}");
-                    assert_eq!(
-                        sliced.allow,
-                        expected.decision() == Decision::Allow,
-                        "{case}"
-                    );
-                    assert_eq!(sliced.determining, reasons, "{case}");
-                    checked += 1;
+                    let mut errors: Vec<String> = expected
+                        .diagnostics()
+                        .errors()
+                        .map(ToString::to_string)
+                        .collect();
+                    errors.sort();
+                    for (slicing, set) in [("folded", &folded), ("unfolded", &unfolded)] {
+                        let case = format!("{slicing}: {method} {path} {scopes:?}");
+                        let sliced = set.evaluate(&request).unwrap_or_else(|e| panic!("{e}"));
+                        assert_eq!(
+                            sliced.allow,
+                            expected.decision() == Decision::Allow,
+                            "{case}"
+                        );
+                        assert_eq!(sliced.determining, reasons, "{case}");
+                        let mut sliced_errors = sliced.errors.clone();
+                        sliced_errors.sort();
+                        assert_eq!(sliced_errors, errors, "{case}");
+                        checked += 1;
+                    }
                 }
             }
         }
-        assert_eq!(checked, 80);
+        assert_eq!(checked, 160);
     }
 }

@@ -6,6 +6,10 @@
 //! head, or a `resource.path like "/a/..."` conjunct of a `when` clause. A policy left out of a request's
 //! slice could not have been satisfied by it, so the decision is the same as evaluating every policy.
 //! (Action entities carry no parents here, so `action in [...]` is membership in the list.)
+//!
+//! A request on a segment is one call to Cedar: the policies that require no segment are copied into
+//! each segment's set at load, within [`FOLD_BUDGET`] copies (past it, two calls: the policies for any
+//! path, then the segment's).
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -122,6 +126,9 @@ struct MethodSlices {
     /// Policies that require no path segment.
     any_path: Option<PolicySet>,
     by_segment: HashMap<String, PolicySet>,
+    /// Whether each `by_segment` set also holds the `any_path` policies, so that a request on a
+    /// segment is one call to Cedar rather than two.
+    folded: bool,
 }
 
 impl MethodSlices {
@@ -132,11 +139,37 @@ impl MethodSlices {
         };
         set.add(policy.clone()).map_err(|error| error.to_string())
     }
+
+    /// Copies the `any_path` policies into every segment's set, if that takes at most `budget`
+    /// copies; returns the copies made.
+    fn fold(&mut self, budget: usize) -> Result<usize, String> {
+        let Some(any_path) = &self.any_path else {
+            return Ok(0);
+        };
+        let copies = any_path.policies().count() * self.by_segment.len();
+        if copies > budget {
+            return Ok(0);
+        }
+        for set in self.by_segment.values_mut() {
+            for policy in any_path.policies() {
+                set.add(policy.clone()).map_err(|error| error.to_string())?;
+            }
+        }
+        self.folded = true;
+        Ok(copies)
+    }
 }
 
+/// The policy copies [`Slices::build`] may make to fold the policies that require no segment into
+/// the segments' sets: a set with few of those (the usual case) is folded, one with many is not, and
+/// pays a second call to Cedar per request rather than the memory.
+pub(super) const FOLD_BUDGET: usize = 4096;
+
 impl Slices {
+    /// The slices of `policies`, folded within `fold_budget` policy copies.
     pub(super) fn build<'a>(
         policies: impl Iterator<Item = (&'a Policy, &'a Reach)> + Clone,
+        fold_budget: usize,
     ) -> Result<Self, String> {
         let mut slices = Self::default();
         for (_, reach) in policies.clone() {
@@ -162,6 +195,14 @@ impl Slices {
                 }
             }
         }
+        let mut budget = fold_budget;
+        for slice in slices
+            .by_method
+            .values_mut()
+            .chain([&mut slices.other_methods])
+        {
+            budget -= slice.fold(budget)?;
+        }
         Ok(slices)
     }
 
@@ -181,11 +222,12 @@ impl Slices {
             .strip_prefix('/')
             .and_then(|path| path.split('/').next())
             .and_then(|segment| slices.by_segment.get(segment));
+        let sets = match segment_slice {
+            Some(set) if slices.folded => [Some(set), None],
+            _ => [slices.any_path.as_ref(), segment_slice],
+        };
         let mut outcome = Outcome::default();
-        for set in [slices.any_path.as_ref(), segment_slice]
-            .into_iter()
-            .flatten()
-        {
+        for set in sets.into_iter().flatten() {
             outcome.merge(&authorizer.is_authorized(request, set, entities));
         }
         outcome
