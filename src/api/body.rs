@@ -65,8 +65,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for StrictJson<T> {
                 "malformed request body: expected a JSON object".into(),
             ));
         }
-        let Json(value) = Json::<T>::from_bytes(&bytes)?;
-        Ok(Self(value))
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Self(value)),
+            // Parsed again for the error: axum's parse names the path to the field at fault
+            // (`apigee.env`), but tracks it for every field of every body, and bodies are rarely wrong.
+            Err(error) => Err(match Json::<T>::from_bytes(&bytes) {
+                Err(rejection) => rejection.into(),
+                Ok(_) => ApiError::BadRequest(describe_serde_error(&error.to_string())),
+            }),
+        }
     }
 }
 
