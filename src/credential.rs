@@ -110,7 +110,10 @@ impl CredentialError {
 
 /// A verified credential: a JWT whose signature and claims checked out, an active introspected token,
 /// or a known API key; the principal it names, with how long a decision on it may be reused.
-#[derive(Debug, Clone)]
+///
+/// Two are equal when everything they say is: a token verified again is another object, equal to the
+/// first; an opaque token introspected again may come back with other scopes, and is not.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
     /// Index of the issuer in the configuration.
     pub issuer_index: usize,

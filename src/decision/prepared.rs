@@ -4,10 +4,14 @@
 //! holds.
 //!
 //! Like the memo, each generation has its own, since what is prepared depends on its policies (the
-//! claims they read) and its header mapping; and an entry is keyed by the credential's digest and used
-//! only for the very credential object it was prepared from, named by a `Weak`.
+//! claims they read) and its header mapping. An entry is keyed by the credential's digest, and serves
+//! a credential equal to the one it was prepared from: the same object, or the same token verified
+//! again once the token cache let the first go (which, under a token cache too small for the tokens
+//! in use, is every request: building the entities and freeing those of the entry it evicts cost more
+//! than the signature check). An entry holds its credential, so at most [`CAPACITY`] credentials stay
+//! alive past the token cache, a few MiB.
 
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use quick_cache::sync::Cache;
 
@@ -25,7 +29,7 @@ pub(super) struct PreparedCache {
 
 #[derive(Debug, Clone)]
 struct Entry {
-    credential: Weak<Credential>,
+    credential: Arc<Credential>,
     prepared: Arc<Prepared>,
 }
 
@@ -44,7 +48,7 @@ impl PreparedCache {
         prepare: impl FnOnce() -> Result<Prepared, CredentialError>,
     ) -> Result<Arc<Prepared>, CredentialError> {
         if let Some(entry) = self.entries.get(digest)
-            && std::ptr::eq(entry.credential.as_ptr(), Arc::as_ptr(credential))
+            && (Arc::ptr_eq(&entry.credential, credential) || entry.credential == *credential)
         {
             return Ok(entry.prepared);
         }
@@ -52,10 +56,74 @@ impl PreparedCache {
         self.entries.insert(
             *digest,
             Entry {
-                credential: Arc::downgrade(credential),
+                credential: Arc::clone(credential),
                 prepared: Arc::clone(&prepared),
             },
         );
         Ok(prepared)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ClaimNames;
+    use crate::credential::{Provenance, TimeRules};
+    use crate::decision::UpstreamHeaders;
+    use crate::policy::{NameReads, PreparedPrincipal};
+
+    fn token(scope: &str) -> Arc<Credential> {
+        let claims =
+            serde_json::json!({ "sub": "alice", "scope": scope, "exp": 2_000_000_000_i64 });
+        let serde_json::Value::Object(claims) = claims else {
+            unreachable!("an object")
+        };
+        let credential = Credential::from_claims(
+            claims,
+            &ClaimNames::default(),
+            Provenance {
+                issuer_index: 0,
+                issuer: &Arc::from("https://idp.example.com"),
+                kid: "k1",
+                algorithm: None,
+                typ: "",
+                rules: TimeRules::new(std::time::Duration::ZERO, None),
+                keep: &NameReads::All,
+            },
+        );
+        Arc::new(credential.unwrap_or_else(|error| panic!("{error}")))
+    }
+
+    fn prepare(credential: &Credential, calls: &mut usize) -> Result<Prepared, CredentialError> {
+        *calls += 1;
+        let claims = credential.claims();
+        let principal = PreparedPrincipal::new(&credential.principal(&claims), &NameReads::All)
+            .map_err(|_| CredentialError::InvalidPayload)?;
+        Ok(Prepared {
+            principal,
+            headers: UpstreamHeaders::default(),
+        })
+    }
+
+    #[test]
+    fn a_token_verified_again_reuses_its_principal_and_one_that_says_otherwise_does_not() {
+        let cache = PreparedCache::new();
+        let digest = [7; 32];
+        let mut calls = 0;
+        let first = token("orders:read");
+        let prepared = cache.get(&digest, &first, || prepare(&first, &mut calls));
+        let prepared = prepared.unwrap_or_else(|error| panic!("{error}"));
+
+        // The same token verified again once the token cache let it go: another, equal object.
+        let again = Arc::new((*first).clone());
+        let reused = cache.get(&digest, &again, || prepare(&again, &mut calls));
+        assert!(reused.is_ok_and(|reused| Arc::ptr_eq(&reused, &prepared)));
+        assert_eq!(calls, 1);
+
+        // The same opaque token introspected again, now with another scope: prepared anew.
+        let changed = token("orders:read orders:write");
+        let fresh = cache.get(&digest, &changed, || prepare(&changed, &mut calls));
+        assert!(fresh.is_ok_and(|fresh| !Arc::ptr_eq(&fresh, &prepared)));
+        assert_eq!(calls, 2);
     }
 }
