@@ -653,6 +653,29 @@ fn micros_since(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
+/// A credential of `claims` from one issuer, verified with no algorithm and keeping every claim: for
+/// the tests of the memo and of the prepared principals.
+#[cfg(test)]
+fn test_credential(claims: Value) -> Arc<Credential> {
+    let Value::Object(claims) = claims else {
+        panic!("claims are an object: {claims}")
+    };
+    let credential = Credential::from_claims(
+        claims,
+        &crate::config::ClaimNames::default(),
+        credential::Provenance {
+            issuer_index: 0,
+            issuer: &Arc::from("https://idp.example.com"),
+            kid: "k1",
+            algorithm: None,
+            typ: "",
+            rules: credential::TimeRules::new(Duration::ZERO, None),
+            keep: &NameReads::All,
+        },
+    );
+    Arc::new(credential.unwrap_or_else(|error| panic!("{error}")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

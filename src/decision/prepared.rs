@@ -67,31 +67,13 @@ impl PreparedCache {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::ClaimNames;
-    use crate::credential::{Provenance, TimeRules};
-    use crate::decision::UpstreamHeaders;
+    use crate::decision::{UpstreamHeaders, test_credential};
     use crate::policy::{NameReads, PreparedPrincipal};
 
     fn token(scope: &str) -> Arc<Credential> {
-        let claims =
-            serde_json::json!({ "sub": "alice", "scope": scope, "exp": 2_000_000_000_i64 });
-        let serde_json::Value::Object(claims) = claims else {
-            unreachable!("an object")
-        };
-        let credential = Credential::from_claims(
-            claims,
-            &ClaimNames::default(),
-            Provenance {
-                issuer_index: 0,
-                issuer: &Arc::from("https://idp.example.com"),
-                kid: "k1",
-                algorithm: None,
-                typ: "",
-                rules: TimeRules::new(std::time::Duration::ZERO, None),
-                keep: &NameReads::All,
-            },
-        );
-        Arc::new(credential.unwrap_or_else(|error| panic!("{error}")))
+        test_credential(serde_json::json!({
+            "sub": "alice", "scope": scope, "exp": 2_000_000_000_i64
+        }))
     }
 
     fn prepare(credential: &Credential, calls: &mut usize) -> Result<Prepared, CredentialError> {
