@@ -47,8 +47,9 @@ impl PreparedCache {
         credential: &Arc<Credential>,
         prepare: impl FnOnce() -> Result<Prepared, CredentialError>,
     ) -> Result<Arc<Prepared>, CredentialError> {
+        // `Arc<T: Eq>` compares the pointers before the contents: the same object costs no more.
         if let Some(entry) = self.entries.get(digest)
-            && (Arc::ptr_eq(&entry.credential, credential) || entry.credential == *credential)
+            && entry.credential == *credential
         {
             return Ok(entry.prepared);
         }
