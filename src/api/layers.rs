@@ -119,8 +119,8 @@ async fn within_limits(
     };
     let timeout =
         caller_deadline.map_or(limits.timeout(), |deadline| deadline.min(limits.timeout()));
-    let admitted = require_caller(generation, refusals, request, next);
-    match tokio::time::timeout(timeout, admitted).await {
+    let answer = require_caller(generation, refusals, request, next);
+    match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
             tracing::warn!(
