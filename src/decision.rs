@@ -94,16 +94,70 @@ pub struct Decision {
     pub error: ErrorCode,
     pub error_description: String,
     pub www_authenticate: String,
-    pub subject: String,
-    pub client_id: String,
-    pub issuer: String,
-    pub scope: String,
+    /// The verified credential the decision is on, which names the subject, client, issuer, scopes
+    /// and key id; `None` when none was verified. Shared, not copied: a memo hit copies nothing of it.
+    pub credential: Option<Arc<Credential>>,
     /// Upstream headers for the proxy to set, from the configured claim mapping.
     pub headers: UpstreamHeaders,
     pub cache_ttl: u64,
     pub policies: Vec<String>,
     /// For the logs: how the decision came about.
     pub trace: DecisionTrace,
+}
+
+impl Decision {
+    /// The credential's subject; empty without one.
+    pub fn subject(&self) -> &str {
+        self.credential.as_ref().map_or("", |token| &token.subject)
+    }
+
+    /// The credential's client id; empty without one.
+    pub fn client_id(&self) -> &str {
+        self.credential
+            .as_ref()
+            .map_or("", |token| &token.client_id)
+    }
+
+    /// The credential's issuer; empty without one.
+    pub fn issuer(&self) -> &str {
+        self.credential.as_ref().map_or("", |token| &token.issuer)
+    }
+
+    /// The key id the credential was verified with; empty without one.
+    pub fn kid(&self) -> &str {
+        self.credential.as_ref().map_or("", |token| &token.kid)
+    }
+
+    /// The credential's scopes, as OAuth writes them: separated by spaces.
+    pub fn scope(&self) -> Scope<'_> {
+        Scope(self.credential.as_ref().map_or(&[], |token| &token.scopes))
+    }
+}
+
+/// A decision's scopes written as one space-separated text, as `Display` and as a JSON string.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a>(&'a [String]);
+
+impl std::fmt::Display for Scope<'_> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (index, scope) in self.0.iter().enumerate() {
+            if index > 0 {
+                formatter.write_str(" ")?;
+            }
+            formatter.write_str(scope)?;
+        }
+        Ok(())
+    }
+}
+
+impl serde::Serialize for Scope<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            [] => serializer.serialize_str(""),
+            [scope] => serializer.serialize_str(scope),
+            _ => serializer.collect_str(self),
+        }
+    }
 }
 
 /// An allow's upstream headers, name and value, in the order of the configuration's `headers:`: one
@@ -154,7 +208,6 @@ pub struct DecisionTrace {
     pub issuer_name: String,
     /// A short hash of the credential, to correlate log lines without holding the credential.
     pub credential_hash: String,
-    pub kid: String,
     pub token_cache_hit: bool,
     /// The decision came from the memo: the policy step did not run.
     pub memo_hit: bool,
@@ -402,7 +455,7 @@ impl Decider {
     /// ([`path::normalize`]) at `now` (seconds since the epoch).
     pub fn decide_verified(
         &self,
-        token: &Credential,
+        token: &Arc<Credential>,
         input: &DecisionInput,
         path: &str,
         now: i64,
@@ -433,7 +486,7 @@ impl Decider {
     /// cannot be asked.
     fn evaluate_verified(
         &self,
-        token: &Credential,
+        token: &Arc<Credential>,
         prepared: &Prepared,
         input: &DecisionInput,
         path: &str,
@@ -464,13 +517,13 @@ impl Decider {
         decision.policies = outcome.determining;
         decision.trace.policy_micros = policy_micros;
         decision.trace.policy_errors = outcome.errors;
-        name_credential(&mut decision, token);
+        decision.credential = Some(Arc::clone(token));
         Evaluated::ByPolicy(decision)
     }
 
     /// A decision the memo kept for `token`, answered again at `now`: what the policies decided, with
     /// what the credential says of itself, its own `decision_id`, and the `cache_ttl` of now.
-    fn reissue(&self, kept: &Kept, token: &Credential, now: i64) -> Decision {
+    fn reissue(&self, kept: &Kept, token: &Arc<Credential>, now: i64) -> Decision {
         let outcome = &kept.outcome;
         let mut decision = Decision {
             decision_id: decision_id(),
@@ -479,6 +532,7 @@ impl Decider {
             error: outcome.error,
             error_description: outcome.error_description.to_string(),
             www_authenticate: outcome.www_authenticate.to_string(),
+            credential: Some(Arc::clone(token)),
             headers: kept.headers.clone(),
             policies: outcome.policies.to_vec(),
             trace: DecisionTrace {
@@ -491,7 +545,6 @@ impl Decider {
         if decision.allow {
             decision.cache_ttl = self.allow_ttl(token, now);
         }
-        name_credential(&mut decision, token);
         decision
     }
 
@@ -604,16 +657,6 @@ impl Decider {
                 .then_some((header, value))
         }))
     }
-}
-
-/// Sets what the credential says of itself in a decision on it: the subject, client, issuer, scopes and
-/// key id.
-fn name_credential(decision: &mut Decision, token: &Credential) {
-    decision.subject.clone_from(&token.subject);
-    decision.client_id.clone_from(&token.client_id);
-    decision.issuer = token.issuer.to_string();
-    decision.scope = token.scopes.join(" ");
-    decision.trace.kid.clone_from(&token.kid);
 }
 
 /// What the policies see of one request: the verified credential as its prepared `principal`, the input

@@ -161,7 +161,9 @@ impl OfflineDecider {
             },
         )
         .map_err(|error| format!("`token`: {error}"))?;
-        Ok(self.decider.decide_verified(&verified, &input, &path, now))
+        Ok(self
+            .decider
+            .decide_verified(&std::sync::Arc::new(verified), &input, &path, now))
     }
 }
 

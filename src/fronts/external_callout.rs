@@ -191,9 +191,12 @@ fn variables(decision: &Decision) -> HashMap<String, FlowVariable> {
             "decision_id".to_owned(),
             Value::String(decision.decision_id.to_string()),
         ),
-        ("subject".to_owned(), text(&decision.subject)),
-        ("client_id".to_owned(), text(&decision.client_id)),
-        ("scope".to_owned(), text(&decision.scope)),
+        ("subject".to_owned(), text(decision.subject())),
+        ("client_id".to_owned(), text(decision.client_id())),
+        (
+            "scope".to_owned(),
+            Value::String(decision.scope().to_string()),
+        ),
         (
             "cache_ttl".to_owned(),
             Value::Int64(i64::try_from(decision.cache_ttl).unwrap_or(i64::MAX)),

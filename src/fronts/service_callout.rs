@@ -7,7 +7,7 @@ use std::collections::btree_map::Entry;
 use serde::{Deserialize, Deserializer, Serialize, de};
 
 use super::FieldError;
-use crate::decision::{Decision, DecisionInput, UpstreamHeaders};
+use crate::decision::{Decision, DecisionInput, Scope, UpstreamHeaders};
 use crate::policy::ApigeeContext;
 
 /// The body of `POST /v1/decide`. Unknown fields are refused, so a misspelt `authorisation` is an
@@ -179,7 +179,7 @@ pub struct DecideResponse<'a> {
     pub subject: &'a str,
     pub client_id: &'a str,
     pub issuer: &'a str,
-    pub scope: &'a str,
+    pub scope: Scope<'a>,
     pub headers: &'a UpstreamHeaders,
     pub cache_ttl: u64,
     pub policies: &'a [String],
@@ -194,10 +194,10 @@ impl<'a> From<&'a Decision> for DecideResponse<'a> {
             error: decision.error.as_str(),
             error_description: &decision.error_description,
             www_authenticate: &decision.www_authenticate,
-            subject: &decision.subject,
-            client_id: &decision.client_id,
-            issuer: &decision.issuer,
-            scope: &decision.scope,
+            subject: decision.subject(),
+            client_id: decision.client_id(),
+            issuer: decision.issuer(),
+            scope: decision.scope(),
             headers: &decision.headers,
             cache_ttl: decision.cache_ttl,
             policies: &decision.policies,
