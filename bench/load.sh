@@ -17,8 +17,10 @@
 # and the script fails. Everything it starts is stopped on exit. See BENCHMARKS.md.
 #
 # Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUTES ROUNDS TARGETS (a
-# space-separated subset of: ceiling repeat unique new opaque), CARGO_TARGET_DIR, and the ports
-# CEILING_PORT VERDICT_PORT UNCACHED_PORT JWKS_PORT.
+# space-separated subset of: ceiling repeat unique new opaque, and ceiling+N for any whole N: the
+# ceiling spending N µs of calibrated user-space CPU on each answer, to show what a service doing N µs
+# of its own work per request can reach here), CARGO_TARGET_DIR, and the ports CEILING_PORT
+# VERDICT_PORT UNCACHED_PORT JWKS_PORT and WORKED_PORT (the first of the ceiling+N targets').
 
 set -euo pipefail
 
@@ -34,6 +36,7 @@ CEILING_PORT="${CEILING_PORT:-18090}"
 VERDICT_PORT="${VERDICT_PORT:-18080}"
 UNCACHED_PORT="${UNCACHED_PORT:-18081}"
 JWKS_PORT="${JWKS_PORT:-18091}"
+WORKED_PORT="${WORKED_PORT:-18100}"
 # The goals of issue 15, as shares of the ceiling's requests/s.
 declare -A GOAL=([repeat]=0.85 [unique]=0.5 [new]=0.3)
 
@@ -119,6 +122,15 @@ target[repeat]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/tokens.txt r
 target[unique]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/tokens.txt unique"
 target[new]="http://127.0.0.1:${UNCACHED_PORT} $uncached_pid $work/tokens.txt repeat"
 target[opaque]="http://127.0.0.1:${VERDICT_PORT} $verdict_pid $work/opaque-tokens.txt repeat"
+# The ceiling with work of its own, one process for each `ceiling+N` asked for.
+worked_port="$WORKED_PORT"
+for name in $TARGETS; do
+    [[ "$name" =~ ^ceiling\+([0-9]+)$ ]] || continue
+    "$ceiling_bin" "127.0.0.1:${worked_port}" "${BASH_REMATCH[1]}" >"$work/${name}.log" 2>&1 &
+    pids+=($!)
+    target[$name]="http://127.0.0.1:${worked_port} $! $work/tokens.txt repeat"
+    worked_port=$((worked_port + 1))
+done
 for name in $TARGETS; do
     [ -n "${target[$name]:-}" ] || { echo "unknown target ${name}" >&2; exit 2; }
     read -r url pid _ <<<"${target[$name]}"
@@ -171,18 +183,20 @@ load() {
     local script=(-s bench/decide.lua "$url" -- "$tokens" "$workload" "$ROUTES")
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$WARMUP" "${script[@]}" >/dev/null
     local counted_before=(0 0) counted_after=(0 0)
-    [ "$name" = ceiling ] || read -ra counted_before <<<"$(decisions "$url")"
+    local verdict=1 # whether the target is Verdict, whose decisions are counted
+    if [[ "$name" == ceiling* ]]; then verdict=0; fi
+    [ "$verdict" = 0 ] || read -ra counted_before <<<"$(decisions "$url")"
     local cpu_before
     cpu_before="$(cpu_ticks "$pid")"
     wrk -t"$THREADS" -c"$CONNECTIONS" -d"$DURATION" "${script[@]}" >"$out"
     local cpu_after
     cpu_after="$(cpu_ticks "$pid")"
-    [ "$name" = ceiling ] || read -ra counted_after <<<"$(decisions "$url")"
+    [ "$verdict" = 0 ] || read -ra counted_after <<<"$(decisions "$url")"
     local requests errors
     requests="$(field requests "$out")"
     errors=$(($(field status_errors "$out") + $(field socket_errors "$out")))
     rps["$round,$name"]="$(field rps "$out")"
-    if [ "$name" != ceiling ]; then
+    if [ "$verdict" = 1 ]; then
         local allows=$((counted_after[0] - counted_before[0])) others=$((counted_after[1] - counted_before[1]))
         if [ "$others" -ne 0 ] || [ "$allows" -lt "$requests" ]; then
             echo "${name}: ${others} answers were not allows (${allows} allows for ${requests} requests): no measurement" >&2
@@ -199,7 +213,7 @@ load() {
     ratios["$round,$name"]="$ratio"
     local rss held_now="-"
     rss="$(awk '/^VmRSS:/ { printf "%.1f MiB", $2 / 1024 }' "/proc/$pid/status")"
-    [ "$name" = ceiling ] || held_now="$(held "$url")"
+    [ "$verdict" = 0 ] || held_now="$(held "$url")"
     printf '| %s | %s | %.0f | %s | %s | %s | %.1f µs | %s | %s | %d |\n' "$round" "$name" "${rps[$round,$name]}" \
         "$ratio" "$(ms "$(field p50_us "$out")")" "$(ms "$(field p99_us "$out")")" \
         "$(awk -v t="$((cpu_after - cpu_before))" -v hz="$ticks" -v n="$requests" \
