@@ -12,6 +12,7 @@ mod fixture;
 
 use std::cell::Cell;
 use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::hint::black_box;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -44,6 +45,8 @@ const NEW_TOKEN_CACHE_CAPACITY: usize = 1;
 struct Fixture {
     warm: AppState,
     cold: AppState,
+    /// The token `warm_input` carries, which the warm engine has verified and cached.
+    warm_token: String,
     warm_input: DecisionInput,
     new_inputs: Vec<DecisionInput>,
     /// An opaque token the warm engine has introspected.
@@ -82,7 +85,8 @@ impl Fixture {
         let opaque_input = decide_input("opaque-bench-token-0123456789abcdef");
 
         let now = unix_now()?;
-        let warm_input = decide_input(&key.sign(&claims(&issuer, usize::MAX, now)));
+        let warm_token = key.sign(&claims(&issuer, usize::MAX, now));
+        let warm_input = decide_input(&warm_token);
         let new_inputs = mint_tokens(&key, &issuer, now, NEW_TOKEN_COUNT)
             .iter()
             .map(|token| decide_input(token))
@@ -102,6 +106,7 @@ impl Fixture {
         Ok(Self {
             warm,
             cold,
+            warm_token,
             warm_input,
             new_inputs,
             opaque_input,
@@ -126,7 +131,8 @@ async fn engine_state(issuer: &str, max_tokens: usize) -> anyhow::Result<AppStat
     Ok(state)
 }
 
-/// `decide/warm_token` and `decide/new_token`; returns, per benchmark, how many measured decisions were
+/// `decide/warm_token`, `decide/warm_token_new_route`, `decide/new_token` and `decide/opaque_warm`;
+/// returns, per benchmark, how many measured decisions were
 /// not what it names.
 fn bench_decide(
     criterion: &mut Criterion,
@@ -135,7 +141,7 @@ fn bench_decide(
 ) -> Vec<(&'static str, u64)> {
     let mut group = criterion.benchmark_group("decide");
 
-    // The same token every time: the verified-token cache answers, the policy is still evaluated.
+    // The same token on the same route every time: the verified-token cache answers, then the memo.
     let warm = fixture.warm.current();
     let warm_wrong = bench_cached(
         &mut group,
@@ -144,6 +150,33 @@ fn bench_decide(
         &warm.engine,
         &fixture.warm_input,
     );
+
+    // The same token on a route it has not asked for before, every time: the verified-token cache
+    // answers, the memo has not seen the question, so the policy step runs (the load test's `unique`).
+    let mut input = decide_input(&fixture.warm_token);
+    // Past the one route the other benchmarks ask for (`/orders/42`), which the memo holds.
+    let mut route = 1_000_u64;
+    let new_route_wrong = Cell::new(0_u64);
+    group.bench_function("warm_token_new_route", |bencher| {
+        bencher.iter_custom(|iterations| {
+            runtime.block_on(async {
+                let started = Instant::now();
+                for _ in 0..iterations {
+                    route += 1;
+                    input.path.clear();
+                    let _ = write!(input.path, "/orders/{route}");
+                    let decision = warm.engine.decide(black_box(&input)).await;
+                    if !(decision.allow && decision.trace.token_cache_hit)
+                        || decision.trace.memo_hit
+                    {
+                        new_route_wrong.set(new_route_wrong.get() + 1);
+                    }
+                    black_box(decision);
+                }
+                started.elapsed()
+            })
+        });
+    });
 
     // A token the cache does not hold every time: the full RS256 verification, then the policy.
     let cold = fixture.cold.current();
@@ -180,6 +213,7 @@ fn bench_decide(
     group.finish();
     vec![
         ("decide/warm_token", warm_wrong),
+        ("decide/warm_token_new_route", new_route_wrong.get()),
         ("decide/new_token", new_wrong.get()),
         ("decide/opaque_warm", opaque_wrong),
     ]
