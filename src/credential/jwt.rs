@@ -118,16 +118,19 @@ pub(super) async fn verify(
         }
         Some(key)
     };
-    let key = match &key_set_key {
-        Some(key) => &key.key,
-        None => issuer
-            .hmac_key
-            .as_ref()
-            .ok_or(CredentialError::AlgorithmNotAllowed)?,
+    let signed = match &key_set_key {
+        Some(key) => key.verifies(signing_input.as_bytes(), signature_b64),
+        None => {
+            let secret = issuer
+                .hmac_key
+                .as_ref()
+                .ok_or(CredentialError::AlgorithmNotAllowed)?;
+            jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), secret, algorithm)
+                .unwrap_or(false)
+        }
     };
-    match jsonwebtoken::crypto::verify(signature_b64, signing_input.as_bytes(), key, algorithm) {
-        Ok(true) => {}
-        Ok(false) | Err(_) => return Err(CredentialError::BadSignature),
+    if !signed {
+        return Err(CredentialError::BadSignature);
     }
 
     let verified = check_claims(
