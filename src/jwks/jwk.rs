@@ -152,17 +152,15 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
     match key.kty.as_str() {
         "RSA" => {
             let algorithm = declared.unwrap_or(Algorithm::RS256);
-            if !matches!(
-                algorithm,
-                Algorithm::RS256
-                    | Algorithm::RS384
-                    | Algorithm::RS512
-                    | Algorithm::PS256
-                    | Algorithm::PS384
-                    | Algorithm::PS512
-            ) {
-                return Err(format!("algorithm {algorithm:?} does not fit an RSA key"));
-            }
+            let parameters = match algorithm {
+                Algorithm::RS256 => &aws_signature::RSA_PKCS1_2048_8192_SHA256,
+                Algorithm::RS384 => &aws_signature::RSA_PKCS1_2048_8192_SHA384,
+                Algorithm::RS512 => &aws_signature::RSA_PKCS1_2048_8192_SHA512,
+                Algorithm::PS256 => &aws_signature::RSA_PSS_2048_8192_SHA256,
+                Algorithm::PS384 => &aws_signature::RSA_PSS_2048_8192_SHA384,
+                Algorithm::PS512 => &aws_signature::RSA_PSS_2048_8192_SHA512,
+                other => return Err(format!("algorithm {other:?} does not fit an RSA key")),
+            };
             let n = decode(key.n.as_deref(), "n")?;
             let e = decode(key.e.as_deref(), "e")?;
             let bits = modulus_bits(&n);
@@ -171,14 +169,6 @@ fn verification_key(key: &RawKey) -> Result<VerificationKey, String> {
                     "RSA key of {bits} bits is under the minimum of {MIN_RSA_BITS}"
                 ));
             }
-            let parameters = match algorithm {
-                Algorithm::RS384 => &aws_signature::RSA_PKCS1_2048_8192_SHA384,
-                Algorithm::RS512 => &aws_signature::RSA_PKCS1_2048_8192_SHA512,
-                Algorithm::PS256 => &aws_signature::RSA_PSS_2048_8192_SHA256,
-                Algorithm::PS384 => &aws_signature::RSA_PSS_2048_8192_SHA384,
-                Algorithm::PS512 => &aws_signature::RSA_PSS_2048_8192_SHA512,
-                _ => &aws_signature::RSA_PKCS1_2048_8192_SHA256,
-            };
             let parsed = RsaPublicKeyComponents { n: &n, e: &e }
                 .to_parsed_public_key(parameters)
                 .map_err(|error| format!("not a usable RSA public key: {error}"))?;
@@ -320,19 +310,22 @@ mod tests {
             { "kty": "RSA", "kid": "small", "n": small_modulus, "e": "AQAB" },
             { "kty": "RSA", "kid": "enc", "use": "enc", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" },
             { "kty": "RSA", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" },
+            { "kty": "RSA", "kid": "ec-alg", "alg": "ES256", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" },
             { "kty": "RSA", "kid": "good", "n": URL_SAFE_NO_PAD.encode([0xc1_u8; 256]), "e": "AQAB" }
         ]});
         let parsed = parse_key_set(document.to_string().as_bytes()).unwrap_or_default();
         assert_eq!(parsed.keys.keys().collect::<Vec<_>>(), vec!["good"]);
-        assert_eq!(parsed.skipped.len(), 4, "{:?}", parsed.skipped);
-        assert!(
-            parsed
-                .skipped
-                .iter()
-                .any(|reason| reason.contains("1024 bits")),
-            "{:?}",
-            parsed.skipped
-        );
+        assert_eq!(parsed.skipped.len(), 5, "{:?}", parsed.skipped);
+        for reason in ["1024 bits", "ES256 does not fit an RSA key"] {
+            assert!(
+                parsed
+                    .skipped
+                    .iter()
+                    .any(|skipped| skipped.contains(reason)),
+                "{reason}: {:?}",
+                parsed.skipped
+            );
+        }
     }
 
     #[test]
