@@ -150,27 +150,19 @@ impl std::fmt::Display for Scope<'_> {
     }
 }
 
+/// `serde_json` writes it straight into the output, without a `String` in between.
 impl serde::Serialize for Scope<'_> {
     fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            [] => serializer.serialize_str(""),
-            [scope] => serializer.serialize_str(scope),
-            _ => serializer.collect_str(self),
-        }
+        serializer.collect_str(self)
     }
 }
 
 /// An allow's upstream headers, name and value, in the order of the configuration's `headers:`: one
 /// allocation, prepared once per credential and shared by every decision on it. The text holds a
 /// `name:value` line per header; a header name has no `:` and a valid header value no line break.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UpstreamHeaders(Arc<str>);
-
-impl Default for UpstreamHeaders {
-    fn default() -> Self {
-        Self(Arc::from(""))
-    }
-}
+/// None is no allocation (`None`): a deny, the base every decision is built on, has none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UpstreamHeaders(Option<Arc<str>>);
 
 impl UpstreamHeaders {
     /// `headers`, each name a header name and each value a valid header value.
@@ -179,18 +171,20 @@ impl UpstreamHeaders {
         for (name, value) in headers {
             let _ = writeln!(text, "{}:{value}", name.as_str());
         }
-        Self(text.into())
+        Self((!text.is_empty()).then(|| text.into()))
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
         self.0
+            .as_deref()
+            .unwrap_or_default()
             .split_terminator('\n')
             .filter_map(|line| line.split_once(':'))
     }
 
     /// The heap bytes they hold.
     fn bytes(&self) -> usize {
-        self.0.len()
+        self.0.as_deref().map_or(0, str::len)
     }
 }
 
