@@ -137,7 +137,7 @@ impl MethodSlices {
             None => self.any_path.get_or_insert_with(PolicySet::new),
             Some(segment) => self.by_segment.entry(segment.clone()).or_default(),
         };
-        set.add(policy.clone()).map_err(|error| error.to_string())
+        insert(set, policy)
     }
 
     /// Copies the `any_path` policies into every segment's set, if that takes at most `budget`
@@ -152,12 +152,16 @@ impl MethodSlices {
         }
         for set in self.by_segment.values_mut() {
             for policy in any_path.policies() {
-                set.add(policy.clone()).map_err(|error| error.to_string())?;
+                insert(set, policy)?;
             }
         }
         self.folded = true;
         Ok(copies)
     }
+}
+
+fn insert(set: &mut PolicySet, policy: &Policy) -> Result<(), String> {
+    set.add(policy.clone()).map_err(|error| error.to_string())
 }
 
 /// The policy copies [`Slices::build`] may make to fold the policies that require no segment into
@@ -195,10 +199,13 @@ impl Slices {
                 }
             }
         }
+        // In the methods' order, so that which of them a tight budget folds is the same every time.
+        let mut by_name: Vec<_> = slices.by_method.iter_mut().collect();
+        by_name.sort_by_key(|(name, _)| *name);
         let mut budget = fold_budget;
-        for slice in slices
-            .by_method
-            .values_mut()
+        for slice in by_name
+            .into_iter()
+            .map(|(_, slice)| slice)
             .chain([&mut slices.other_methods])
         {
             budget -= slice.fold(budget)?;
