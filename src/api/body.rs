@@ -85,12 +85,44 @@ fn is_json(headers: &HeaderMap) -> bool {
     else {
         return false;
     };
-    let essence = value
-        .split(';')
-        .next()
-        .unwrap_or_default()
-        .trim()
-        .to_ascii_lowercase();
-    essence == "application/json"
-        || (essence.starts_with("application/") && essence.ends_with("+json"))
+    let essence = value.split(';').next().unwrap_or_default().trim();
+    let Some((kind, subtype)) = essence.split_once('/') else {
+        return false;
+    };
+    // Compared case-insensitively in place: this runs on every callout.
+    let suffix = subtype.as_bytes().get(subtype.len().saturating_sub(5)..);
+    kind.eq_ignore_ascii_case("application")
+        && (subtype.eq_ignore_ascii_case("json")
+            || suffix.is_some_and(|suffix| suffix.eq_ignore_ascii_case(b"+json")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_media_types_match_case_insensitively_parameters_aside() {
+        let cases = [
+            ("application/json", true),
+            ("Application/JSON; charset=utf-8", true),
+            (" application/json ;charset=utf-8", true),
+            ("application/problem+json", true),
+            ("APPLICATION/VND.API+JSON", true),
+            ("application/+json", true),
+            ("application/jsonx", false),
+            ("application/x-json", false),
+            ("text/json", false),
+            ("applicationjson", false),
+            ("application/", false),
+            ("", false),
+        ];
+        for (content_type, json) in cases {
+            let mut headers = HeaderMap::new();
+            if let Ok(value) = content_type.parse() {
+                headers.insert(header::CONTENT_TYPE, value);
+            }
+            assert_eq!(is_json(&headers), json, "{content_type:?}");
+        }
+        assert!(!is_json(&HeaderMap::new()));
+    }
 }
