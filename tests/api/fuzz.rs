@@ -757,8 +757,7 @@ fn a_decide_body_with_a_key_twice_anywhere_is_refused() {
     );
     passed(
         runner(256).run(&strategy, |(object, which, at, escaped, same)| {
-            let (mut headers, mut apigee, mut top) = (headers.clone(), apigee.clone(), top.clone());
-            let fields = [&mut top, &mut headers, &mut apigee][object].as_mut_slice();
+            let fields = [&top, &headers, &apigee][object];
             let (key, value) = fields[which.index(fields.len())].clone();
             let key = if escaped {
                 let first = key.chars().next().unwrap_or('a');
@@ -771,7 +770,7 @@ fn a_decide_body_with_a_key_twice_anywhere_is_refused() {
                 (false, true) => "{}".to_owned(),
                 (false, false) => text("/admin"),
             };
-            let mut fields = fields.to_vec();
+            let mut fields = fields.clone();
             fields.insert(at.index(fields.len() + 1), (key, value));
             let body = match object {
                 0 => render_object(&fields),
