@@ -160,7 +160,7 @@ impl serde::Serialize for Scope<'_> {
 /// An allow's upstream headers, name and value, in the order of the configuration's `headers:`: one
 /// allocation, prepared once per credential and shared by every decision on it. The text holds a
 /// `name:value` line per header; a header name has no `:` and a valid header value no line break.
-/// None is no allocation (`None`): a deny, the base every decision is built on, has none.
+/// No headers is no allocation (`None`): a deny, the base every decision is built on, has none.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct UpstreamHeaders(Option<Arc<str>>);
 
