@@ -19,7 +19,8 @@
 # Knobs (environment): THREADS CONNECTIONS DURATION WARMUP TOKENS ROUTES ROUNDS TARGETS (a
 # space-separated subset of: ceiling repeat unique new opaque, and ceiling+N for any whole N: the
 # ceiling spending N µs of calibrated user-space CPU on each answer, to show what a service doing N µs
-# of its own work per request can reach here), CARGO_TARGET_DIR, and the ports CEILING_PORT
+# of its own work per request can reach here), CARGO_TARGET_DIR, VERDICT_BIN (a verdict binary to
+# measure instead of the one this checkout builds, to compare two builds in one run), and the ports CEILING_PORT
 # VERDICT_PORT UNCACHED_PORT JWKS_PORT and WORKED_PORT (the first of the ceiling+N targets').
 
 set -euo pipefail
@@ -53,7 +54,7 @@ fi
 
 echo "building (release) verdict and the benchmark examples into ${TARGET_DIR}" >&2
 cargo build --release --locked --bin verdict --example ceiling --example bench_issuer
-verdict_bin="${TARGET_DIR}/release/verdict"
+verdict_bin="${VERDICT_BIN:-${TARGET_DIR}/release/verdict}"
 ceiling_bin="${TARGET_DIR}/release/examples/ceiling"
 fixture_bin="${TARGET_DIR}/release/examples/bench_issuer"
 
