@@ -33,7 +33,7 @@ use crate::metrics;
 use crate::state::{AppState, Generation};
 use crate::telemetry::TraceId;
 use body::StrictJson;
-use layers::Refusals;
+use layers::{Admitted, Refusals};
 
 /// The service's routes; `/metrics` too unless the configuration gives it an `admin_listen` of its own.
 pub fn router(state: AppState) -> Router {
@@ -116,26 +116,32 @@ struct Callout {
     state: AppState,
     generation: Arc<Generation>,
     caller: Caller,
-    trace_id: Option<TraceId>,
+    trace_id: TraceId,
 }
 
 impl FromRequestParts<AppState> for Callout {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Response> {
-        Self::from_extensions(state, &parts.extensions)
+        Self::from_extensions(state, &mut parts.extensions)
             .ok_or_else(|| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
 }
 
 impl Callout {
-    /// The callout the layers prepared in a request's `extensions`; `None` if they did not run.
-    fn from_extensions(state: &AppState, extensions: &http::Extensions) -> Option<Self> {
+    /// The callout the layers prepared in a request's `extensions`, taken out of them; `None` if
+    /// they did not run.
+    fn from_extensions(state: &AppState, extensions: &mut http::Extensions) -> Option<Self> {
+        let Admitted {
+            generation,
+            caller,
+            trace_id,
+        } = extensions.remove()?;
         Some(Self {
             state: state.clone(),
-            generation: extensions.get().cloned()?,
-            caller: extensions.get().cloned()?,
-            trace_id: extensions.get().cloned(),
+            generation,
+            caller,
+            trace_id,
         })
     }
 
@@ -143,19 +149,22 @@ impl Callout {
     /// asked by `front`: the one step every front takes.
     async fn decide(&self, input: &DecisionInput, front: Front) -> Decision {
         let started = Instant::now();
-        let decision = self.generation.engine.decide(input).await;
+        let engine = &self.generation.engine;
+        let decision = engine.decide(input).await;
+        let issuer_name = engine.issuer_name(&decision);
         metrics::global().decided(
             decision.allow,
             decision.error.as_str(),
-            &decision.trace.issuer_name,
+            issuer_name,
             started.elapsed().as_secs_f64(),
         );
         let log = &self.state.decision_log;
         if log.is_enabled() {
-            let trace_id = self.trace_id.as_ref().map_or("", |TraceId(id)| id);
+            let TraceId(trace_id) = &self.trace_id;
             log.record(&DecisionRecord::new(
                 &decision,
                 input,
+                issuer_name,
                 self.caller.as_str(),
                 front.as_str(),
                 trace_id,

@@ -23,11 +23,12 @@ use memo::{Kept, Memo};
 use prepared::PreparedCache;
 
 use crate::clock::SharedClock;
+use crate::digest::ShortDigest;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
 use crate::policy::{
     ApigeeContext, DenyCode, DenyReason, NameReads, PolicyRequest, PolicySet, PreparedPrincipal,
-    TokenFacts, Unrepresentable,
+    PrincipalKind, TokenFacts, Unrepresentable,
 };
 
 /// The `error` of a decision (DESIGN §2).
@@ -198,10 +199,9 @@ impl serde::Serialize for UpstreamHeaders {
 /// What a decision's log line needs beyond the answer itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DecisionTrace {
-    /// The configured name of the token's issuer; `api_key` for an API key; empty when unverified.
-    pub issuer_name: String,
-    /// A short hash of the credential, to correlate log lines without holding the credential.
-    pub credential_hash: String,
+    /// A short hash of the credential, to correlate log lines without holding the credential; `None`
+    /// when the request presented none.
+    pub credential_hash: Option<ShortDigest>,
     pub token_cache_hit: bool,
     /// The decision came from the memo: the policy step did not run.
     pub memo_hit: bool,
@@ -259,6 +259,16 @@ impl Engine {
         self.decider.prepare(token)
     }
 
+    /// The configured name of the issuer of `decision`'s credential: `api_key` for an API key, empty
+    /// when none was verified.
+    pub fn issuer_name(&self, decision: &Decision) -> &str {
+        match &decision.credential {
+            None => "",
+            Some(credential) if credential.principal_kind == PrincipalKind::ApiKey => "api_key",
+            Some(credential) => self.verifier.issuer_name(credential.issuer_index),
+        }
+    }
+
     /// The upstream headers an allow may set (`headers:`), in file order; a decision sets those whose
     /// claim the credential has.
     pub fn upstream_headers(&self) -> impl Iterator<Item = &HeaderName> {
@@ -287,7 +297,7 @@ impl Engine {
         let started = Instant::now();
         // One SHA-256 of the credential serves the caches, the key store and the decision log.
         let digest = crate::digest::sha256(bearer.or(api_key).unwrap_or_default().as_bytes());
-        let credential_hash = crate::digest::hex(digest.get(..6).unwrap_or_default());
+        let credential_hash = Some(ShortDigest::of(&digest));
         let now = i64::try_from(self.clock.now()).unwrap_or(i64::MAX);
         let verified = match (bearer, api_key) {
             (Some(token), _) => self.verifier.verify_hashed(token, &digest).await,
@@ -328,10 +338,6 @@ impl Engine {
         decision.cache_ttl = decision
             .cache_ttl
             .min(seconds_until(verified.reusable_until(), now));
-        decision.trace.issuer_name = match bearer {
-            Some(_) => self.verifier.issuer_name(token.issuer_index).to_owned(),
-            None => "api_key".to_owned(),
-        };
         decision.trace.credential_hash = credential_hash;
         decision.trace.token_cache_hit = verified.cache_hit;
         decision.trace.verify_micros = verify_micros;

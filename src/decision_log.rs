@@ -15,9 +15,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
+use uuid::Uuid;
 
 use crate::config::DecisionLogTarget;
 use crate::decision::{Decision, DecisionInput};
+use crate::digest::ShortDigest;
 
 /// Records the writer may fall behind by before new ones are dropped.
 const BACKLOG: usize = 16 * 1024;
@@ -48,8 +50,9 @@ pub struct DecisionLog {
 /// One line of the decision log.
 #[derive(Debug, Serialize)]
 pub struct DecisionRecord<'a> {
-    pub time: String,
-    pub decision_id: String,
+    #[serde(serialize_with = "displayed")]
+    pub time: humantime::Rfc3339Timestamp,
+    pub decision_id: Uuid,
     pub message_id: &'a str,
     /// Who made the callout (see `callers::Caller`).
     pub caller: &'a str,
@@ -62,7 +65,8 @@ pub struct DecisionRecord<'a> {
     pub client_id: &'a str,
     pub kid: &'a str,
     /// A short SHA-256 of the credential, to tell requests with the same token apart from others.
-    pub token_hash: &'a str,
+    #[serde(serialize_with = "displayed_or_empty")]
+    pub token_hash: Option<ShortDigest>,
     pub method: &'a str,
     pub path: &'a str,
     pub allow: bool,
@@ -80,25 +84,27 @@ pub struct DecisionRecord<'a> {
 }
 
 impl<'a> DecisionRecord<'a> {
+    /// The record of `decision` on `input`, whose credential's issuer is configured as `issuer_name`.
     pub fn new(
         decision: &'a Decision,
         input: &'a DecisionInput,
+        issuer_name: &'a str,
         caller: &'a str,
         front: &'a str,
         trace_id: &'a str,
     ) -> Self {
         Self {
-            time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
-            decision_id: decision.decision_id.to_string(),
+            time: humantime::format_rfc3339_millis(SystemTime::now()),
+            decision_id: decision.decision_id,
             message_id: &input.message_id,
             caller,
             front,
-            issuer_name: &decision.trace.issuer_name,
+            issuer_name,
             issuer: decision.issuer(),
             subject: decision.subject(),
             client_id: decision.client_id(),
             kid: decision.kid(),
-            token_hash: &decision.trace.credential_hash,
+            token_hash: decision.trace.credential_hash,
             method: &input.method,
             path: &input.path,
             allow: decision.allow,
@@ -111,6 +117,25 @@ impl<'a> DecisionRecord<'a> {
             policy_us: decision.trace.policy_micros,
             trace_id,
         }
+    }
+}
+
+/// Writes a field by its `Display`, straight into the line.
+fn displayed<S: serde::Serializer>(
+    value: &impl std::fmt::Display,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
+/// [`displayed`], or `""` for `None`.
+fn displayed_or_empty<S: serde::Serializer>(
+    value: &Option<impl std::fmt::Display>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match value {
+        Some(value) => serializer.collect_str(value),
+        None => serializer.serialize_str(""),
     }
 }
 
@@ -397,6 +422,7 @@ mod tests {
             log.record(&DecisionRecord::new(
                 &decision,
                 &input,
+                "",
                 "test",
                 "service_callout",
                 "",

@@ -196,7 +196,8 @@ fn answer_headers<'a>(
     identity_headers: impl Iterator<Item = &'a HeaderName>,
 ) -> Upstream<'a> {
     let mut headers = HeaderMap::new();
-    if let Ok(id) = HeaderValue::from_str(&decision.decision_id.to_string()) {
+    let mut id = uuid::Uuid::encode_buffer();
+    if let Ok(id) = HeaderValue::from_str(decision.decision_id.hyphenated().encode_lower(&mut id)) {
         headers.insert(DECISION_ID, id);
     }
     let upstream = upstream(decision, identity_headers);

@@ -48,9 +48,9 @@ struct Services {
 }
 
 impl Services {
-    /// The callout the layers prepared for `request`.
-    fn callout<T>(&self, request: &tonic::Request<T>) -> Result<Callout, Status> {
-        Callout::from_extensions(&self.state, request.extensions())
+    /// The callout the layers prepared for `request`, taken out of its extensions.
+    fn callout<T>(&self, request: &mut tonic::Request<T>) -> Result<Callout, Status> {
+        Callout::from_extensions(&self.state, request.extensions_mut())
             .ok_or_else(|| Status::internal("the callout was not prepared"))
     }
 }
@@ -59,9 +59,9 @@ impl Services {
 impl Authorization for Services {
     async fn check(
         &self,
-        request: tonic::Request<CheckRequest>,
+        mut request: tonic::Request<CheckRequest>,
     ) -> Result<tonic::Response<CheckResponse>, Status> {
-        let callout = self.callout(&request)?;
+        let callout = self.callout(&mut request)?;
         let settings = &callout.generation.forward_auth;
         let input = match ext_authz::input(request.get_ref(), settings) {
             Ok(input) => input,
@@ -86,9 +86,9 @@ impl Authorization for Services {
 impl ExternalCalloutService for Services {
     async fn process_message(
         &self,
-        request: tonic::Request<MessageContext>,
+        mut request: tonic::Request<MessageContext>,
     ) -> Result<tonic::Response<MessageContext>, Status> {
-        let callout = self.callout(&request)?;
+        let callout = self.callout(&mut request)?;
         let settings = &callout.generation.forward_auth;
         let message = request.into_inner();
         // A message that cannot be decided on is a callout failure: the flow faults, and denies.

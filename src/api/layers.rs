@@ -25,9 +25,11 @@ use tracing::Instrument as _;
 
 use super::error::{ApiError, Rejected};
 use super::grpc;
+use crate::callers::Caller;
 use crate::config::ServerLimits;
 use crate::server::tls::ClientCertificate;
 use crate::state::{AppState, Generation};
+use crate::telemetry::TraceId;
 
 /// How a front answers a callout the layers refuse.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,17 +72,24 @@ pub(super) fn around_callouts(
         ))
 }
 
-/// The steps of this module's list. Hands the front the generation (`Arc<Generation>`), the trace id
-/// (`TraceId`) and the admitted `Caller` as extensions.
+/// What the [`guard`] hands the front of an admitted callout, as the request's one extension.
+#[derive(Debug, Clone)]
+pub(super) struct Admitted {
+    /// The generation that decides the callout.
+    pub(super) generation: Arc<Generation>,
+    pub(super) caller: Caller,
+    pub(super) trace_id: TraceId,
+}
+
+/// The steps of this module's list. Hands the front what it admitted as [`Admitted`].
 async fn guard(
     State((state, refusals)): State<(AppState, Refusals)>,
-    mut request: Request,
+    request: Request,
     next: Next,
 ) -> Response {
     let generation = state.current();
     let (span, trace_id) = crate::telemetry::callout_span(request.headers());
-    request.extensions_mut().insert(trace_id);
-    let response = within_limits(&state, generation, refusals, request, next)
+    let response = within_limits(&state, generation, trace_id, refusals, request, next)
         .instrument(span)
         .await;
     count_rejection(&response);
@@ -105,6 +114,7 @@ fn count_rejection(response: &Response) {
 async fn within_limits(
     state: &AppState,
     generation: Arc<Generation>,
+    trace_id: TraceId,
     refusals: Refusals,
     request: Request,
     next: Next,
@@ -119,7 +129,7 @@ async fn within_limits(
     };
     let timeout =
         caller_deadline.map_or(limits.timeout(), |deadline| deadline.min(limits.timeout()));
-    let answer = require_caller(generation, refusals, request, next);
+    let answer = require_caller(generation, trace_id, refusals, request, next);
     match tokio::time::timeout(timeout, answer).await {
         Ok(response) => response,
         Err(_) => {
@@ -134,9 +144,10 @@ async fn within_limits(
 }
 
 /// Refuses an unauthenticated caller, by the rules of the generation that decides the request; hands
-/// the admitted one and the generation on as extensions.
+/// the admitted one on with the generation and the trace id, as [`Admitted`].
 async fn require_caller(
     generation: Arc<Generation>,
+    trace_id: TraceId,
     refusals: Refusals,
     mut request: Request,
     next: Next,
@@ -151,9 +162,11 @@ async fn require_caller(
         .await;
     match admitted {
         Some(caller) => {
-            let extensions = request.extensions_mut();
-            extensions.insert(caller);
-            extensions.insert(generation);
+            request.extensions_mut().insert(Admitted {
+                generation,
+                caller,
+                trace_id,
+            });
             next.run(request).await
         }
         None => refusals.answer(ApiError::UnauthenticatedCaller),

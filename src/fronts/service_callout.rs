@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::collections::btree_map::Entry;
 
 use serde::{Deserialize, Deserializer, Serialize, de};
+use uuid::Uuid;
 
 use super::FieldError;
 use crate::decision::{Decision, DecisionInput, Scope, UpstreamHeaders};
@@ -170,7 +171,7 @@ impl DecideRequest {
 /// always resolve.
 #[derive(Debug, Serialize)]
 pub struct DecideResponse<'a> {
-    pub decision_id: String,
+    pub decision_id: Uuid,
     pub allow: bool,
     pub status: u16,
     pub error: &'static str,
@@ -188,7 +189,7 @@ pub struct DecideResponse<'a> {
 impl<'a> From<&'a Decision> for DecideResponse<'a> {
     fn from(decision: &'a Decision) -> Self {
         Self {
-            decision_id: decision.decision_id.to_string(),
+            decision_id: decision.decision_id,
             allow: decision.allow,
             status: decision.status,
             error: decision.error.as_str(),
