@@ -11,7 +11,8 @@
 # (0s: off) WORKLOAD (repeat or unique: see bench/soak.rs)
 # SAMPLE_EVERY RSS_TOLERANCE_MIB JWKS_REFRESH, UNKNOWN_KID_COOLDOWN and JWKS_TIMEOUT (Verdict's defaults
 # when unset), DECISION_LOG (off, stdout or a path; the key is left out of the configuration when
-# unset, for binaries that do not know it), WORK_DIR, and CARGO_TARGET_DIR. Durations are written
+# unset, for binaries that do not know it), WORK_DIR, CARGO_TARGET_DIR, and VERDICT_BIN (a verdict
+# binary to run instead of the one this checkout builds). Durations are written
 # `180s`, `3m`. Arguments are passed on to bench/soak.rs (`--valid-percent 100 --bad-signature-percent 0
 # ...` for valid tokens only; `--help` lists them).
 
@@ -42,7 +43,7 @@ if [ -n "${DECISION_LOG:-}" ]; then optional+=(--decision-log "$DECISION_LOG"); 
 if [ -n "${WORK_DIR:-}" ]; then optional+=(--work-dir "$WORK_DIR"); fi
 
 exec "${TARGET_DIR}/release/examples/soak" \
-    --verdict-bin "${TARGET_DIR}/release/verdict" \
+    --verdict-bin "${VERDICT_BIN:-${TARGET_DIR}/release/verdict}" \
     --rate "$RATE" --duration "$DURATION" --warmup "$WARMUP" \
     --connections "$CONNECTIONS" --timeout "$TIMEOUT" \
     --flap-every "$FLAP_EVERY" --reload-every "$RELOAD_EVERY" --sample-every "$SAMPLE_EVERY" \

@@ -23,9 +23,9 @@ use memo::{Kept, Memo};
 use prepared::PreparedCache;
 
 use crate::clock::SharedClock;
-use crate::digest::ShortDigest;
 use crate::credential::ApiKeyStore;
 use crate::credential::{self, Credential, CredentialError, Verifier};
+use crate::digest::ShortDigest;
 use crate::policy::{
     ApigeeContext, DenyCode, DenyReason, NameReads, PolicyRequest, PolicySet, PreparedPrincipal,
     PrincipalKind, TokenFacts, Unrepresentable,
