@@ -196,8 +196,9 @@ fn answer_headers<'a>(
     identity_headers: impl Iterator<Item = &'a HeaderName>,
 ) -> Upstream<'a> {
     let mut headers = HeaderMap::new();
-    let mut id = uuid::Uuid::encode_buffer();
-    if let Ok(id) = HeaderValue::from_str(decision.decision_id.hyphenated().encode_lower(&mut id)) {
+    let mut text = uuid::Uuid::encode_buffer();
+    let id = decision.decision_id.hyphenated().encode_lower(&mut text);
+    if let Ok(id) = HeaderValue::from_str(id) {
         headers.insert(DECISION_ID, id);
     }
     let upstream = upstream(decision, identity_headers);
