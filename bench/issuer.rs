@@ -45,6 +45,13 @@ struct Arguments {
     /// The listen address of the second configuration.
     #[arg(long)]
     uncached_listen: Option<SocketAddr>,
+    /// Optionally, a third configuration with no decision memo, so that every decision runs the
+    /// policies.
+    #[arg(long, requires = "unmemoized_listen")]
+    unmemoized_config_out: Option<PathBuf>,
+    /// The listen address of the third configuration.
+    #[arg(long)]
+    unmemoized_listen: Option<SocketAddr>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +81,18 @@ async fn run(arguments: Arguments) -> anyhow::Result<()> {
     if let (Some(path), Some(listen)) = (&arguments.uncached_config_out, arguments.uncached_listen)
     {
         write_atomically(path, &config_header(config_yaml(listen, &issuer, 1)?))?;
+    }
+    if let (Some(path), Some(listen)) = (
+        &arguments.unmemoized_config_out,
+        arguments.unmemoized_listen,
+    ) {
+        let yaml = config_yaml(listen, &issuer, 100_000)?;
+        let unmemoized = yaml.replace("cache:\n", "cache:\n  max_decisions: 0\n");
+        anyhow::ensure!(
+            unmemoized != yaml,
+            "the configuration has no `cache` section"
+        );
+        write_atomically(path, &config_header(unmemoized))?;
     }
     write_atomically(
         &arguments.config_out,

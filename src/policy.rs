@@ -22,8 +22,9 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 pub use entities::{PreparedPrincipal, Unrepresentable};
-pub use reads::{NameReads, Reads};
+pub use reads::{MAX_PATH_TESTS, NameReads, PathReads, PathTest, PatternChar, Reads};
 pub use reasons::{DenyCode, DenyReason};
+pub use slices::slice_segment;
 
 /// The annotation naming a policy in decisions and logs.
 const ID_ANNOTATION: &str = "id";

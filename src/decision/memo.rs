@@ -2,21 +2,27 @@
 //! repeated question costs a lookup instead of the policy step.
 //!
 //! An entry is keyed by the credential's digest, the method, the normal path, and exactly the fields
-//! the running policy set reads ([`Reads`], found from the policies at load); it names the very
-//! credential object it was decided for, and is used only for that object. It names it by a `Weak`, so
-//! an entry keeps no credential alive after the token cache lets it go, and the allocation it points
-//! at cannot be reused by another while the entry lasts. The memo is consulted after
-//! the credential has been verified for this request, a cache hit re-checked as strictly as a fresh
-//! verification (time, key identity, staleness: DESIGN §3), so an entry is never used past what the
-//! credential's own checks allow; a credential verified anew (introspected again, say) is another
-//! object and misses. What depends on the request or the time is not kept: the `decision_id` is minted
+//! the running policy set reads ([`Reads`], found from the policies at load). Of the path, when the
+//! policies only test it against constants (`like "/orders/*"`), the key holds just the tests it
+//! passes and its first segment (which picks the slice of policies that run, and so which of them
+//! may report an error), so that `/orders/1` and `/orders/2` share an entry.
+//!
+//! An entry names the very credential object it was decided for, and is used only for that object.
+//! It names it by a `Weak`, so an entry keeps no credential alive after the token cache lets it go,
+//! and the allocation it points at cannot be reused by another while the entry lasts. The memo is
+//! consulted after the credential has been verified for this request, a cache hit re-checked as
+//! strictly as a fresh verification (time, key identity, staleness: DESIGN §3), so an entry is never
+//! used past what the credential's own checks allow; a credential verified anew (introspected again,
+//! say) is another object and misses. What depends on the request or the time is not kept: the `decision_id` is minted
 //! and `cache_ttl` computed afresh for each answer. A policy set that reads `context.time` gets no memo.
 //! Each generation has its own (a reload starts empty), bounded in entries and in bytes. A key is kept
 //! only on its second sighting (a doorkeeper of recent key hashes, as TinyLFU admits), so a stream of
 //! questions that never recur costs a hash each, not an entry each that evicts the useful ones.
 //!
 //! A decision Cedar could not be asked for (a 400 naming the field) is not kept. A field the key leaves
-//! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one.
+//! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one;
+//! a path keyed by its tests is built as one string, which cannot fail (its segments, which can, are
+//! read only with the whole path).
 
 use std::collections::HashSet;
 use std::hash::BuildHasher as _;
@@ -28,7 +34,7 @@ use quick_cache::sync::Cache;
 
 use super::{Decision, DecisionInput, ErrorCode, UpstreamHeaders};
 use crate::credential::Credential;
-use crate::policy::{NameReads, Reads};
+use crate::policy::{NameReads, Reads, slice_segment};
 
 /// The bytes each entry is charged at least: the memo holds at most `max_decisions` entries and
 /// `max_decisions` × this many bytes.
@@ -160,7 +166,18 @@ impl Memo {
         let mut key = KeyWriter(Vec::with_capacity(96 + path.len()));
         key.0.extend_from_slice(digest);
         key.field(input.method.as_bytes());
-        key.field(path.as_bytes());
+        match reads.path.passed(path) {
+            None => key.field(path.as_bytes()),
+            Some(passed) => {
+                // What the policies can tell of the path, and the slice of them it picks, whose
+                // policies alone report errors.
+                match slice_segment(path) {
+                    Some(segment) => key.field(segment.as_bytes()),
+                    None => key.absent(),
+                }
+                key.field(&passed.to_le_bytes());
+            }
+        }
         if reads.host {
             key.field(input.host.as_bytes());
         }
@@ -283,6 +300,7 @@ impl KeyWriter {
 mod tests {
     use super::*;
     use crate::decision::test_credential;
+    use crate::policy::PathReads;
 
     fn token(subject: &str) -> Arc<Credential> {
         test_credential(serde_json::json!({ "sub": subject, "exp": 2_000_000_000_i64 }))
@@ -303,23 +321,70 @@ mod tests {
         }
     }
 
-    /// Kept on its second sighting, for that credential object only, and sharing its outcome with every
-    /// entry that repeats it.
-    #[test]
-    fn entries_share_the_outcomes_they_repeat() {
-        let memo = Memo::new(&Reads::default(), 100);
-        let input = DecisionInput {
+    fn input(path: &str) -> DecisionInput {
+        DecisionInput {
             authorization: None,
             api_key: None,
             method: "GET".to_owned(),
-            path: "/orders/1".to_owned(),
+            path: path.to_owned(),
             host: String::new(),
             query: String::new(),
             client_ip: None,
             headers: std::collections::BTreeMap::new(),
             apigee: crate::policy::ApigeeContext::default(),
             message_id: String::new(),
-        };
+        }
+    }
+
+    /// Of the path, a key holds what the policies can tell of it, and the slice it picks.
+    #[test]
+    fn paths_the_policies_cannot_tell_apart_share_a_key() {
+        let orders = crate::policy::PathTest::Like(
+            "/orders/"
+                .chars()
+                .map(crate::policy::PatternChar::Char)
+                .chain([crate::policy::PatternChar::Any])
+                .collect(),
+        );
+        let tested = Memo::new(
+            &Reads {
+                path: PathReads::Tests(vec![orders]),
+                ..Reads::default()
+            },
+            100,
+        );
+        let whole = Memo::new(
+            &Reads {
+                path: PathReads::Whole,
+                ..Reads::default()
+            },
+            100,
+        );
+        let key = |memo: &Memo, path: &str| memo.key(&[7; 32], &input(path), path);
+        assert!(key(&tested, "/orders/1").is_some());
+        assert_eq!(key(&tested, "/orders/1"), key(&tested, "/orders/2/items"));
+        assert_ne!(key(&tested, "/orders/1"), key(&tested, "/orders"));
+        assert_ne!(
+            key(&tested, "/admin"),
+            key(&tested, "/adminx"),
+            "another slice"
+        );
+        assert_eq!(key(&tested, "/admin"), key(&tested, "/admin/x"));
+        assert_ne!(key(&whole, "/orders/1"), key(&whole, "/orders/2"));
+    }
+
+    /// Kept on its second sighting, for that credential object only, and sharing its outcome with every
+    /// entry that repeats it.
+    #[test]
+    fn entries_share_the_outcomes_they_repeat() {
+        let memo = Memo::new(
+            &Reads {
+                path: PathReads::Whole,
+                ..Reads::default()
+            },
+            100,
+        );
+        let input = input("/orders/1");
         let (alice, bob) = (token("alice"), token("bob"));
         let cases = [
             (&alice, [1_u8; 32], "/orders/1", decision(true, "read")),

@@ -7,16 +7,27 @@
 //! passing it on) counts as reading every field under it: the analysis may read too much, never too
 //! little. The principal and `context.token` come from the credential, which the memo keys on whole;
 //! the principal's `claims` are read the same way, so that its Cedar entity holds only those.
+//!
+//! The path is in every request, but a policy set that only tests it against constants
+//! (`resource.path like "/orders/*"`, `resource.path == "/health"`, `resource == Route::"/health"`)
+//! tells two paths apart only by those tests' results ([`PathReads`]): the memo keys on the results,
+//! and `/orders/1` and `/orders/2` share an entry.
 
 use std::collections::BTreeSet;
 
-use cedar_policy::Policy;
+use cedar_policy::{Policy, ResourceConstraint};
 use serde_json::Value;
 
-/// The request fields a policy set reads, beyond the method, the path and the credential. The memo
-/// keys on those; the policy step builds only the attributes a policy reads.
+/// The most path tests [`PathReads::Tests`] holds: past these, the memo keys on the whole path, since
+/// running every test on each request would cost more than the memo saves.
+pub const MAX_PATH_TESTS: usize = 64;
+
+/// The request fields a policy set reads, beyond the method and the credential. The memo keys on
+/// those; the policy step builds only the attributes a policy reads.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Reads {
+    /// `resource.path` (and the resource's id, which is the path).
+    pub path: PathReads,
     /// `resource.segments` (from the path).
     pub segments: bool,
     /// `context.token` (from the credential).
@@ -35,6 +46,132 @@ pub struct Reads {
     pub headers: NameReads,
     /// `principal.claims`.
     pub claims: NameReads,
+}
+
+/// How a policy set reads the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathReads {
+    /// Only by these tests against constants, each once: two paths that pass the same ones are the
+    /// same to the policies. Empty when no policy reads the path.
+    Tests(Vec<PathTest>),
+    /// Some other way (`resource.segments`, the resource used whole, a comparison with another
+    /// attribute), or by more than [`MAX_PATH_TESTS`] tests.
+    Whole,
+}
+
+impl Default for PathReads {
+    fn default() -> Self {
+        Self::Tests(Vec::new())
+    }
+}
+
+impl PathReads {
+    /// The tests `path` passes, bit `i` for the `i`th; `None` when the path is read whole.
+    pub fn passed(&self, path: &str) -> Option<u64> {
+        let Self::Tests(tests) = self else {
+            return None;
+        };
+        Some(
+            tests
+                .iter()
+                .enumerate()
+                .filter(|(_, test)| test.passes(path))
+                .fold(0, |passed, (bit, _)| passed | 1 << bit),
+        )
+    }
+
+    fn add(&mut self, test: PathTest) {
+        if let Self::Tests(tests) = self
+            && !tests.contains(&test)
+        {
+            tests.push(test);
+            if tests.len() > MAX_PATH_TESTS {
+                *self = Self::Whole;
+            }
+        }
+    }
+}
+
+/// A test of the path against a constant, as Cedar runs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathTest {
+    /// `resource.path like "..."`.
+    Like(Box<[PatternChar]>),
+    /// `resource.path == "..."` (or `!=`, its negation), and `resource == Route::"..."`.
+    Is(Box<str>),
+}
+
+/// An element of a `like` pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternChar {
+    /// This character.
+    Char(char),
+    /// `*`: any run of characters, the empty one too.
+    Any,
+}
+
+impl PathTest {
+    /// Whether `path` passes, with Cedar's semantics (a pattern matches by characters, whole).
+    pub fn passes(&self, path: &str) -> bool {
+        match self {
+            Self::Is(literal) => **literal == *path,
+            Self::Like(pattern) => like(pattern, path),
+        }
+    }
+}
+
+/// Whether `text` matches `pattern`: each character in turn, backtracking only to the last `*` seen
+/// (a later `*` can match all that an earlier one could, so no other choice needs revisiting).
+fn like(pattern: &[PatternChar], text: &str) -> bool {
+    let mut rest = pattern;
+    let mut text_at = text.chars();
+    // After the last `*`: the pattern past it, and the text from where it next tries to match.
+    let mut retry: Option<(&[PatternChar], std::str::Chars<'_>)> = None;
+    loop {
+        let mut ahead = text_at.clone();
+        let next = ahead.next();
+        match (rest.split_first(), next) {
+            (Some((PatternChar::Any, after)), _) => {
+                rest = after;
+                retry = Some((after, text_at.clone()));
+            }
+            (Some((PatternChar::Char(expected), after)), Some(found)) if *expected == found => {
+                rest = after;
+                text_at = ahead;
+            }
+            (None, None) => return true,
+            _ => {
+                // Let the last `*` take one more character, if there is one left.
+                let Some((after_star, mut from)) = retry.take() else {
+                    return false;
+                };
+                if from.next().is_none() {
+                    return false;
+                }
+                rest = after_star;
+                text_at = from.clone();
+                retry = Some((after_star, from));
+            }
+        }
+    }
+}
+
+/// The `like` pattern of Cedar's JSON form: `{"Literal": "text"}` and `"Wildcard"` elements.
+fn pattern_of(elements: &[Value]) -> Option<Box<[PatternChar]>> {
+    let mut pattern = Vec::new();
+    for element in elements {
+        match element {
+            Value::String(wildcard) if wildcard == "Wildcard" => pattern.push(PatternChar::Any),
+            _ => pattern.extend(
+                element
+                    .get("Literal")?
+                    .as_str()?
+                    .chars()
+                    .map(PatternChar::Char),
+            ),
+        }
+    }
+    Some(pattern.into())
 }
 
 /// Which names of a record (`context.headers`, `principal.claims`) a policy set reads.
@@ -74,6 +211,7 @@ impl Reads {
     /// Everything: what a policy that cannot be read (no JSON form) is taken to read.
     fn everything() -> Self {
         Self {
+            path: PathReads::Whole,
             segments: true,
             token: true,
             host: true,
@@ -101,10 +239,22 @@ impl Reads {
     pub(super) fn of<'a>(policies: impl Iterator<Item = &'a Policy>) -> Self {
         let mut reads = Self::default();
         for policy in policies {
+            match policy.resource_constraint() {
+                ResourceConstraint::Any => {}
+                ResourceConstraint::Eq(route) if route.type_name().to_string() == ROUTE_TYPE => {
+                    reads.path.add(PathTest::Is(route.id().unescaped().into()));
+                }
+                // `in` and `is` are left to Cedar's entity semantics: the path is read whole.
+                _ => reads.path = PathReads::Whole,
+            }
             match policy.to_json() {
                 Ok(est) => reads.walk(&est),
                 Err(_) => return Self::everything(),
             }
+        }
+        if reads.segments {
+            // The segments are the path too.
+            reads.path = PathReads::Whole;
         }
         reads
     }
@@ -114,7 +264,11 @@ impl Reads {
         match value {
             Value::Object(fields) => {
                 for (key, inner) in fields {
-                    if (key == "." || key == "has") && self.access(inner) {
+                    if (key == "." || key == "has") && self.access(inner, key == "has") {
+                        continue;
+                    }
+                    if let Some(test) = path_test(key, inner) {
+                        self.path.add(test);
                         continue;
                     }
                     if key == "Var" {
@@ -129,10 +283,10 @@ impl Reads {
         }
     }
 
-    /// An attribute access `{"left": ..., "attr": ...}` on `resource`, `context`, `context.headers`,
-    /// `principal.claims` or of `principal.claims` itself: records it and answers true; false for any
-    /// other, to be walked.
-    fn access(&mut self, access: &Value) -> bool {
+    /// An attribute access `{"left": ..., "attr": ...}` (or a `has` test, `only_has`) on `resource`,
+    /// `context`, `context.headers`, `principal.claims` or of `principal.claims` itself: records it
+    /// and answers true; false for any other, to be walked.
+    fn access(&mut self, access: &Value, only_has: bool) -> bool {
         let (Some(left), Some(attribute)) = (
             access.get("left"),
             access.get("attr").and_then(Value::as_str),
@@ -145,7 +299,8 @@ impl Reads {
                     "host" => self.host = true,
                     "apigee" => self.apigee = true,
                     "segments" => self.segments = true,
-                    // `path` is always there.
+                    // Read other than by a test against a constant (those are matched before this).
+                    "path" if !only_has => self.path = PathReads::Whole,
                     _ => {}
                 }
                 true
@@ -183,6 +338,7 @@ impl Reads {
     fn variable(&mut self, name: &str) {
         match name {
             "resource" => {
+                self.path = PathReads::Whole;
                 self.host = true;
                 self.apigee = true;
                 self.segments = true;
@@ -190,6 +346,32 @@ impl Reads {
             "context" => *self = Self::everything(),
             _ => {}
         }
+    }
+}
+
+/// The entity type of the resource: its id is the path.
+const ROUTE_TYPE: &str = "Route";
+
+/// The test `{key: inner}` makes of the path, if it is `resource.path like "..."` or `resource.path`
+/// compared (`==`, `!=`) with a string constant, either way round.
+fn path_test(key: &str, inner: &Value) -> Option<PathTest> {
+    let is_path = |value: &Value| is_access(value, "resource", "path");
+    match key {
+        "like" if inner.get("left").is_some_and(is_path) => Some(PathTest::Like(pattern_of(
+            inner.get("pattern")?.as_array()?,
+        )?)),
+        "==" | "!=" => {
+            let (left, right) = (inner.get("left")?, inner.get("right")?);
+            let constant = if is_path(left) {
+                right
+            } else if is_path(right) {
+                left
+            } else {
+                return None;
+            };
+            Some(PathTest::Is(constant.get("Value")?.as_str()?.into()))
+        }
+        _ => None,
     }
 }
 
@@ -217,8 +399,17 @@ mod tests {
         Reads::of(set.policies())
     }
 
+    /// The fields read but the path, which the next test covers.
+    fn fields(text: &str) -> Reads {
+        Reads {
+            path: PathReads::default(),
+            ..reads(text)
+        }
+    }
+
     #[test]
     fn each_field_is_read_only_where_a_policy_reads_it() {
+        let reads = fields;
         let base = r#"permit (principal, action == Action::"GET", resource)
             when { resource.path like "/orders*" && principal.scopes.contains("orders:read")
                    && resource.segments["1"] == "x" && context.token.kid == "k" };"#;
@@ -293,7 +484,13 @@ mod tests {
                     ..Reads::default()
                 },
             ),
-            (r#"when { context == {} }"#, Reads::everything()),
+            (
+                r#"when { context == {} }"#,
+                Reads {
+                    path: PathReads::default(),
+                    ..Reads::everything()
+                },
+            ),
             (
                 r#"when { resource.segments["0"] == "orders" && context.token.kid == "k" }"#,
                 Reads {
@@ -306,6 +503,138 @@ mod tests {
         for (condition, expected) in cases {
             let text = format!("{base}\nforbid (principal, action, resource) {condition};");
             assert_eq!(reads(&text), expected, "{condition}");
+        }
+    }
+
+    fn like_of(pattern: &str) -> PathTest {
+        PathTest::Like(
+            pattern
+                .chars()
+                .map(|c| match c {
+                    '*' => PatternChar::Any,
+                    c => PatternChar::Char(c),
+                })
+                .collect(),
+        )
+    }
+
+    #[test]
+    fn a_path_tested_only_against_constants_is_read_by_those_tests() {
+        let path = |text: &str| reads(text).path;
+        let is = |literal: &str| PathTest::Is(literal.into());
+        assert_eq!(
+            path(
+                r#"permit (principal, action, resource == Route::"/status");
+                    permit (principal, action, resource)
+                    when { (resource.path like "/orders/*/items*" || "/health" == resource.path)
+                           && resource has path && resource.path != "/status"
+                           && resource.path like "/orders/*/items*" };
+                    forbid (principal, action, resource) unless { resource.path like "/a\*b*" };"#
+            ),
+            PathReads::Tests(vec![
+                is("/status"),
+                like_of("/orders/*/items*"),
+                is("/health"),
+                PathTest::Like(
+                    [
+                        PatternChar::Char('/'),
+                        PatternChar::Char('a'),
+                        PatternChar::Char('*')
+                    ]
+                    .into_iter()
+                    .chain([PatternChar::Char('b'), PatternChar::Any])
+                    .collect()
+                ),
+            ])
+        );
+        assert_eq!(
+            path(r#"permit (principal, action, resource) when { principal.subject == "a" };"#),
+            PathReads::Tests(Vec::new())
+        );
+        let whole = [
+            r#"when { resource.segments["0"] == "orders" }"#,
+            r#"when { resource == Route::"/a" }"#,
+            r#"when { resource.path == resource.host }"#,
+            r#"when { resource.path == principal.subject }"#,
+            r#"when { [resource.path].contains("/a") }"#,
+            r#"when { (if principal.subject == "a" then resource.path else "/b") like "/a*" }"#,
+            r#"when { resource.path == 1 }"#,
+            r#"when { resource["path"] like "/a*" && context == {} }"#,
+        ];
+        for condition in whole {
+            let text = format!(
+                r#"permit (principal, action, resource) when {{ resource.path like "/x*" }};
+                   forbid (principal, action, resource) {condition};"#
+            );
+            assert_eq!(path(&text), PathReads::Whole, "{condition}");
+        }
+        for head in [r#"resource in Route::"/a""#, "resource is Route"] {
+            let text = format!("permit (principal, action, {head});");
+            assert_eq!(path(&text), PathReads::Whole, "{head}");
+        }
+        let many: String = (0..=MAX_PATH_TESTS)
+            .map(|n| {
+                format!(
+                    r#"permit (principal, action, resource) when {{ resource.path == "/{n}" }};"#
+                )
+            })
+            .collect();
+        assert_eq!(path(&many), PathReads::Whole);
+    }
+
+    #[test]
+    fn the_tests_a_path_passes_are_its_bits() {
+        let path = PathReads::Tests(vec![
+            like_of("/orders*"),
+            PathTest::Is("/health".into()),
+            like_of("*/items/*"),
+        ]);
+        assert_eq!(path.passed("/orders/1"), Some(0b001));
+        assert_eq!(path.passed("/orders/1/items/2"), Some(0b101));
+        assert_eq!(path.passed("/health"), Some(0b010));
+        assert_eq!(path.passed("/healthz"), Some(0));
+        assert_eq!(PathReads::Whole.passed("/orders/1"), None);
+    }
+
+    /// A pattern of `a`, `é`, `/`, a literal `*` and the wildcard, in Cedar's source form and as
+    /// [`PatternChar`]s.
+    fn any_pattern() -> impl proptest::strategy::Strategy<Value = (String, Vec<PatternChar>)> {
+        use proptest::prelude::*;
+        proptest::collection::vec(0..5_u8, 0..8).prop_map(|elements| {
+            elements
+                .iter()
+                .map(|element| match element {
+                    0 => ("a", PatternChar::Char('a')),
+                    1 => ("é", PatternChar::Char('é')),
+                    2 => ("/", PatternChar::Char('/')),
+                    3 => ("\\*", PatternChar::Char('*')),
+                    _ => ("*", PatternChar::Any),
+                })
+                .unzip()
+        })
+    }
+
+    proptest::proptest! {
+        /// The memo keys on [`like`]'s answers in place of the path, so they must be Cedar's own.
+        #[test]
+        fn like_matches_as_cedar_does(
+            (source, pattern) in any_pattern(),
+            text in "[aé/*]{0,8}",
+        ) {
+            let expression = cedar_policy::Expression::from_str(&format!(r#""{text}" like "{source}""#))
+                .unwrap_or_else(|error| panic!("{error}"));
+            let anyone = cedar_policy::EntityUid::from_str(r#"User::"a""#).unwrap_or_else(|error| panic!("{error}"));
+            let request = cedar_policy::Request::new(
+                anyone.clone(),
+                anyone.clone(),
+                anyone,
+                cedar_policy::Context::empty(),
+                None,
+            )
+            .unwrap_or_else(|error| panic!("{error}"));
+            let cedar = cedar_policy::eval_expression(&request, &cedar_policy::Entities::empty(), &expression);
+            let cedar = matches!(cedar, Ok(cedar_policy::EvalResult::Bool(true)));
+            proptest::prop_assert_eq!(like(&pattern, &text), cedar, "{:?} like {:?}", text, source);
         }
     }
 

@@ -113,6 +113,11 @@ fn conjunct_segment(expression: &Value) -> Option<String> {
     first_segment(&prefix).map(str::to_owned)
 }
 
+/// The first segment of a request's path, which picks its slice: the decision memo keys on it too.
+pub fn slice_segment(path: &str) -> Option<&str> {
+    path.strip_prefix('/')?.split('/').next()
+}
+
 /// A policy set cut into slices by method and first path segment.
 #[derive(Debug, Default)]
 pub(super) struct Slices {
@@ -225,10 +230,7 @@ impl Slices {
         path: &str,
     ) -> Outcome {
         let slices = self.by_method.get(method).unwrap_or(&self.other_methods);
-        let segment_slice = path
-            .strip_prefix('/')
-            .and_then(|path| path.split('/').next())
-            .and_then(|segment| slices.by_segment.get(segment));
+        let segment_slice = slice_segment(path).and_then(|segment| slices.by_segment.get(segment));
         let sets = match segment_slice {
             Some(set) if slices.folded => [Some(set), None],
             _ => [slices.any_path.as_ref(), segment_slice],

@@ -1124,7 +1124,9 @@ fn a_decision_is_the_same_with_and_without_the_token_cache() {
 }
 
 /// Policies beside the example ones that read every request field a memo key may take or leave out:
-/// one header (and not another), the host, the query, the client address and the Apigee product.
+/// one header (and not another), the host, the query, the client address and the Apigee product; and
+/// the path only by tests against constants, which the memo keys on in its place (one of them on a
+/// claim the tokens lack, so that it errs, and only in the `admin` slice).
 const FIELD_POLICIES: &str = r#"
 @id("tenant-header-mismatch")
 forbid (principal, action, resource)
@@ -1144,7 +1146,43 @@ when { resource.path like "/admin*" && context has client_ip
 
 @id("free-plan-read-only")
 forbid (principal, action == Action::"POST", resource) when { resource.apigee.product == "free" };
+
+@id("health")
+permit (principal, action == Action::"GET", resource) when { resource.path == "/health" };
+
+@id("status")
+permit (principal, action, resource == Route::"/status");
+
+@id("no-item-writes-for-globex")
+forbid (principal, action == Action::"POST", resource)
+when { resource.path like "/orders/*/items*" && context.headers["x-tenant"] == "globex" };
+
+@id("admin-pages-need-a-level")
+forbid (principal, action, resource)
+when { principal.claims.level < 2 && resource.path like "/admin/*" };
 "#;
+
+/// The paths of the memo property: some the policies tell apart only by a test on their later
+/// segments (`/health`, `/health/live`), some that pass the same tests and differ only in the slice
+/// of policies they pick (`/admin`, `/adminx`), and some the policies cannot tell apart at all
+/// (`/orders/42`, `/orders/7`).
+const PATHS: [&str; 15] = [
+    "/orders/42",
+    "/orders/7",
+    "/orders",
+    "/ordersx",
+    "/admin/users",
+    "/admin",
+    "/adminx",
+    "/orders/%7E1",
+    "/orders/42/items/1",
+    "/orders/7/items",
+    "/health",
+    "/health/live",
+    "/status",
+    "/status/x",
+    "/",
+];
 
 /// One request of the memo property: each field from a few values, so that inputs recur.
 fn any_request() -> impl Strategy<Value = Value> {
@@ -1153,12 +1191,7 @@ fn any_request() -> impl Strategy<Value = Value> {
     };
     (
         select(vec!["GET", "POST", "DELETE"]),
-        select(vec![
-            "/orders/42",
-            "/orders",
-            "/admin/users",
-            "/orders/%7E1",
-        ]),
+        select(PATHS.to_vec()),
         select(vec!["api.example.com", "blocked.example"]),
         select(vec!["", "debug=1", "a=b"]),
         optional(&["", "10.1.2.3", "192.0.2.1", "::ffff:10.9.9.9"]),
@@ -1196,6 +1229,9 @@ enum MemoStep {
     /// Decides the request, then the request with one field taken from the other, in turn, twice: a
     /// field the memo keys on wrongly shows as the neighbour's decision.
     Decide(Pooled, Value, usize, Value),
+    /// Decides the request on each of [`PATHS`] in turn, twice: a path the memo takes for another
+    /// shows as the other's decision.
+    Sweep(Pooled, Value),
     Advance(u64),
     RotateKey,
 }
@@ -1222,6 +1258,8 @@ fn a_decision_is_the_same_with_and_without_the_decision_memo() {
     let step = prop_oneof![
         8 => (select(POOL.to_vec()), any_request(), 0..REQUEST_FIELDS.len(), any_request())
             .prop_map(|(token, request, field, other)| MemoStep::Decide(token, request, field, other)),
+        1 => (select(POOL.to_vec()), any_request())
+            .prop_map(|(token, request)| MemoStep::Sweep(token, request)),
         2 => select(vec![1u64, 31, 41, 71, 131, 601]).prop_map(MemoStep::Advance),
         1 => Just(MemoStep::RotateKey),
     ];
@@ -1237,6 +1275,26 @@ fn a_decision_is_the_same_with_and_without_the_decision_memo() {
             };
             let memo = app(&yaml).await;
             let plain = app(&without_memo).await;
+            let decide_both = async |body: &Value, index: usize| {
+                let input = || {
+                    serde_json::from_value::<DecideRequest>(body.clone())
+                        .unwrap()
+                        .into_input()
+                        .unwrap()
+                };
+                let with_memo = memo.state.current().engine.decide(&input()).await;
+                let without = plain.state.current().engine.decide(&input()).await;
+                prop_assert!(!without.trace.memo_hit);
+                memo_hits.fetch_add(usize::from(with_memo.trace.memo_hit), Ordering::Relaxed);
+                prop_assert_eq!(
+                    (answer(&with_memo), &with_memo.trace.policy_errors),
+                    (answer(&without), &without.trace.policy_errors),
+                    "step {} of {:?}: with the memo (left), without (right)",
+                    index,
+                    steps
+                );
+                Ok(())
+            };
             for (index, step) in steps.iter().enumerate() {
                 match step {
                     MemoStep::Decide(pooled, request, field, other) => {
@@ -1246,26 +1304,15 @@ fn a_decision_is_the_same_with_and_without_the_decision_memo() {
                         let field = REQUEST_FIELDS[*field];
                         neighbour[field] = other[field].clone();
                         for body in [&body, &neighbour, &body, &neighbour] {
-                            let input = || {
-                                serde_json::from_value::<DecideRequest>(body.clone())
-                                    .unwrap()
-                                    .into_input()
-                                    .unwrap()
-                            };
-                            let with_memo = memo.state.current().engine.decide(&input()).await;
-                            let without = plain.state.current().engine.decide(&input()).await;
-                            prop_assert!(!without.trace.memo_hit);
-                            memo_hits.fetch_add(
-                                usize::from(with_memo.trace.memo_hit),
-                                Ordering::Relaxed,
-                            );
-                            prop_assert_eq!(
-                                (answer(&with_memo), &with_memo.trace.policy_errors),
-                                (answer(&without), &without.trace.policy_errors),
-                                "step {} of {:?}: with the memo (left), without (right)",
-                                index,
-                                steps
-                            );
+                            decide_both(body, index).await?;
+                        }
+                    }
+                    MemoStep::Sweep(pooled, request) => {
+                        let mut body = request.clone();
+                        body["authorization"] = json!(format!("Bearer {}", tokens[pooled]));
+                        for path in PATHS.iter().chain(&PATHS) {
+                            body["path"] = json!(path);
+                            decide_both(&body, index).await?;
                         }
                     }
                     MemoStep::Advance(seconds) => clock.advance(Duration::from_secs(*seconds)),
