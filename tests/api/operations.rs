@@ -17,7 +17,7 @@ use envoy_types::pb::envoy::service::auth::v3::CheckResponse;
 
 use crate::helpers::grpc::{self, Reply};
 use crate::helpers::tempdir;
-use crate::helpers::{Server, verdict, wait_ready};
+use crate::helpers::{Server, new_api_key, verdict, wait_ready};
 use verdict::demo::signing::SigningKey;
 
 use crate::helpers::{AUDIENCE, CALLER_KEY, KeyServer, TestApp, claims, rsa_key, unix_now};
@@ -269,24 +269,28 @@ fn samples(text: &str) -> BTreeMap<String, f64> {
 async fn metrics_on_the_admin_listener_count_decisions_keys_caches_and_rejections() {
     let key = rsa_key("k1");
     let jwks = KeyServer::start(&[key]).await;
+    let (api_key, api_key_entry) = new_api_key(&["--id", "partner", "--scope", "orders:read"]);
     let config = write_config(
         &jwks,
         None,
-        "admin_listen: 127.0.0.1:0\ndecision_log: off\n",
+        &format!(
+            "admin_listen: 127.0.0.1:0\ndecision_log: off\napi_keys:\n  keys:\n    {api_key_entry}\n"
+        ),
     );
     let server = serve(&config);
     let (address, admin) = admin_address(&server);
     wait_ready(&address).await;
     let good = key.sign(&claims(&jwks.issuer(), unix_now()));
     let expired = key.sign(&claims(&jwks.issuer(), unix_now() - 3600));
-    for token in [&good, &good, &expired] {
-        assert_eq!(
-            send_decide(&address, &decide_body(token), &[])
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+    let by_api_key = json!({ "api_key": api_key, "method": "GET", "path": "/orders/1" });
+    for body in [
+        decide_body(&good),
+        decide_body(&good),
+        decide_body(&expired),
+        by_api_key,
+    ] {
+        let response = send_decide(&address, &body, &[]).await.unwrap();
+        assert_eq!(response.status(), 200);
     }
     let unauthenticated = reqwest::Client::new()
         .post(format!("http://{address}/v1/decide"))
@@ -330,7 +334,12 @@ async fn metrics_on_the_admin_listener_count_decisions_keys_caches_and_rejection
         value(r#"verdict_decisions_total{outcome="deny",error="invalid_token",issuer="none"}"#),
         1.0
     );
-    assert_eq!(value("verdict_decision_duration_seconds_count"), 3.0);
+    // An API key's decisions are counted under `api_key`, the issuer name of the decision log too.
+    assert_eq!(
+        value(r#"verdict_decisions_total{outcome="allow",error="none",issuer="api_key"}"#),
+        1.0
+    );
+    assert_eq!(value("verdict_decision_duration_seconds_count"), 4.0);
     assert_eq!(
         value(r#"verdict_requests_rejected_total{reason="unauthenticated_caller"}"#),
         1.0
