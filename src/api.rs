@@ -14,13 +14,13 @@ pub mod wire;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Router;
 use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
-use axum::Router;
 
 pub use error::{ApiError, Rejected};
 
