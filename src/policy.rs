@@ -22,7 +22,7 @@ use cedar_policy::{
 use miette::Diagnostic;
 
 pub use entities::{PreparedPrincipal, Unrepresentable};
-pub use reads::{MAX_PATH_TESTS, NameReads, PathReads, PathTest, PatternChar, Reads};
+pub use reads::{NameReads, PathReads, PathTest, PatternChar, Reads};
 pub use reasons::{DenyCode, DenyReason};
 pub use slices::slice_segment;
 

@@ -13,11 +13,12 @@
 //! consulted after the credential has been verified for this request, a cache hit re-checked as
 //! strictly as a fresh verification (time, key identity, staleness: DESIGN §3), so an entry is never
 //! used past what the credential's own checks allow; a credential verified anew (introspected again,
-//! say) is another object and misses. What depends on the request or the time is not kept: the `decision_id` is minted
-//! and `cache_ttl` computed afresh for each answer. A policy set that reads `context.time` gets no memo.
-//! Each generation has its own (a reload starts empty), bounded in entries and in bytes. A key is kept
-//! only on its second sighting (a doorkeeper of recent key hashes, as TinyLFU admits), so a stream of
-//! questions that never recur costs a hash each, not an entry each that evicts the useful ones.
+//! say) is another object and misses. What depends on the request or the time is not kept: the
+//! `decision_id` is minted and `cache_ttl` computed afresh for each answer. A policy set that reads
+//! `context.time` gets no memo. Each generation has its own (a reload starts empty), bounded in
+//! entries and in bytes. A key is kept only on its second sighting (a doorkeeper of recent key hashes,
+//! as TinyLFU admits), so a stream of questions that never recur costs a hash each, not an entry each
+//! that evicts the useful ones.
 //!
 //! A decision Cedar could not be asked for (a 400 naming the field) is not kept. A field the key leaves
 //! out is one the policy step does not even build ([`Reads`] again), so such a 400 never depends on one;

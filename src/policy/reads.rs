@@ -18,9 +18,11 @@ use std::collections::BTreeSet;
 use cedar_policy::{Policy, ResourceConstraint};
 use serde_json::Value;
 
+use super::slices::ROUTE_TYPE;
+
 /// The most path tests [`PathReads::Tests`] holds: past these, the memo keys on the whole path, since
 /// running every test on each request would cost more than the memo saves.
-pub const MAX_PATH_TESTS: usize = 64;
+const MAX_PATH_TESTS: usize = 64;
 
 /// The request fields a policy set reads, beyond the method and the credential. The memo keys on
 /// those; the policy step builds only the attributes a policy reads.
@@ -348,9 +350,6 @@ impl Reads {
         }
     }
 }
-
-/// The entity type of the resource: its id is the path.
-const ROUTE_TYPE: &str = "Route";
 
 /// The test `{key: inner}` makes of the path, if it is `resource.path like "..."` or `resource.path`
 /// compared (`==`, `!=`) with a string constant, either way round.

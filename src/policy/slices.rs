@@ -19,9 +19,10 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-/// The entity types whose ids a policy's head names: methods and routes.
+/// The entity types whose ids a policy's head names: methods and routes (the resource's type, whose id
+/// is the path).
 const ACTION_TYPE: &str = "Action";
-const ROUTE_TYPE: &str = "Route";
+pub(super) const ROUTE_TYPE: &str = "Route";
 
 /// The requests a policy can apply to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
