@@ -18,7 +18,8 @@ use std::collections::BTreeSet;
 use cedar_policy::{Policy, ResourceConstraint};
 use serde_json::Value;
 
-use super::slices::ROUTE_TYPE;
+/// The resource's entity type: its id is the path.
+pub(super) const ROUTE_TYPE: &str = "Route";
 
 /// The most path tests [`PathReads::Tests`] holds: past these, the memo keys on the whole path, since
 /// running every test on each request would cost more than the memo saves.
@@ -158,10 +159,18 @@ fn like(pattern: &[PatternChar], text: &str) -> bool {
     }
 }
 
-/// The `like` pattern of Cedar's JSON form: `{"Literal": "text"}` and `"Wildcard"` elements.
-fn pattern_of(elements: &[Value]) -> Option<Box<[PatternChar]>> {
+/// The pattern of `resource.path like "..."`, given the `like` operator's operands
+/// (`{"left": ..., "pattern": [...]}` in Cedar's JSON form, whose elements are `{"Literal": "text"}`
+/// and `"Wildcard"`); `None` for a `like` on anything else.
+pub(super) fn path_pattern(like: &Value) -> Option<Box<[PatternChar]>> {
+    if !like
+        .get("left")
+        .is_some_and(|left| is_access(left, "resource", "path"))
+    {
+        return None;
+    }
     let mut pattern = Vec::new();
-    for element in elements {
+    for element in like.get("pattern")?.as_array()? {
         match element {
             Value::String(wildcard) if wildcard == "Wildcard" => pattern.push(PatternChar::Any),
             _ => pattern.extend(
@@ -356,9 +365,7 @@ impl Reads {
 fn path_test(key: &str, inner: &Value) -> Option<PathTest> {
     let is_path = |value: &Value| is_access(value, "resource", "path");
     match key {
-        "like" if inner.get("left").is_some_and(is_path) => Some(PathTest::Like(pattern_of(
-            inner.get("pattern")?.as_array()?,
-        )?)),
+        "like" => path_pattern(inner).map(PathTest::Like),
         "==" | "!=" => {
             let (left, right) = (inner.get("left")?, inner.get("right")?);
             let constant = if is_path(left) {
@@ -614,6 +621,12 @@ mod tests {
     }
 
     proptest::proptest! {
+        // As the integration tests' runner: a failure is reported, not written into the tree.
+        #![proptest_config(proptest::prelude::ProptestConfig {
+            failure_persistence: None,
+            ..proptest::prelude::ProptestConfig::default()
+        })]
+
         /// The memo keys on [`like`]'s answers in place of the path, so they must be Cedar's own.
         #[test]
         fn like_matches_as_cedar_does(

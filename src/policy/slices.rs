@@ -19,10 +19,10 @@ use cedar_policy::{
 };
 use serde_json::Value;
 
-/// The entity types whose ids a policy's head names: methods and routes (the resource's type, whose id
-/// is the path).
+use super::reads::{PatternChar, ROUTE_TYPE, path_pattern};
+
+/// The entity type whose ids a policy's head names for methods (and [`ROUTE_TYPE`] for routes).
 const ACTION_TYPE: &str = "Action";
-pub(super) const ROUTE_TYPE: &str = "Route";
 
 /// The requests a policy can apply to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -98,18 +98,13 @@ fn conjunct_segment(expression: &Value) -> Option<String> {
             .and_then(conjunct_segment)
             .or_else(|| and.get("right").and_then(conjunct_segment));
     }
-    let like = expression.get("like")?;
-    let attribute = like.get("left")?.get(".")?;
-    let on_resource = attribute.get("left")?.get("Var")?.as_str() == Some("resource");
-    if !on_resource || attribute.get("attr")?.as_str() != Some("path") {
-        return None;
-    }
-    // The pattern is a list of `{"Literal": "c"}` (one character each) and `"Wildcard"` elements.
-    let prefix: String = like
-        .get("pattern")?
-        .as_array()?
+    let pattern = path_pattern(expression.get("like")?)?;
+    let prefix: String = pattern
         .iter()
-        .map_while(|element| element.get("Literal").and_then(Value::as_str))
+        .map_while(|element| match element {
+            PatternChar::Char(c) => Some(*c),
+            PatternChar::Any => None,
+        })
         .collect();
     first_segment(&prefix).map(str::to_owned)
 }
